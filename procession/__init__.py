@@ -1,0 +1,1 @@
+"""Procession: process managers (orchestrated sagas) on Kafka and in memory."""

@@ -1,0 +1,107 @@
+"""Every exception Procession raises, in one place.
+
+Each one is a dataclass that carries the context a reader needs to act on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ProcessionError(Exception):
+    """Base class of Procession's errors."""
+
+    def __str__(self) -> str:
+        return self.message()
+
+    def message(self) -> str:
+        return self.__class__.__name__
+
+
+@dataclass
+class DefinitionError(ProcessionError):
+    """A saga definition that makes no sense.
+
+    Example: ``DefinitionError("rebase", "instance", "transition 'close'", "targets
+    unknown state 'Gone'")`` reads ``saga 'rebase', machine 'instance': transition
+    'close' targets unknown state 'Gone'``.
+    """
+
+    saga: str
+    machine: str | None
+    part: str
+    problem: str
+
+    def message(self) -> str:
+        where = f"saga {self.saga!r}"
+        if self.machine is not None:
+            where += f", machine {self.machine!r}"
+        return f"{where}: {self.part} {self.problem}"
+
+
+@dataclass
+class RegistrationError(ProcessionError):
+    """An application that cannot run, e.g. a task type with no handler."""
+
+    saga: str
+    problem: str
+
+    def message(self) -> str:
+        return f"saga {self.saga!r}: {self.problem}"
+
+
+@dataclass
+class DecodeError(ProcessionError):
+    """A record that could not be decoded from the wire."""
+
+    reason: str
+    record_type: str | None = None
+
+    def message(self) -> str:
+        kind = f" ({self.record_type})" if self.record_type else ""
+        return f"cannot decode record{kind}: {self.reason}"
+
+
+@dataclass
+class UnknownEventType(ProcessionError):
+    """A domain event type no registered saga knows."""
+
+    event_type: str
+
+    def message(self) -> str:
+        return f"no saga knows the event type {self.event_type!r}"
+
+
+@dataclass
+class TaskError(ProcessionError):
+    """Raised by a task handler to say whether a failure is worth retrying.
+
+    Example: ``raise TaskError("card declined", retryable=False)``.
+    """
+
+    reason: str
+    retryable: bool = True
+
+    def message(self) -> str:
+        return self.reason
+
+
+@dataclass
+class Fenced(ProcessionError):
+    """A newer owner of the same transactional id took over; this one must stop."""
+
+    transactional_id: str
+
+    def message(self) -> str:
+        return f"producer {self.transactional_id!r} was fenced by a newer instance"
+
+
+@dataclass
+class TransactionAborted(ProcessionError):
+    """A transaction could not commit; nothing of it is visible."""
+
+    reason: str
+
+    def message(self) -> str:
+        return f"transaction aborted: {self.reason}"

@@ -1,0 +1,47 @@
+"""The pure core: define sagas, fold their history, decide what happens next."""
+
+from ._dsl import Context as Context
+from ._dsl import ForEach as ForEach
+from ._dsl import Machine as Machine
+from ._dsl import State as State
+from ._dsl import Task as Task
+from ._dsl import Transition as Transition
+from ._fold import classify as classify
+from ._fold import evolve as evolve
+from ._fold import fold as fold
+from ._ids import derive_id as derive_id
+from ._joins import Join as Join
+from ._joins import all_of as all_of
+from ._joins import any_of as any_of
+from ._joins import at_least as at_least
+from ._planner import Planner as Planner
+from ._retry import RetryPolicy as RetryPolicy
+from ._saga import Saga as Saga
+from ._state import Ended as Ended
+from ._state import MachineState as MachineState
+from ._state import PendingTask as PendingTask
+from ._state import ProcessState as ProcessState
+
+__all__ = [
+    "Context",
+    "Ended",
+    "ForEach",
+    "Join",
+    "Machine",
+    "MachineState",
+    "PendingTask",
+    "Planner",
+    "ProcessState",
+    "RetryPolicy",
+    "Saga",
+    "State",
+    "Task",
+    "Transition",
+    "all_of",
+    "any_of",
+    "at_least",
+    "classify",
+    "derive_id",
+    "evolve",
+    "fold",
+]

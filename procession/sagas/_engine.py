@@ -1,0 +1,355 @@
+"""The decision of a DSL saga: given the state and one input, what happens next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from .._errors import DecodeError
+from ..topics._records import (
+    CancelRequested,
+    CompensationPlanned,
+    DomainEvent,
+    InputIgnored,
+    MachinesCreated,
+    ProcessCancelled,
+    ProcessCompleted,
+    ProcessFailed,
+    ProcessStarted,
+    ProcessStopping,
+    CancelMode,
+    Outcome,
+    Record,
+    TaskFailed,
+    TimerFired,
+    TimerScheduled,
+    TransitionPlanned,
+)
+from ._dsl import Context, Machine, Task, Transition
+from ._fold import AnyState, classify
+from ._planner import Planner
+from ._state import PendingTask, ProcessState
+
+if TYPE_CHECKING:
+    from ._saga import Saga
+
+#: Eventless transitions taken in one decision before the saga is judged to loop.
+MAX_STEPS = 10_000
+
+
+@dataclass
+class Engine:
+    """Runs one saga's rules against a planner."""
+
+    saga: Saga
+
+    def decide(self, state: AnyState, record: Record) -> list[Record]:
+        reason = classify(state, record)
+        starting = state is None or (isinstance(state, ProcessState) and state.status == "new")
+        if reason is None and starting and not self._starts(record):
+            reason = "no process instance"
+        p = Planner(state, record)
+        if reason is not None:
+            p.emit(InputIgnored, input_type=record.type_name, input_id=record.event_id, reason=reason)
+            return p.records
+        assert isinstance(state, ProcessState) or starting
+        if isinstance(record, DomainEvent):
+            self._on_event(p, record, starting)
+        elif isinstance(record, TaskFailed):
+            self._on_failure(p, state, record.task_id, record.retryable, record.reason)
+        elif isinstance(record, TimerFired):
+            self._on_timer(p, state, record)
+        elif isinstance(record, CancelRequested):
+            self._cancel(p, record.mode, record.reason or "cancel requested")
+        self._progress(p)
+        return p.records
+
+    # ------------------------------------------------------------- triggers
+
+    def _starts(self, record: Record) -> bool:
+        return isinstance(record, DomainEvent) and record.event_type in self.saga.start_types
+
+    def _on_event(self, p: Planner, record: DomainEvent, starting: bool) -> None:
+        event = self._parse(record)
+        if not starting and p.state.status != "running":
+            p.emit(
+                InputIgnored,
+                input_type=record.event_type,
+                input_id=record.event_id,
+                reason="the process is winding down",
+            )
+            return
+        created: dict[str, str] = {}
+        for m in self.saga.machines:
+            if m.per is None:
+                if starting:
+                    created[m.name] = m.initial.name
+            elif isinstance(event, m.per.event):
+                for key in m.per.keys(event):
+                    mid = f"{m.name}:{key}"
+                    if mid not in p.state.machines and mid not in created:
+                        created[mid] = m.initial.name
+        if starting:
+            p.emit(ProcessStarted, saga=self.saga.name, version=self.saga.version, machines=created)
+        elif created:
+            p.emit(MachinesCreated, machines=created)
+        for mid in created:
+            self._arm_state_timers(p, mid)
+        mode = self.saga.cancel_on.get(type(event))
+        if mode is not None:
+            self._cancel(p, mode, f"{record.event_type} received")
+            return
+        fired = 0
+        for mid in list(p.state.machines):
+            for t in self._machine(mid).transitions_from(p.state.machines[mid].state):
+                if t.on is not None and isinstance(event, t.on):
+                    ctx = self._ctx(p, event, mid)
+                    if t.allows(ctx):
+                        self._plan(p, mid, t, ctx)
+                        fired += 1
+                        break
+        if not fired and not created and not starting:
+            p.emit(
+                InputIgnored,
+                input_type=record.event_type,
+                input_id=record.event_id,
+                reason="no transition for this event in the current states",
+            )
+
+    def _on_timer(self, p: Planner, before: AnyState, record: TimerFired) -> None:
+        assert isinstance(before, ProcessState)
+        timer = before.timers[record.timer_id]
+        if timer.purpose == "state":
+            t = self._machine(timer.machine_id).transition(timer.transition or "")
+            ctx = self._ctx(p, record, timer.machine_id)
+            if t.allows(ctx):
+                self._plan(p, timer.machine_id, t, ctx)
+        elif timer.purpose == "retry":
+            task = p.state.pending().get(timer.task_id or "")
+            if task is not None:
+                self._replan(p, timer.machine_id, task, timer.attempt)
+        else:
+            task = before.pending()[timer.task_id or ""]
+            spec = self._task_spec(timer.machine_id, task)
+            seconds = spec.timeout.total_seconds() if spec.timeout else 0
+            self._on_failure(p, before, task.task_id, True, f"timed out after {seconds:g}s")
+
+    def _on_failure(
+        self, p: Planner, before: AnyState, task_id: str, retryable: bool, reason: str
+    ) -> None:
+        assert isinstance(before, ProcessState)
+        task = before.pending()[task_id]
+        if before.status == "stopping" and task.compensates is None:
+            return  # winding down: a failed task simply has nothing to compensate
+        mid = task.machine_id
+        spec = self._task_spec(mid, task)
+        if retryable and task.attempt < spec.retry.max_attempts:
+            delay = spec.retry.delay_ms(task.task_id, task.attempt)
+            p.emit(
+                TimerScheduled,
+                timer_id=p.task_id(mid, f"retry:{task.task_id}:{task.attempt + 1}"),
+                due_ms=p.now_ms + delay,
+                purpose="retry",
+                machine_id=mid,
+                transition=task.transition,
+                task_id=task.task_id,
+                attempt=task.attempt + 1,
+            )
+            return
+        what = f"{spec.type} on {mid} failed after {task.attempt} attempt(s): {reason}"
+        if task.compensates is not None:
+            return  # _progress moves on to the next compensation and remembers this one
+        t = self._machine(mid).transition(task.transition)
+        if t.on_failure is not None:
+            machine = p.state.machines[mid]
+            p.emit(
+                TransitionPlanned,
+                machine_id=mid,
+                transition=f"{t.name}:failed",
+                from_state=machine.state,
+                to_state=t.on_failure.name,
+            )
+            self._arm_state_timers(p, mid)
+            return
+        self._stop(p, "failed", what)
+
+    def _cancel(self, p: Planner, mode: CancelMode, reason: str) -> None:
+        if mode == "hard":
+            p.emit(ProcessCancelled, mode="hard", reason=reason)
+        elif p.state.status == "running":
+            self._stop(p, "cancelled", reason)
+
+    def _stop(self, p: Planner, outcome: Outcome, reason: str) -> None:
+        p.emit(ProcessStopping, outcome=outcome, reason=reason)
+
+    # ------------------------------------------------------------- planning
+
+    def _plan(self, p: Planner, mid: str, t: Transition, ctx: Context) -> None:
+        machine = p.state.machines[mid]
+        fields: dict[str, Any] = {}
+        if t.task is not None:
+            fields = {
+                "task_type": t.task.type,
+                "mode": t.task.mode,
+                "task_id": p.task_id(mid, t.name),
+                "payload": t.task.build_payload(ctx),
+                "compensable": t.task.compensation is not None,
+            }
+        planned = p.emit(
+            TransitionPlanned,
+            machine_id=mid,
+            transition=t.name,
+            from_state=machine.state,
+            to_state=t.target.name,
+            **fields,
+        )
+        if t.task is not None:
+            self._arm_timeout(p, mid, t.task, planned.task_id or "", 1)
+        self._arm_state_timers(p, mid)
+
+    def _replan(self, p: Planner, mid: str, task: PendingTask, attempt: int) -> None:
+        spec = self._task_spec(mid, task)
+        if task.compensates is not None:
+            p.emit(
+                CompensationPlanned,
+                machine_id=mid,
+                transition=task.transition,
+                task_id=task.task_id,
+                compensates=task.compensates,
+                task_type=task.task_type,
+                mode=task.mode,
+                attempt=attempt,
+                payload=task.payload,
+            )
+        else:
+            machine = p.state.machines[mid]
+            p.emit(
+                TransitionPlanned,
+                machine_id=mid,
+                transition=task.transition,
+                from_state=task.source,
+                to_state=machine.state,
+                task_type=task.task_type,
+                mode=task.mode,
+                task_id=task.task_id,
+                attempt=attempt,
+                payload=task.payload,
+                compensable=task.compensable,
+            )
+        self._arm_timeout(p, mid, spec, task.task_id, attempt)
+
+    def _arm_timeout(self, p: Planner, mid: str, task: Task, task_id: str, attempt: int) -> None:
+        if task.timeout is None:
+            return
+        p.emit(
+            TimerScheduled,
+            timer_id=p.task_id(mid, f"timeout:{task_id}:{attempt}"),
+            due_ms=p.now_ms + round(task.timeout.total_seconds() * 1000),
+            purpose="task-timeout",
+            machine_id=mid,
+            task_id=task_id,
+            attempt=attempt,
+        )
+
+    def _arm_state_timers(self, p: Planner, mid: str) -> None:
+        machine = p.state.machines[mid]
+        for t in self._machine(mid).transitions_from(machine.state):
+            if t.after is not None:
+                p.emit(
+                    TimerScheduled,
+                    timer_id=p.task_id(mid, f"after:{t.name}:{machine.entries}"),
+                    due_ms=p.now_ms + round(t.after.total_seconds() * 1000),
+                    purpose="state",
+                    machine_id=mid,
+                    transition=t.name,
+                    attempt=machine.entries,
+                )
+
+    # ------------------------------------------------------------- progress
+
+    def _progress(self, p: Planner) -> None:
+        """Take eventless and join transitions, then complete, compensate or end."""
+        for _ in range(MAX_STEPS):
+            if p.state.status == "running":
+                if self._step_automatic(p):
+                    continue
+                if self.saga.complete(p.state):
+                    p.emit(ProcessCompleted)
+            elif p.state.status == "stopping":
+                self._step_stopping(p)
+            return
+        raise RuntimeError(f"saga {self.saga.name!r}: more than {MAX_STEPS} eventless steps")
+
+    def _step_automatic(self, p: Planner) -> bool:
+        for mid, machine in list(p.state.machines.items()):
+            if not machine.settled:
+                continue
+            for t in self._machine(mid).transitions_from(machine.state):
+                if not t.automatic or (t.when is not None and not t.when.holds(p.state)):
+                    continue
+                ctx = self._ctx(p, p.cause, mid)
+                if t.allows(ctx):
+                    self._plan(p, mid, t, ctx)
+                    return True
+        return False
+
+    def _step_stopping(self, p: Planner) -> None:
+        s = p.state
+        if s.in_flight() or (s.compensation is not None and self._retry_waiting(s)):
+            return
+        if s.completed:
+            done = s.completed[-1]
+            spec = self._machine(done.machine_id).transition(done.transition).task
+            comp = spec.compensation if spec is not None else None
+            assert comp is not None
+            ctx = Context(s, done, done.machine_id, self.saga.event_types)
+            p.emit(
+                CompensationPlanned,
+                machine_id=done.machine_id,
+                transition=done.transition,
+                task_id=p.task_id(done.machine_id, f"compensate:{done.task_id}"),
+                compensates=done.task_id,
+                task_type=comp.type,
+                mode=comp.mode,
+                payload=comp.build_payload(ctx),
+            )
+            self._arm_timeout(p, done.machine_id, comp, s.compensation.task_id, 1)  # type: ignore[union-attr]
+            return
+        reason = s.reason
+        failed = [*s.failed_compensations]
+        if s.compensation is not None:
+            failed.append(s.compensation.task_type)
+        if failed:
+            reason += f"; compensations that failed: {', '.join(failed)}"
+        if s.outcome == "cancelled" and not failed:
+            p.emit(ProcessCancelled, mode="cooperative", reason=reason)
+        else:
+            p.emit(ProcessFailed, reason=reason)
+
+    def _retry_waiting(self, s: ProcessState) -> bool:
+        comp = s.compensation
+        return comp is not None and any(t.task_id == comp.task_id for t in s.timers.values())
+
+    # ------------------------------------------------------------- lookups
+
+    def _machine(self, machine_id: str) -> Machine:
+        return self.saga.machine_for(machine_id)
+
+    def _task_spec(self, mid: str, task: PendingTask) -> Task:
+        spec = self._machine(mid).transition(task.transition).task
+        if spec is not None and task.compensates is not None:
+            spec = spec.compensation
+        assert spec is not None, f"no task spec for {task.task_type} on {mid}"
+        return spec
+
+    def _ctx(self, p: Planner, event: Any, mid: str) -> Context:
+        return Context(p.state, event, mid, self.saga.event_types)
+
+    def _parse(self, record: DomainEvent) -> BaseModel:
+        cls = self.saga.event_types[record.event_type]
+        try:
+            return cls.model_validate(record.data)
+        except ValidationError as exc:
+            raise DecodeError(str(exc).splitlines()[0], record.event_type) from exc

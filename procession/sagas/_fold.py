@@ -1,0 +1,283 @@
+"""Fold a process's records into its state.
+
+The fold knows only the framework's records, never a saga definition, so the
+state rebuilt from a stream does not change when decision code changes.
+``classify`` says whether an input can change anything; the decision uses the
+same function, so the two never disagree about what was ignored.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from dataclasses import replace
+
+from ..topics._records import (
+    CancelRequested,
+    CompensationPlanned,
+    DomainEvent,
+    InputIgnored,
+    MachinesCreated,
+    ProcessCancelled,
+    ProcessCompleted,
+    ProcessFailed,
+    ProcessStarted,
+    ProcessStopping,
+    Record,
+    TaskCompleted,
+    TaskFailed,
+    TimerFired,
+    TimerScheduled,
+    TransitionPlanned,
+)
+from ._state import CompletedTask, Ended, MachineState, PendingTask, ProcessState, Timer
+
+AnyState = ProcessState | Ended | None
+
+
+def classify(state: AnyState, record: Record) -> str | None:
+    """Why an input changes nothing, or None when it must be decided on.
+
+    Example:
+        >>> classify(None, TimerFired(event_id="t", process_id="p", correlation_id="p",
+        ...                           timer_id="x", due_ms=0))
+        'no process instance'
+    """
+    if isinstance(state, Ended) or (state is not None and state.terminal):
+        return "after completion"
+    if state is None or state.status == "new":
+        return None if isinstance(record, DomainEvent) else "no process instance"
+    if isinstance(record, DomainEvent | CancelRequested):
+        return "duplicate" if record.event_id in state.seen else None
+    if isinstance(record, TimerFired):
+        return None if record.timer_id in state.timers else "stale timer"
+    if isinstance(record, TaskCompleted | TaskFailed):
+        pending = state.pending().get(record.task_id)
+        if pending is None:
+            return "task not pending (duplicate or late result)"
+        if pending.attempt != record.attempt or not pending.in_flight:
+            return f"stale attempt {record.attempt} (current attempt {pending.attempt})"
+        return None
+    return f"not an input: {record.type_name}"
+
+
+def evolve(state: AnyState, record: Record) -> AnyState:
+    """The state after one record; the given state is left untouched.
+
+    Example:
+        >>> evolve(None, ProcessStarted(event_id="e", process_id="p", correlation_id="p",
+        ...        seq=1, saga="s", version=1, machines={"m": "A"})).status
+        'running'
+    """
+    if isinstance(state, Ended):
+        return state
+    if record.IS_DECISION:
+        if isinstance(record, InputIgnored):
+            return None if state is None or state.status == "new" else state
+        new = state.clone() if state is not None else ProcessState(record.process_id)
+        apply_decision(new, record)
+        return new
+    if state is not None and state.terminal:
+        return state
+    new = state.clone() if state is not None else ProcessState(record.process_id)
+    apply_input(new, record)
+    return new
+
+
+def apply_input(state: ProcessState, record: Record) -> None:
+    """Apply an input to ``state`` in place (the fold's step for inputs)."""
+    reason = classify(state, record)
+    state.seq += 1
+    if reason is not None:
+        return
+    if isinstance(record, DomainEvent):
+        state.seen.add(record.event_id)
+        state.context[record.event_type] = record.data
+        if not state.correlation_id:
+            state.correlation_id = record.correlation_id
+    elif isinstance(record, CancelRequested):
+        state.seen.add(record.event_id)
+    elif isinstance(record, TimerFired):
+        timer = state.timers.pop(record.timer_id)
+        if timer.purpose == "task-timeout":
+            _stop_attempt(state, timer.task_id or "")
+    elif isinstance(record, TaskCompleted):
+        _drop_task_timers(state, record.task_id)
+        _settle(state, record)
+    elif isinstance(record, TaskFailed):
+        _drop_task_timers(state, record.task_id)
+        _stop_attempt(state, record.task_id)
+
+
+def apply_decision(state: ProcessState, record: Record) -> None:
+    """Apply a decision to ``state`` in place (the fold's step for decisions)."""
+    if isinstance(record, ProcessStarted):
+        state.saga, state.version, state.status = record.saga, record.version, "running"
+        state.correlation_id = record.correlation_id
+        state.machines.update({k: MachineState(v) for k, v in record.machines.items()})
+    elif isinstance(record, MachinesCreated):
+        state.machines.update({k: MachineState(v) for k, v in record.machines.items()})
+    elif isinstance(record, TransitionPlanned):
+        _apply_transition(state, record)
+    elif isinstance(record, TimerScheduled):
+        state.timers[record.timer_id] = Timer(
+            record.due_ms,
+            record.purpose,
+            record.machine_id,
+            record.transition,
+            record.task_id,
+            record.attempt,
+        )
+    elif isinstance(record, CompensationPlanned):
+        if state.completed and state.completed[-1].task_id == record.compensates:
+            state.completed.pop()
+        _give_up_compensation(state, keep=record.task_id)
+        state.compensation = PendingTask(
+            record.task_id,
+            record.task_type,
+            record.machine_id,
+            record.transition,
+            record.attempt,
+            record.mode,
+            compensates=record.compensates,
+            payload=record.payload,
+        )
+    elif isinstance(record, ProcessStopping):
+        _begin_stopping(state, record)
+    elif isinstance(record, ProcessCompleted):
+        state.status = "completed"
+    elif isinstance(record, ProcessFailed):
+        state.status, state.reason = "failed", record.reason
+    elif isinstance(record, ProcessCancelled):
+        state.status, state.reason = "cancelled", record.reason
+    if state.terminal:
+        _give_up_compensation(state, keep=None)
+        state.timers.clear()
+
+
+def _give_up_compensation(state: ProcessState, keep: str | None) -> None:
+    """A compensation replaced by another (or by the end) without completing failed."""
+    comp = state.compensation
+    if comp is not None and comp.task_id != keep:
+        state.failed_compensations.append(comp.task_type)
+        state.compensation = None
+
+
+def _apply_transition(state: ProcessState, record: TransitionPlanned) -> None:
+    machine = state.machines.get(record.machine_id, MachineState(record.from_state, entries=0))
+    task = None
+    if record.task_type is not None and record.task_id is not None:
+        retry = record.attempt > 1 and machine.task is not None
+        task = PendingTask(
+            record.task_id,
+            record.task_type,
+            record.machine_id,
+            record.transition,
+            record.attempt,
+            record.mode or "async",
+            compensable=record.compensable,
+            source=machine.task.source if retry and machine.task else record.from_state,
+            payload=record.payload,
+        )
+        if retry:  # the same visit of the state, another attempt
+            state.machines[record.machine_id] = replace(machine, task=task)
+            return
+    old = machine.task.task_id if machine.task else None
+    state.timers = {
+        k: t
+        for k, t in state.timers.items()
+        if t.machine_id != record.machine_id or (t.task_id is not None and t.task_id != old)
+    }
+    state.machines[record.machine_id] = MachineState(
+        record.to_state, machine.entries + 1, task, machine.result
+    )
+
+
+def _settle(state: ProcessState, record: TaskCompleted) -> None:
+    comp = state.compensation
+    if comp is not None and comp.task_id == record.task_id:
+        state.compensation = None
+        return
+    machine = state.machines[record.machine_id]
+    task = machine.task
+    if task is not None and task.compensable:
+        state.completed.append(
+            CompletedTask(
+                record.machine_id, task.transition, task.task_id, task.task_type, record.result
+            )
+        )
+    state.machines[record.machine_id] = replace(machine, task=None, result=record.result)
+
+
+def _stop_attempt(state: ProcessState, task_id: str) -> None:
+    """The current attempt of ``task_id`` can no longer report back."""
+    comp = state.compensation
+    if comp is not None and comp.task_id == task_id:
+        state.compensation = replace(comp, in_flight=False)
+        return
+    for mid, machine in state.machines.items():
+        if machine.task is not None and machine.task.task_id == task_id:
+            if state.status == "stopping":  # no retries while winding down
+                state.machines[mid] = replace(machine, task=None)
+            else:
+                state.machines[mid] = replace(machine, task=replace(machine.task, in_flight=False))
+            return
+
+
+def _drop_task_timers(state: ProcessState, task_id: str) -> None:
+    state.timers = {k: t for k, t in state.timers.items() if t.task_id != task_id}
+
+
+def _begin_stopping(state: ProcessState, record: ProcessStopping) -> None:
+    state.status, state.outcome, state.reason = "stopping", record.outcome, record.reason
+    for mid, machine in state.machines.items():
+        if machine.task is not None and not machine.task.in_flight:
+            state.machines[mid] = replace(machine, task=None)
+    live = {p.task_id for p in state.pending().values() if p.in_flight}
+    state.timers = {
+        k: t for k, t in state.timers.items() if t.purpose == "task-timeout" and t.task_id in live
+    }
+
+
+def fold(history: Iterable[Record]) -> AnyState:
+    """Rebuild a process's state from its stream, in the order it was decided.
+
+    Decisions are applied right after the input that caused them (matched by
+    causation id and ``seq``), wherever other writers' records fell between.
+
+    Example:
+        >>> fold([]) is None
+        True
+    """
+    state: AnyState = None
+    for _, state in replay_steps(history):  # noqa: B007 - the last step's state is the result
+        pass
+    return state
+
+
+def replay_steps(
+    history: Iterable[Record],
+) -> Iterable[tuple[tuple[Record, AnyState, list[Record]], AnyState]]:
+    """Yield ``((input, state_before, recorded_decisions), state_after)`` per input."""
+    records = list(history)
+    caused: dict[tuple[str | None, int], deque[Record]] = defaultdict(deque)
+    for rec in records:
+        if rec.IS_DECISION:
+            caused[(rec.causation_id, rec.seq)].append(rec)  # type: ignore[attr-defined]
+    state: AnyState = None
+    for rec in records:
+        if rec.IS_DECISION:
+            continue
+        before = state
+        state = evolve(state, rec)
+        seq = _input_seq(before, state)
+        decisions = list(caused.pop((rec.event_id, seq), ()))
+        for d in decisions:
+            state = evolve(state, d)
+        yield (rec, before, decisions), state
+
+
+def _input_seq(before: AnyState, after: AnyState) -> int:
+    if isinstance(before, Ended) or (isinstance(before, ProcessState) and before.terminal):
+        return 0
+    return after.seq if isinstance(after, ProcessState) else 1

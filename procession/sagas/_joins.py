@@ -1,0 +1,90 @@
+"""Joins: conditions over several machines ("all instances Closed", "any 2 Done")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._state import ProcessState
+
+if TYPE_CHECKING:
+    from ._dsl import Machine, State
+
+
+def machines_of(state: ProcessState, family: str) -> Iterator[tuple[str, str, bool]]:
+    """(machine id, state, settled) of every machine in ``family``."""
+    prefix = family + ":"
+    for mid, m in state.machines.items():
+        if mid == family or mid.startswith(prefix):
+            yield mid, m.state, m.settled
+
+
+class Join:
+    """A condition over machines; combine with ``&``."""
+
+    def holds(self, state: ProcessState) -> bool:
+        raise NotImplementedError
+
+    def parts(self) -> tuple[InState, ...]:
+        raise NotImplementedError
+
+    def __and__(self, other: Join) -> Join:
+        return AllOf((*self.parts(), *other.parts()))
+
+
+@dataclass(frozen=True, eq=False)
+class InState(Join):
+    """``at_least`` (or all, when None) machines of ``machine`` settled in ``target``."""
+
+    machine: Machine
+    target: State
+    at_least: int | None
+
+    def holds(self, state: ProcessState) -> bool:
+        found = [s == self.target.name and ok for _, s, ok in machines_of(state, self.machine.name)]
+        if not found:
+            return False
+        if self.at_least is None:
+            return all(found)
+        return sum(found) >= self.at_least
+
+    def parts(self) -> tuple[InState, ...]:
+        return (self,)
+
+    def describe(self) -> str:
+        n = "all" if self.at_least is None else f"at least {self.at_least}"
+        return f"{n} {self.machine.name} in {self.target.name}"
+
+
+@dataclass(frozen=True, eq=False)
+class AllOf(Join):
+    """Every part holds."""
+
+    conditions: tuple[InState, ...]
+
+    def holds(self, state: ProcessState) -> bool:
+        return all(c.holds(state) for c in self.conditions)
+
+    def parts(self) -> tuple[InState, ...]:
+        return self.conditions
+
+
+def all_of(machine: Machine, state: State) -> Join:
+    """Every machine of ``machine`` (one, or one per key) is settled in ``state``.
+
+    Example: ``completes_when=all_of(instance, closing)``.
+    """
+    return InState(machine, state, None)
+
+
+def any_of(machine: Machine, state: State) -> Join:
+    """At least one machine of ``machine`` is settled in ``state``."""
+    return InState(machine, state, 1)
+
+
+def at_least(count: int, machine: Machine, state: State) -> Join:
+    """At least ``count`` machines of ``machine`` are settled in ``state``."""
+    if count < 1:
+        raise ValueError(f"at_least needs a count of at least 1, got {count}")
+    return InState(machine, state, count)

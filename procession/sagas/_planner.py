@@ -1,0 +1,68 @@
+"""Build decision records with derived ids, applying each to a scratch state.
+
+Hand-written deciders use it too: ``Planner(state, input)`` then ``emit``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from ..topics._records import Decided, Record
+from ._fold import AnyState, apply_decision, evolve
+from ._ids import derive_id
+from ._state import Ended, ProcessState
+
+D = TypeVar("D", bound=Decided)
+
+
+class Planner:
+    """Collects the decisions for one input.
+
+    ``state`` is the process state after the input was applied; every emitted
+    record is applied to it at once, so later choices see earlier ones.
+
+    Example:
+        >>> from procession.topics import DomainEvent, ProcessStarted
+        >>> e = DomainEvent(event_id="e1", process_id="p", correlation_id="c",
+        ...                 event_type="Go", time_ms=5)
+        >>> p = Planner(None, e)
+        >>> rec = p.emit(ProcessStarted, saga="s", version=1, machines={"m": "A"})
+        >>> rec.causation_id, rec.seq, p.state.status
+        ('e1', 1, 'running')
+    """
+
+    def __init__(self, before: AnyState, cause: Record) -> None:
+        self.cause = cause
+        self.now_ms = cause.time_ms
+        after = evolve(before, cause)
+        terminal = isinstance(before, Ended) or (
+            isinstance(before, ProcessState) and before.terminal
+        )
+        self.seq = 0 if terminal else (after.seq if isinstance(after, ProcessState) else 1)
+        self.state: ProcessState = (
+            after if isinstance(after, ProcessState) else ProcessState(cause.process_id)
+        )
+        self.records: list[Record] = []
+
+    @property
+    def correlation_id(self) -> str:
+        return self.state.correlation_id or self.cause.correlation_id
+
+    def emit(self, kind: type[D], **fields: Any) -> D:
+        """Record a decision of ``kind`` and apply it to the scratch state."""
+        record = kind(
+            event_id=derive_id(self.cause.process_id, self.cause.event_id, self.seq, len(self.records)),
+            process_id=self.cause.process_id,
+            correlation_id=self.correlation_id,
+            causation_id=self.cause.event_id,
+            time_ms=self.now_ms,
+            seq=self.seq,
+            **fields,
+        )
+        self.records.append(record)
+        apply_decision(self.state, record)
+        return record
+
+    def task_id(self, machine_id: str, transition: str) -> str:
+        """The id of a task planned now: stable across replays, new per planning."""
+        return derive_id(self.cause.process_id, self.cause.event_id, self.seq, machine_id, transition)

@@ -1,0 +1,43 @@
+"""The wire: record types, envelopes, codecs and topic layout."""
+
+from ._records import CancelMode as CancelMode
+from ._records import CancelRequested as CancelRequested
+from ._records import CompensationPlanned as CompensationPlanned
+from ._records import Decided as Decided
+from ._records import DomainEvent as DomainEvent
+from ._records import InputIgnored as InputIgnored
+from ._records import MachinesCreated as MachinesCreated
+from ._records import ProcessCancelled as ProcessCancelled
+from ._records import ProcessCompleted as ProcessCompleted
+from ._records import ProcessFailed as ProcessFailed
+from ._records import ProcessStarted as ProcessStarted
+from ._records import ProcessStopping as ProcessStopping
+from ._records import Record as Record
+from ._records import TaskCompleted as TaskCompleted
+from ._records import TaskFailed as TaskFailed
+from ._records import TaskMode as TaskMode
+from ._records import TimerFired as TimerFired
+from ._records import TimerScheduled as TimerScheduled
+from ._records import TransitionPlanned as TransitionPlanned
+
+__all__ = [
+    "CancelMode",
+    "CancelRequested",
+    "CompensationPlanned",
+    "Decided",
+    "DomainEvent",
+    "InputIgnored",
+    "MachinesCreated",
+    "ProcessCancelled",
+    "ProcessCompleted",
+    "ProcessFailed",
+    "ProcessStarted",
+    "ProcessStopping",
+    "Record",
+    "TaskCompleted",
+    "TaskFailed",
+    "TaskMode",
+    "TimerFired",
+    "TimerScheduled",
+    "TransitionPlanned",
+]
