@@ -1,5 +1,7 @@
 """The wire: record types, envelopes, codecs and topic layout."""
 
+from ._codec import DEFAULT_CODEC as DEFAULT_CODEC
+from ._codec import Codec as Codec
 from ._records import CancelMode as CancelMode
 from ._records import CancelRequested as CancelRequested
 from ._records import CompensationPlanned as CompensationPlanned
@@ -21,8 +23,10 @@ from ._records import TimerScheduled as TimerScheduled
 from ._records import TransitionPlanned as TransitionPlanned
 
 __all__ = [
+    "DEFAULT_CODEC",
     "CancelMode",
     "CancelRequested",
+    "Codec",
     "CompensationPlanned",
     "Decided",
     "DomainEvent",

@@ -1,0 +1,67 @@
+"""``procession demo``: the seed scenario end to end, with one injected failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import timedelta
+
+from ._errors import TaskError
+from ._timeline import summary, timeline
+from .examples import RebaseFailed, rebase_saga
+from .workers import App, Runtime, TaskCall
+from .workers._port import Transport
+
+
+class FlakyCloser:
+    """Closes instances; the first attempt on ``flaky`` fails (a busy instance)."""
+
+    def __init__(self, flaky: str) -> None:
+        self.flaky = flaky
+        self.calls: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, call: TaskCall) -> dict[str, object]:
+        instance = call.payload["instance"]
+        with self._lock:
+            self.calls.append((instance, call.attempt))
+        if instance == self.flaky and call.attempt == 1:
+            raise TaskError(f"instance {instance} is busy (injected failure)", retryable=True)
+        return {"closed": instance}
+
+
+async def run_demo(transport: Transport | None = None, rebase_id: str = "r-1042") -> str:
+    """Run the demo and return its report."""
+    app = App(
+        [rebase_saga(backoff=timedelta(milliseconds=200))],
+        {"CloseInstance": FlakyCloser(flaky="B")},
+    )
+    async with Runtime(app, transport) as rt:
+        await rt.publish(RebaseFailed(rebase_id=rebase_id, instances=["A", "B", "C"]))
+        pid = app.sagas["rebase"].process_id(rebase_id)
+        await rt.settle(timeout_s=60)
+        while True:  # the retry is a durable timer; wait for the process to end
+            state = await rt.state(pid)
+            if state is not None and getattr(state, "terminal", False):
+                break
+            await asyncio.sleep(0.05)
+            await rt.settle(timeout_s=60)
+        history = await rt.history(pid)
+    return "\n".join(
+        [
+            f"Procession demo: rebase {rebase_id} failed; closing instances A, B and C",
+            f"process {pid}, {len(history)} records:",
+            timeline(history),
+            "final state:",
+            summary(state),
+        ]
+    )
+
+
+def main(bootstrap_servers: str | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    if bootstrap_servers:
+        raise SystemExit("the Kafka transport is not part of this build yet")
+    print(asyncio.run(run_demo()))  # noqa: T201 - the demo prints its report
+    return 0

@@ -1,0 +1,108 @@
+"""An application: the sagas, the task handlers and the topics they use."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from .._errors import RegistrationError
+from ..sagas._dsl import Task
+from ..sagas._saga import Saga
+from ..topics._layout import Topics
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """What a task handler receives. ``task_id`` is the idempotency key: the same
+    for every attempt of one planned task.
+
+    Example handler::
+
+        async def close_instance(call: TaskCall) -> dict:
+            await api.close(call.payload["instance"], idempotency_key=call.task_id)
+            return {"closed": True}
+    """
+
+    task_type: str
+    task_id: str
+    attempt: int
+    payload: dict[str, Any]
+    process_id: str
+    machine_id: str
+    correlation_id: str
+
+
+Handler = Callable[[TaskCall], Any] | Callable[[TaskCall], Awaitable[Any]]
+
+
+class App:
+    """Sagas plus a handler per task type, checked at registration.
+
+    Example:
+        >>> from procession.examples import rebase_saga
+        >>> app = App([rebase_saga()], {"CloseInstance": lambda call: None})
+        >>> app.saga_for("rebase:42").name
+        'rebase'
+    """
+
+    def __init__(
+        self,
+        sagas: Sequence[Saga],
+        handlers: Mapping[str, Handler],
+        *,
+        topics: Topics | None = None,
+        keep_completed: bool = False,
+    ) -> None:
+        self.sagas = {s.name: s for s in sagas}
+        if len(self.sagas) != len(sagas):
+            raise RegistrationError(_dup([s.name for s in sagas]), "saga name is registered twice")
+        self.handlers = dict(handlers)
+        self.topics = topics or Topics()
+        self.keep_completed = keep_completed
+        self.tasks: dict[str, Task] = {}
+        self.event_types: dict[str, type[BaseModel]] = {}
+        for saga in sagas:
+            self._register(saga)
+        for name, handler in self.handlers.items():
+            if name not in self.tasks:
+                raise RegistrationError("*", f"handler for unknown task type {name!r}")
+            if not callable(handler):
+                raise RegistrationError("*", f"handler for {name!r} is not callable")
+
+    def _register(self, saga: Saga) -> None:
+        for name, task in saga.tasks.items():
+            if name not in self.handlers:
+                raise RegistrationError(saga.name, f"task type {name!r} has no handler")
+            other = self.tasks.setdefault(name, task)
+            if other.retry != task.retry:
+                raise RegistrationError(saga.name, f"task type {name!r} differs from another saga's")
+        for name, cls in saga.event_types.items():
+            if self.event_types.setdefault(name, cls) is not cls:
+                raise RegistrationError(saga.name, f"event type name {name!r} names two classes")
+
+    def saga_for(self, process_id: str) -> Saga | None:
+        """The saga a process id belongs to (its prefix), or None."""
+        return self.sagas.get(process_id.partition(":")[0])
+
+    def route(self, event: BaseModel) -> list[str]:
+        """Every process id ``event`` goes to, over all sagas."""
+        return [pid for saga in self.sagas.values() for pid in saga.route(event)]
+
+    def task_types(self) -> list[str]:
+        return sorted(self.tasks)
+
+    def is_async(self, handler: Handler) -> bool:
+        return inspect.iscoroutinefunction(handler)
+
+
+def _dup(names: Iterable[str]) -> str:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return ""

@@ -1,0 +1,146 @@
+"""The router: domain events in, keyed process-topic records out, exactly once.
+
+A domain event on an input topic is JSON with its type in the
+``procession-type`` header (``event-id`` and ``correlation-id`` optional).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ValidationError
+
+from .._errors import DecodeError, Fenced, UnknownEventType
+from ..sagas._ids import derive_id
+from ..topics._codec import DEFAULT_CODEC, Codec
+from ..topics._records import DomainEvent
+from ._app import App
+from ._clock import Clock, SystemClock
+from ._committer import commit
+from ._port import Batch, Consumer, Headers, Message, Outgoing, Transport
+from ._wire import dead_letter
+
+log = logging.getLogger("procession.router")
+_instances = itertools.count(1)
+
+
+def event_headers(event: BaseModel, event_id: str | None, correlation_id: str | None) -> Headers:
+    """The headers of a domain event as :class:`Router` reads them."""
+    out = [("procession-type", type(event).__name__.encode())]
+    if event_id:
+        out.append(("event-id", event_id.encode()))
+    if correlation_id:
+        out.append(("correlation-id", correlation_id.encode()))
+    return tuple(out)
+
+
+class Router:
+    """Applies the sagas' correlation rules to domain events."""
+
+    def __init__(
+        self,
+        app: App,
+        transport: Transport,
+        clock: Clock | None = None,
+        *,
+        topics: Sequence[str] | None = None,
+        codec: Codec = DEFAULT_CODEC,
+        poll_s: float = 0.1,
+        max_batch: int = 500,
+    ) -> None:
+        self.app, self.transport, self.codec = app, transport, codec
+        self.clock = clock or SystemClock()
+        self.inputs = list(topics or [app.topics.inputs])
+        self.poll_s, self.max_batch = poll_s, max_batch
+        self.group = f"{app.topics.prefix}.router"
+        name = f"{app.topics.prefix}.router.{os.getpid()}.{next(_instances)}"
+        self.metrics: Counter[str] = Counter()
+        self._producer = transport.producer(name)
+        self._consumer: Consumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._working = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._consumer = await self.transport.consumer(self.group, self.inputs)
+        self._task = asyncio.create_task(self._loop(), name="procession-router")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self._producer.stop()
+
+    def busy(self) -> bool:
+        return self._working
+
+    async def _loop(self) -> None:
+        assert self._consumer is not None
+        try:
+            while True:
+                msgs = await self._consumer.fetch(self.poll_s, self.max_batch)
+                if msgs:
+                    self._working = True
+                    batch = Batch(group=self.group)
+                    for msg in msgs:
+                        self._route(msg, batch)
+                        batch.offsets[msg.tp] = msg.offset + 1
+                    await commit(self._producer, batch, self.metrics, "router")
+                    self._working = False
+        except Fenced as exc:
+            log.error("router stopped: %s", exc)
+        finally:
+            self._working = False
+
+    def _route(self, msg: Message, batch: Batch) -> None:
+        try:
+            event_type, event, data = self._decode(msg)
+        except (DecodeError, UnknownEventType) as exc:
+            self.metrics["dead_lettered"] += 1
+            batch.records.append(dead_letter(msg, str(exc), self.app.topics, self.codec))
+            return
+        pids = self.app.route(event)
+        if not pids:
+            self.metrics["unrouted"] += 1
+            log.info("event %s at %s@%s has no process key", event_type, msg.partition, msg.offset)
+            return
+        headers = dict(msg.headers)
+        event_id = _text(headers.get("event-id")) or derive_id(msg.topic, msg.partition, msg.offset)
+        correlation = _text(headers.get("correlation-id")) or event_id
+        for pid in pids:
+            rec = DomainEvent(
+                event_id=event_id,
+                process_id=pid,
+                correlation_id=correlation,
+                time_ms=msg.timestamp_ms or self.clock.now_ms(),
+                event_type=event_type,
+                data=data,
+            )
+            batch.records.append(Outgoing(self.app.topics.process, pid, rec))
+        self.metrics["routed"] += len(pids)
+
+    def _decode(self, msg: Message) -> tuple[str, BaseModel, dict[str, object]]:
+        event_type = _text(dict(msg.headers).get("procession-type"))
+        if not event_type:
+            raise DecodeError("no procession-type header")
+        cls = self.app.event_types.get(event_type)
+        if cls is None:
+            raise UnknownEventType(event_type)
+        if not isinstance(msg.value, bytes):
+            raise DecodeError("domain event value is not bytes", event_type)
+        try:
+            event = cls.model_validate_json(msg.value)
+        except ValidationError as exc:
+            raise DecodeError(str(exc).replace("\n", " "), event_type) from exc
+        return event_type, event, event.model_dump(mode="json")
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.decode() if raw else ""

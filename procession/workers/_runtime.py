@@ -1,0 +1,157 @@
+"""A whole application on one transport: router, processor and workers together.
+
+The in-memory transport is the default; the same class drives Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+from types import TracebackType
+
+from pydantic import BaseModel
+
+from ..sagas._derive import cancel_request
+from ..sagas._fold import AnyState, fold
+from ..topics._codec import DEFAULT_CODEC, Codec
+from ..topics._records import CancelMode, Record
+from ._app import App
+from ._clock import Clock, SystemClock, VirtualClock
+from ._memory import MemoryTransport
+from ._port import Batch, Outgoing, TopicPartition, Transport
+from ._processor import Processor
+from ._router import Router, event_headers
+from ._wire import record_of
+from ._worker import Worker
+
+
+class Runtime:
+    """Runs an :class:`App`: publish events, watch processes, stop.
+
+    Example::
+
+        async with Runtime(app) as rt:
+            await rt.publish(RebaseFailed(rebase_id="r1", instances=["A", "B"]))
+            await rt.settle()
+            print(await rt.state("rebase:r1"))
+    """
+
+    def __init__(
+        self,
+        app: App,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        *,
+        workers: int = 1,
+        concurrency: int = 16,
+        codec: Codec = DEFAULT_CODEC,
+        poll_s: float | None = None,
+    ) -> None:
+        self.app, self.codec = app, codec
+        self.clock = clock or SystemClock()
+        memory = transport is None or isinstance(transport, MemoryTransport)
+        self.transport: Transport = transport or MemoryTransport(clock_ms=self.clock.now_ms)
+        poll = poll_s if poll_s is not None else (0.05 if memory else 0.1)
+        self.router = Router(app, self.transport, self.clock, codec=codec, poll_s=poll)
+        self.processor = Processor(app, self.transport, self.clock, codec=codec, poll_s=poll)
+        self.workers = [
+            Worker(app, self.transport, self.clock, concurrency=concurrency, codec=codec, poll_s=poll)
+            for _ in range(workers)
+        ]
+        self._producer = self.transport.producer(f"{app.topics.prefix}.client.{id(self)}")
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self.transport.create_topics(self.app.topics.specs(self.app.task_types()))
+        await self._producer.start()
+        await self.processor.start()
+        for worker in self.workers:
+            await worker.start()
+        await self.router.start()
+
+    async def stop(self) -> None:
+        await self.router.stop()
+        for worker in self.workers:
+            await worker.stop()
+        await self.processor.stop()
+        await self._producer.stop()
+
+    async def publish(
+        self,
+        event: BaseModel,
+        *,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Publish a domain event to the app's input topic."""
+        value = event.model_dump_json().encode()
+        headers = event_headers(event, event_id, correlation_id)
+        out = Outgoing(self.app.topics.inputs, key, value, headers)
+        await self._producer.commit(Batch(records=[out]))
+
+    async def cancel(self, process_id: str, mode: CancelMode = "cooperative", reason: str = "") -> None:
+        """Ask a process to cancel: ``hard`` at once, ``cooperative`` with compensations."""
+        rec = cancel_request(process_id, self.clock.now_ms(), mode, reason)
+        await self._producer.commit(Batch(records=[Outgoing(self.app.topics.process, process_id, rec)]))
+
+    async def history(self, process_id: str) -> list[Record]:
+        """Every record of one process's stream, in log order."""
+        topic = self.app.topics.process
+        parts = await self.transport.partitions(topic)
+        out: list[Record] = []
+        for p in range(parts):
+            for msg in await self.transport.read_partition(TopicPartition(topic, p)):
+                if msg.key == process_id:
+                    out.append(record_of(msg, self.codec))
+        return out
+
+    async def state(self, process_id: str) -> AnyState:
+        """The process's state, folded from its stream."""
+        return fold(await self.history(process_id))
+
+    def metrics(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for part in (self.router, self.processor, *self.workers):
+            total.update(part.metrics)
+        return total
+
+    async def idle(self) -> bool:
+        """Nothing left to do until a timer is due or new input arrives."""
+        topics = self.app.topics
+        if self.processor.busy() or self.router.busy() or any(w.busy() for w in self.workers):
+            return False
+        task_topics = [topics.tasks(t) for t in self.app.task_types()]
+        lags = (
+            await self.transport.lag(self.router.group, [topics.inputs]),
+            await self.transport.lag(self.processor.group, [topics.process]),
+            await self.transport.lag(self.workers[0].group, task_topics) if self.workers else 0,
+        )
+        return not any(lags)
+
+    async def settle(self, timeout_s: float = 30.0) -> None:
+        """Wait until :meth:`idle`, or raise ``TimeoutError`` after ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                crashed = self.processor.crashed
+                if crashed is not None and crashed.done():
+                    raise RuntimeError("the processor died") from crashed.result()
+                if await self.idle() and await self.idle():
+                    return
+                await asyncio.sleep(0.002)
+
+    async def advance(self, delta: timedelta) -> None:
+        """Move a virtual clock forward and settle (tests and simulations)."""
+        if not isinstance(self.clock, VirtualClock):
+            raise TypeError("advance() needs the runtime to run on a VirtualClock")
+        self.clock.advance(delta)
+        await self.settle()

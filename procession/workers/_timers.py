@@ -1,0 +1,68 @@
+"""The per-partition timer queue: due times of the durable timers held in states."""
+
+from __future__ import annotations
+
+import heapq
+
+from ..sagas._ids import derive_id
+from ..sagas._state import Ended, ProcessState
+from ..topics._records import TimerFired
+
+
+class TimerQueue:
+    """A heap of (due, process, timer) checked against the states when popped."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, str, str]] = []
+        self._fired: dict[str, set[str]] = {}
+
+    def add_from(self, pid: str, old: object, new: object) -> None:
+        """Queue the timers ``new`` has that ``old`` had not."""
+        if not isinstance(new, ProcessState):
+            return
+        known = old.timers if isinstance(old, ProcessState) else {}
+        for timer_id, timer in new.timers.items():
+            if timer_id not in known:
+                heapq.heappush(self._heap, (timer.due_ms, pid, timer_id))
+
+    def next_due(self) -> int | None:
+        return self._heap[0][0] if self._heap else None
+
+    def due(self, now_ms: int, store: dict[str, ProcessState | Ended]) -> list[TimerFired]:
+        """TimerFired inputs for every live timer due by ``now_ms``, each once."""
+        out: list[TimerFired] = []
+        while self._heap and self._heap[0][0] <= now_ms:
+            due_ms, pid, timer_id = heapq.heappop(self._heap)
+            state = store.get(pid)
+            if not isinstance(state, ProcessState) or timer_id not in state.timers:
+                continue
+            fired = self._fired.setdefault(pid, set())
+            if timer_id in fired:
+                continue
+            fired.add(timer_id)
+            out.append(
+                TimerFired(
+                    event_id=derive_id(pid, timer_id, "fired"),
+                    process_id=pid,
+                    correlation_id=state.correlation_id,
+                    causation_id=None,
+                    time_ms=now_ms,
+                    timer_id=timer_id,
+                    due_ms=due_ms,
+                )
+            )
+        return out
+
+    def settle(self, pid: str, state: object) -> None:
+        """Forget fired timers that ``state`` no longer holds."""
+        fired = self._fired.get(pid)
+        if fired is None:
+            return
+        live = state.timers if isinstance(state, ProcessState) else {}
+        fired.intersection_update(live)
+        if not fired:
+            del self._fired[pid]
+
+    def pending(self) -> int:
+        """Fired timers not yet read back."""
+        return sum(len(f) for f in self._fired.values())
