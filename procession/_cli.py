@@ -14,7 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--bootstrap-servers", help="run on this Kafka cluster instead")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from ._demo import main as demo_main
+        from procession._demo import main as demo_main  # noqa: PLC0415 - keeps --help fast
 
         return demo_main(args.bootstrap_servers)
     return 2

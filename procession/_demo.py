@@ -63,5 +63,5 @@ def main(bootstrap_servers: str | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     if bootstrap_servers:
         raise SystemExit("the Kafka transport is not part of this build yet")
-    print(asyncio.run(run_demo()))  # noqa: T201 - the demo prints its report
+    print(asyncio.run(run_demo()))
     return 0

@@ -64,7 +64,7 @@ class DecodeError(ProcessionError):
 
 
 @dataclass
-class UnknownEventType(ProcessionError):
+class UnknownEventTypeError(ProcessionError):
     """A domain event type no registered saga knows."""
 
     event_type: str
@@ -88,7 +88,7 @@ class TaskError(ProcessionError):
 
 
 @dataclass
-class Fenced(ProcessionError):
+class FencedError(ProcessionError):
     """A newer owner of the same transactional id took over; this one must stop."""
 
     transactional_id: str
@@ -98,7 +98,7 @@ class Fenced(ProcessionError):
 
 
 @dataclass
-class TransactionAborted(ProcessionError):
+class TransactionAbortedError(ProcessionError):
     """A transaction could not commit; nothing of it is visible."""
 
     reason: str

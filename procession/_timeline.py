@@ -41,7 +41,8 @@ def describe(rec: Record, start_ms: int) -> str:
         return f"{rec.machine_id}: {rec.task_type} attempt {rec.attempt} done"
     if isinstance(rec, TaskFailed):
         again = "retryable" if rec.retryable else "not retryable"
-        return f"{rec.machine_id}: {rec.task_type} attempt {rec.attempt} failed ({again}): {rec.reason}"
+        what = f"{rec.machine_id}: {rec.task_type} attempt {rec.attempt}"
+        return f"{what} failed ({again}): {rec.reason}"
     if isinstance(rec, TimerScheduled):
         what = f"{rec.purpose} for {rec.machine_id}"
         if rec.purpose == "retry":
@@ -50,7 +51,9 @@ def describe(rec: Record, start_ms: int) -> str:
     if isinstance(rec, TimerFired):
         return f"due at +{rec.due_ms - start_ms}ms"
     if isinstance(rec, CompensationPlanned):
-        return f"{rec.machine_id}: {rec.task_type} undoes {rec.compensates[:8]} attempt {rec.attempt}"
+        return (
+            f"{rec.machine_id}: {rec.task_type} undoes {rec.compensates[:8]} attempt {rec.attempt}"
+        )
     if isinstance(rec, ProcessStopping):
         return f"{rec.outcome}: {rec.reason}"
     if isinstance(rec, ProcessFailed | ProcessCancelled):

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from ..sagas import Machine, RetryPolicy, Saga, State, Task, all_of
+from procession.sagas import Machine, RetryPolicy, Saga, State, Task, all_of
 
 
 class OrderPlaced(BaseModel):

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from ..sagas import ForEach, Machine, RetryPolicy, Saga, State, Task, all_of
+from procession.sagas import ForEach, Machine, RetryPolicy, Saga, State, Task, all_of
 
 
 class RebaseFailed(BaseModel):

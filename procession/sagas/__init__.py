@@ -1,5 +1,6 @@
 """The pure core: define sagas, fold their history, decide what happens next."""
 
+from ._diagram import mermaid as mermaid
 from ._dsl import Context as Context
 from ._dsl import ForEach as ForEach
 from ._dsl import Machine as Machine
@@ -15,15 +16,20 @@ from ._joins import all_of as all_of
 from ._joins import any_of as any_of
 from ._joins import at_least as at_least
 from ._planner import Planner as Planner
+from ._replay import Divergence as Divergence
+from ._replay import replay_check as replay_check
 from ._retry import RetryPolicy as RetryPolicy
 from ._saga import Saga as Saga
 from ._state import Ended as Ended
 from ._state import MachineState as MachineState
 from ._state import PendingTask as PendingTask
 from ._state import ProcessState as ProcessState
+from ._steps import Steps as Steps
+from ._steps import steps as steps
 
 __all__ = [
     "Context",
+    "Divergence",
     "Ended",
     "ForEach",
     "Join",
@@ -35,6 +41,7 @@ __all__ = [
     "RetryPolicy",
     "Saga",
     "State",
+    "Steps",
     "Task",
     "Transition",
     "all_of",
@@ -44,4 +51,7 @@ __all__ = [
     "derive_id",
     "evolve",
     "fold",
+    "mermaid",
+    "replay_check",
+    "steps",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..topics._records import CancelMode, CancelRequested
+from procession.topics._records import CancelMode, CancelRequested
+
 from ._ids import derive_id
 
 

@@ -1,13 +1,13 @@
 """The declarative parts of a saga: states, transitions, tasks, machines.
 
-    working = State("Working", initial=True)
-    closing = State("Closing", final=True)
-    instance = Machine(
-        "instance",
-        states=[working, closing],
-        transitions=[working.to(closing, on=RebaseFailed, task=Task("CloseInstance"))],
-        per=ForEach(RebaseFailed, lambda e: e.instances),
-    )
+working = State("Working", initial=True)
+closing = State("Closing", final=True)
+instance = Machine(
+    "instance",
+    states=[working, closing],
+    transitions=[working.to(closing, on=RebaseFailed, task=Task("CloseInstance"))],
+    per=ForEach(RebaseFailed, lambda e: e.instances),
+)
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from ..topics._records import TaskMode
+from procession.topics._records import TaskMode
+
 from ._joins import Join
 from ._retry import RetryPolicy
 from ._state import MachineState, ProcessState
@@ -147,7 +148,15 @@ class State:
     ) -> Transition:
         """A transition from this state to ``target``."""
         return Transition(
-            self, target, on, after, when, guard, task, on_failure, name or f"{self.name}->{target.name}"
+            self,
+            target,
+            on,
+            after,
+            when,
+            guard,
+            task,
+            on_failure,
+            name or f"{self.name}->{target.name}",
         )
 
 
@@ -186,5 +195,3 @@ class Machine:
 
     def family_of(self, machine_id: str) -> bool:
         return machine_id == self.name or machine_id.startswith(self.name + ":")
-
-

@@ -7,26 +7,27 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from .._errors import DecodeError
-from ..topics._records import (
+from procession._errors import DecodeError
+from procession.topics._records import (
+    CancelMode,
     CancelRequested,
     CompensationPlanned,
     DomainEvent,
     InputIgnored,
     MachinesCreated,
+    Outcome,
     ProcessCancelled,
     ProcessCompleted,
     ProcessFailed,
     ProcessStarted,
     ProcessStopping,
-    CancelMode,
-    Outcome,
     Record,
     TaskFailed,
     TimerFired,
     TimerScheduled,
     TransitionPlanned,
 )
+
 from ._dsl import Context, Machine, Task, Transition
 from ._fold import AnyState, classify
 from ._planner import Planner
@@ -52,7 +53,9 @@ class Engine:
             reason = "no process instance"
         p = Planner(state, record)
         if reason is not None:
-            p.emit(InputIgnored, input_type=record.type_name, input_id=record.event_id, reason=reason)
+            p.emit(
+                InputIgnored, input_type=record.type_name, input_id=record.event_id, reason=reason
+            )
             return p.records
         assert isinstance(state, ProcessState) or starting
         if isinstance(record, DomainEvent):

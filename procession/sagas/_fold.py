@@ -12,7 +12,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import replace
 
-from ..topics._records import (
+from procession.topics._records import (
     CancelRequested,
     CompensationPlanned,
     DomainEvent,
@@ -30,6 +30,7 @@ from ..topics._records import (
     TimerScheduled,
     TransitionPlanned,
 )
+
 from ._state import CompletedTask, Ended, MachineState, PendingTask, ProcessState, Timer
 
 AnyState = ProcessState | Ended | None

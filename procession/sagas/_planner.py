@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ..topics._records import Decided, Record
+from procession.topics._records import Decided, Record
+
 from ._fold import AnyState, apply_decision, evolve
 from ._ids import derive_id
 from ._state import Ended, ProcessState
@@ -51,7 +52,9 @@ class Planner:
     def emit(self, kind: type[D], **fields: Any) -> D:
         """Record a decision of ``kind`` and apply it to the scratch state."""
         record = kind(
-            event_id=derive_id(self.cause.process_id, self.cause.event_id, self.seq, len(self.records)),
+            event_id=derive_id(
+                self.cause.process_id, self.cause.event_id, self.seq, len(self.records)
+            ),
             process_id=self.cause.process_id,
             correlation_id=self.correlation_id,
             causation_id=self.cause.event_id,
@@ -65,4 +68,6 @@ class Planner:
 
     def task_id(self, machine_id: str, transition: str) -> str:
         """The id of a task planned now: stable across replays, new per planning."""
-        return derive_id(self.cause.process_id, self.cause.event_id, self.seq, machine_id, transition)
+        return derive_id(
+            self.cause.process_id, self.cause.event_id, self.seq, machine_id, transition
+        )

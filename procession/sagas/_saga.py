@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..topics._records import CancelMode, Record
+from procession.topics._records import CancelMode, Record
+
 from ._dsl import Machine, Task
 from ._engine import Engine
 from ._fold import AnyState

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..topics._records import Outcome, TaskMode, TimerPurpose
+from procession.topics._records import Outcome, TaskMode, TimerPurpose
 
 Status = Literal["new", "running", "stopping", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})

@@ -6,7 +6,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .._errors import DefinitionError
+from procession._errors import DefinitionError
+
 from ._dsl import Machine, Task, Transition
 from ._joins import Join
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from .._errors import DecodeError
+from procession._errors import DecodeError
+
 from ._records import RECORD_TYPES, Record
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

@@ -62,5 +62,8 @@ class Topics:
             TopicSpec(self.process, self.partitions),
             TopicSpec(self.changelog, self.partitions, compacted=True),
             TopicSpec(self.dead_letter, 1),
-            *(TopicSpec(self.tasks(t), self.task_partitions, retention_ms=week) for t in sorted(set(task_types))),
+            *(
+                TopicSpec(self.tasks(t), self.task_partitions, retention_ms=week)
+                for t in sorted(set(task_types))
+            ),
         ]

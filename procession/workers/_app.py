@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .._errors import RegistrationError
-from ..sagas._dsl import Task
-from ..sagas._saga import Saga
-from ..topics._layout import Topics
+from procession._errors import RegistrationError
+from procession.sagas._dsl import Task
+from procession.sagas._saga import Saga
+from procession.topics._layout import Topics
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,9 @@ class App:
                 raise RegistrationError(saga.name, f"task type {name!r} has no handler")
             other = self.tasks.setdefault(name, task)
             if other.retry != task.retry:
-                raise RegistrationError(saga.name, f"task type {name!r} differs from another saga's")
+                raise RegistrationError(
+                    saga.name, f"task type {name!r} differs from another saga's"
+                )
         for name, cls in saga.event_types.items():
             if self.event_types.setdefault(name, cls) is not cls:
                 raise RegistrationError(saga.name, f"event type name {name!r} names two classes")

@@ -6,7 +6,8 @@ import asyncio
 import logging
 from collections import Counter
 
-from .._errors import TransactionAborted
+from procession._errors import TransactionAbortedError
+
 from ._port import Batch, Producer
 
 log = logging.getLogger("procession.commit")
@@ -19,7 +20,7 @@ async def commit(producer: Producer, batch: Batch, metrics: Counter[str], what: 
         try:
             await producer.commit(batch)
             return
-        except TransactionAborted as exc:
+        except TransactionAbortedError as exc:
             log.warning("%s: %s; retrying in %.2fs", what, exc, delay)
             metrics["aborted"] += 1
             await asyncio.sleep(delay)

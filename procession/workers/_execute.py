@@ -9,9 +9,15 @@ from typing import Any
 
 import orjson
 
-from .._errors import TaskError
-from ..sagas._ids import derive_id
-from ..topics._records import CompensationPlanned, TaskCompleted, TaskFailed, TransitionPlanned
+from procession._errors import TaskError
+from procession.sagas._ids import derive_id
+from procession.topics._records import (
+    CompensationPlanned,
+    TaskCompleted,
+    TaskFailed,
+    TransitionPlanned,
+)
+
 from ._app import App, TaskCall
 
 log = logging.getLogger("procession.tasks")
@@ -47,7 +53,9 @@ async def execute(
     try:
         result = await asyncio.wait_for(_call(app, task_type, call), timeout)
     except TaskError as exc:
-        return TaskFailed(**common, reason=exc.reason, error_type="TaskError", retryable=exc.retryable)
+        return TaskFailed(
+            **common, reason=exc.reason, error_type="TaskError", retryable=exc.retryable
+        )
     except TimeoutError:
         reason = f"handler timed out after {timeout:g}s"
         return TaskFailed(**common, reason=reason, error_type="TimeoutError")
@@ -63,7 +71,9 @@ async def execute(
 
 def _failed(common: dict[str, Any], exc: Exception, retryable: bool) -> TaskFailed:
     log.info("task %s attempt %s failed: %r", common["task_id"], common["attempt"], exc)
-    return TaskFailed(**common, reason=repr(exc), error_type=type(exc).__name__, retryable=retryable)
+    return TaskFailed(
+        **common, reason=repr(exc), error_type=type(exc).__name__, retryable=retryable
+    )
 
 
 async def _call(app: App, task_type: str, call: TaskCall) -> Any:

@@ -16,12 +16,13 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .._errors import Fenced, TransactionAborted
-from ..topics._layout import TopicSpec
+from procession._errors import FencedError, TransactionAbortedError
+from procession.topics._layout import TopicSpec
+
 from ._port import Batch, Listener, Message, TopicPartition
 
 
-class Crash(BaseException):  # noqa: N818 - it is a simulated crash, not an error to handle
+class Crash(BaseException):
     """An injected crash: unwinds a runtime task as a killed process would."""
 
 
@@ -40,7 +41,7 @@ class Faults:
 
     def abort_next_commit(self, prefix: str, times: int = 1) -> None:
         """The next commits by matching producers abort (the runtime retries)."""
-        self._plan.extend((prefix, TransactionAborted("injected abort")) for _ in range(times))
+        self._plan.extend((prefix, TransactionAbortedError("injected abort")) for _ in range(times))
 
     def take(self, transactional_id: str) -> type[BaseException] | BaseException | None:
         for i, (prefix, error) in enumerate(self._plan):
@@ -153,13 +154,17 @@ class MemoryLog:
 
     def commit(self, transactional_id: str, epoch: int, batch: Batch, now_ms: int) -> None:
         if self._epochs.get(transactional_id) != epoch:
-            raise Fenced(transactional_id)
+            raise FencedError(transactional_id)
         fault = self.faults.take(transactional_id)
         if fault is not None:
             raise fault
         for out in batch.records:
             parts = self._topic(out.topic)
-            p = out.partition if out.partition is not None else self.partition_for(out.topic, out.key)
+            p = (
+                out.partition
+                if out.partition is not None
+                else self.partition_for(out.topic, out.key)
+            )
             part = parts[p]
             part.append(Message(out.topic, p, part.end, out.key, out.value, out.headers, now_ms))
         if batch.offsets:
@@ -302,7 +307,9 @@ class MemoryTransport:
         >>> transport.log.faults.abort_next_commit("x")
     """
 
-    def __init__(self, log: MemoryLog | None = None, clock_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, log: MemoryLog | None = None, clock_ms: Callable[[], int] | None = None
+    ) -> None:
         self.log = log or MemoryLog()
         self._clock = clock_ms or (lambda: 0)
 

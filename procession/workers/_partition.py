@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .._errors import DecodeError, Fenced
-from ..sagas._fold import AnyState, evolve
-from ..sagas._state import Ended, PendingTask, ProcessState
-from ..topics._records import (
+from procession._errors import DecodeError, FencedError
+from procession.sagas._fold import AnyState, evolve
+from procession.sagas._state import Ended, PendingTask, ProcessState
+from procession.topics._records import (
     CompensationPlanned,
     InputIgnored,
     ProcessStarted,
@@ -18,6 +18,7 @@ from ..topics._records import (
     TransitionPlanned,
     is_task_request,
 )
+
 from ._committer import commit
 from ._execute import execute
 from ._port import Batch, Message, Outgoing, TopicPartition
@@ -71,7 +72,9 @@ class PartitionProcessor:
                 for task in state.pending().values():
                     if task.mode == "inline" and task.in_flight:
                         self._run_inline(_request_of(state, task))
-        self._task = asyncio.create_task(self._run(), name=f"procession-partition-{self.tp.partition}")
+        self._task = asyncio.create_task(
+            self._run(), name=f"procession-partition-{self.tp.partition}"
+        )
         self._timer_task = asyncio.create_task(self._timer_loop())
 
     async def stop(self, deadline_s: float) -> None:
@@ -117,7 +120,9 @@ class PartitionProcessor:
             while self.alive:
                 self._working = True
                 self.outbox.extend(self.timers.due(self.owner.clock.now_ms(), self.store))
-                batch = [self.queue.popleft() for _ in range(min(len(self.queue), self.owner.max_batch))]
+                batch = [
+                    self.queue.popleft() for _ in range(min(len(self.queue), self.owner.max_batch))
+                ]
                 self.room.set()
                 if batch or self.outbox:
                     await self._process(batch)
@@ -127,7 +132,7 @@ class PartitionProcessor:
                 self._working = False
                 self.wake.clear()
                 await self.wake.wait()
-        except Fenced as exc:
+        except FencedError as exc:
             log.error("partition %s dropped: %s", self.tp.partition, exc)
             self.alive = False
         except BaseException as exc:
@@ -170,7 +175,11 @@ class PartitionProcessor:
             pid = rec.process_id
             saga = owner.app.saga_for(pid)
             if saga is None or msg.key != pid:
-                why = f"no saga for process {pid!r}" if saga is None else f"key {msg.key!r} is not {pid!r}"
+                why = (
+                    f"no saga for process {pid!r}"
+                    if saga is None
+                    else f"key {msg.key!r} is not {pid!r}"
+                )
                 self._dead(msg, why, out)
                 continue
             before = staged[pid] if pid in staged else self.store.get(pid)
@@ -197,7 +206,9 @@ class PartitionProcessor:
         for pid, state in staged.items():
             if isinstance(state, ProcessState | Ended):
                 value = self._keep(state)
-                out.records.append(Outgoing(topics.changelog, pid, value, partition=self.tp.partition))
+                out.records.append(
+                    Outgoing(topics.changelog, pid, value, partition=self.tp.partition)
+                )
         if batch:
             out.offsets[self.tp] = batch[-1].offset + 1
         await commit(self.producer, out, self.owner.metrics, f"partition {self.tp.partition}")
@@ -258,7 +269,7 @@ class PartitionProcessor:
 
 def _request_of(state: ProcessState, task: PendingTask) -> TaskRequest:
     """Rebuild the request of a pending inline task, to run it again after restore."""
-    common = {
+    common: dict[str, Any] = {
         "event_id": f"resume:{task.task_id}:{task.attempt}",
         "process_id": state.process_id,
         "correlation_id": state.correlation_id,

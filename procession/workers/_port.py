@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from ..topics._layout import TopicSpec
+from procession.topics._layout import TopicSpec
 
 Headers = tuple[tuple[str, bytes], ...]
 #: bytes on the wire; in memory, also the (immutable) record or state objects.
@@ -78,7 +78,7 @@ class Producer(Protocol):
     async def start(self) -> None: ...
 
     async def commit(self, batch: Batch) -> None:
-        """Write the batch atomically; raise ``Fenced`` or ``TransactionAborted``."""
+        """Write the batch atomically; raise ``FencedError`` or ``TransactionAbortedError``."""
         ...
 
     async def stop(self) -> None: ...

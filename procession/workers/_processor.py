@@ -13,9 +13,10 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from .._errors import ProcessionError
-from ..topics._codec import DEFAULT_CODEC, Codec
-from ..topics._layout import Topics
+from procession._errors import ProcessionError
+from procession.topics._codec import DEFAULT_CODEC, Codec
+from procession.topics._layout import Topics
+
 from ._app import App
 from ._clock import Clock, SystemClock
 from ._partition import PartitionProcessor

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from .._errors import DecodeError, Fenced, UnknownEventType
-from ..sagas._ids import derive_id
-from ..topics._codec import DEFAULT_CODEC, Codec
-from ..topics._records import DomainEvent
+from procession._errors import DecodeError, FencedError, UnknownEventTypeError
+from procession.sagas._ids import derive_id
+from procession.topics._codec import DEFAULT_CODEC, Codec
+from procession.topics._records import DomainEvent
+
 from ._app import App
 from ._clock import Clock, SystemClock
 from ._committer import commit
@@ -94,7 +95,7 @@ class Router:
                         batch.offsets[msg.tp] = msg.offset + 1
                     await commit(self._producer, batch, self.metrics, "router")
                     self._working = False
-        except Fenced as exc:
+        except FencedError as exc:
             log.error("router stopped: %s", exc)
         finally:
             self._working = False
@@ -102,7 +103,7 @@ class Router:
     def _route(self, msg: Message, batch: Batch) -> None:
         try:
             event_type, event, data = self._decode(msg)
-        except (DecodeError, UnknownEventType) as exc:
+        except (DecodeError, UnknownEventTypeError) as exc:
             self.metrics["dead_lettered"] += 1
             batch.records.append(dead_letter(msg, str(exc), self.app.topics, self.codec))
             return
@@ -132,7 +133,7 @@ class Router:
             raise DecodeError("no procession-type header")
         cls = self.app.event_types.get(event_type)
         if cls is None:
-            raise UnknownEventType(event_type)
+            raise UnknownEventTypeError(event_type)
         if not isinstance(msg.value, bytes):
             raise DecodeError("domain event value is not bytes", event_type)
         try:

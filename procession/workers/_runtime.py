@@ -12,10 +12,11 @@ from types import TracebackType
 
 from pydantic import BaseModel
 
-from ..sagas._derive import cancel_request
-from ..sagas._fold import AnyState, fold
-from ..topics._codec import DEFAULT_CODEC, Codec
-from ..topics._records import CancelMode, Record
+from procession.sagas._derive import cancel_request
+from procession.sagas._fold import AnyState, fold
+from procession.topics._codec import DEFAULT_CODEC, Codec
+from procession.topics._records import CancelMode, Record
+
 from ._app import App
 from ._clock import Clock, SystemClock, VirtualClock
 from ._memory import MemoryTransport
@@ -56,7 +57,9 @@ class Runtime:
         self.router = Router(app, self.transport, self.clock, codec=codec, poll_s=poll)
         self.processor = Processor(app, self.transport, self.clock, codec=codec, poll_s=poll)
         self.workers = [
-            Worker(app, self.transport, self.clock, concurrency=concurrency, codec=codec, poll_s=poll)
+            Worker(
+                app, self.transport, self.clock, concurrency=concurrency, codec=codec, poll_s=poll
+            )
             for _ in range(workers)
         ]
         self._producer = self.transport.producer(f"{app.topics.prefix}.client.{id(self)}")
@@ -66,7 +69,10 @@ class Runtime:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.stop()
 
@@ -99,10 +105,14 @@ class Runtime:
         out = Outgoing(self.app.topics.inputs, key, value, headers)
         await self._producer.commit(Batch(records=[out]))
 
-    async def cancel(self, process_id: str, mode: CancelMode = "cooperative", reason: str = "") -> None:
+    async def cancel(
+        self, process_id: str, mode: CancelMode = "cooperative", reason: str = ""
+    ) -> None:
         """Ask a process to cancel: ``hard`` at once, ``cooperative`` with compensations."""
         rec = cancel_request(process_id, self.clock.now_ms(), mode, reason)
-        await self._producer.commit(Batch(records=[Outgoing(self.app.topics.process, process_id, rec)]))
+        await self._producer.commit(
+            Batch(records=[Outgoing(self.app.topics.process, process_id, rec)])
+        )
 
     async def history(self, process_id: str) -> list[Record]:
         """Every record of one process's stream, in log order."""
@@ -121,8 +131,10 @@ class Runtime:
 
     def metrics(self) -> Counter[str]:
         total: Counter[str] = Counter()
-        for part in (self.router, self.processor, *self.workers):
-            total.update(part.metrics)
+        total.update(self.router.metrics)
+        total.update(self.processor.metrics)
+        for worker in self.workers:
+            total.update(worker.metrics)
         return total
 
     async def idle(self) -> bool:

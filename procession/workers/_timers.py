@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import heapq
 
-from ..sagas._ids import derive_id
-from ..sagas._state import Ended, ProcessState
-from ..topics._records import TimerFired
+from procession.sagas._ids import derive_id
+from procession.sagas._state import Ended, ProcessState
+from procession.topics._records import TimerFired
 
 
 class TimerQueue:

@@ -6,11 +6,12 @@ from typing import Any
 
 import orjson
 
-from .._errors import DecodeError
-from ..sagas._state import Ended, ProcessState
-from ..topics._codec import Codec
-from ..topics._layout import Topics
-from ..topics._records import Record
+from procession._errors import DecodeError
+from procession.sagas._state import Ended, ProcessState
+from procession.topics._codec import Codec
+from procession.topics._layout import Topics
+from procession.topics._records import Record
+
 from ._port import Headers, Message, Outgoing
 
 

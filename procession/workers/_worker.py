@@ -14,9 +14,10 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 
-from .._errors import DecodeError, Fenced, RegistrationError
-from ..topics._codec import DEFAULT_CODEC, Codec
-from ..topics._records import CompensationPlanned, TaskFailed, TransitionPlanned
+from procession._errors import DecodeError, FencedError, RegistrationError
+from procession.topics._codec import DEFAULT_CODEC, Codec
+from procession.topics._records import CompensationPlanned, TaskFailed, TransitionPlanned
+
 from ._app import App
 from ._clock import Clock, SystemClock
 from ._committer import commit
@@ -90,7 +91,7 @@ class Worker:
                     self._working = True
                     await self._run(msgs)
                     self._working = False
-        except Fenced as exc:
+        except FencedError as exc:
             log.error("worker %s stopped: %s", self.name, exc)
         finally:
             self._working = False
@@ -109,7 +110,9 @@ class Worker:
                 batch.records.append(dead_letter(msg, why, self.app.topics, self.codec))
                 continue
             jobs.append((msg, rec))
-        results = await asyncio.gather(*(execute(self.app, r, self.clock.now_ms()) for _, r in jobs))
+        results = await asyncio.gather(
+            *(execute(self.app, r, self.clock.now_ms()) for _, r in jobs)
+        )
         for (msg, _), result in zip(jobs, results, strict=True):
             batch.records.append(Outgoing(self.app.topics.process, result.process_id, result))
             self.metrics["failed" if isinstance(result, TaskFailed) else "completed"] += 1

@@ -1,0 +1,60 @@
+"""Replay check: re-run today's decision code over a recorded history.
+
+A change to a saga that would decide differently for processes already
+running shows up as the first divergence: the input, what was recorded, and
+what the code decides now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from procession.topics._records import Record
+
+from ._fold import AnyState, replay_steps
+
+Decide = Callable[[AnyState, Record], list[Record]]
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where the current code stops reproducing a recorded history."""
+
+    position: int
+    input: Record
+    expected: list[Record]
+    got: list[Record]
+
+    def __str__(self) -> str:
+        def names(rs: list[Record]) -> str:
+            return ", ".join(r.type_name.rpartition(".")[2] for r in rs) or "nothing"
+
+        first = next(
+            (i for i, (a, b) in enumerate(zip(self.expected, self.got, strict=False)) if a != b),
+            min(len(self.expected), len(self.got)),
+        )
+        detail = ""
+        if first < len(self.expected) and first < len(self.got):
+            detail = (
+                f"; first difference:\n  recorded {self.expected[first]}"
+                f"\n  now      {self.got[first]}"
+            )
+        return (
+            f"input #{self.position} {self.input.type_name} ({self.input.event_id}): "
+            f"recorded [{names(self.expected)}], now [{names(self.got)}]{detail}"
+        )
+
+
+def replay_check(decide: Decide, history: Iterable[Record]) -> Divergence | None:
+    """The first input whose decisions differ from the recorded ones, or None.
+
+    Example::
+
+        assert replay_check(saga.decide, recorded) is None
+    """
+    for position, ((rec, before, recorded), _) in enumerate(replay_steps(history)):
+        got = decide(before, rec)
+        if got != recorded:
+            return Divergence(position, rec, recorded, got)
+    return None
