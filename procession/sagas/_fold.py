@@ -56,8 +56,10 @@ def classify(state: AnyState, record: Record) -> str | None:
         pending = state.pending().get(record.task_id)
         if pending is None:
             return "task not pending (duplicate or late result)"
-        if pending.attempt != record.attempt or not pending.in_flight:
+        if pending.attempt != record.attempt:
             return f"stale attempt {record.attempt} (current attempt {pending.attempt})"
+        if not pending.in_flight:
+            return f"attempt {record.attempt} already failed or timed out"
         return None
     return f"not an input: {record.type_name}"
 

@@ -85,10 +85,9 @@ class PartitionProcessor:
         for task in self.inline:
             task.cancel()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), deadline_s)
-            except TimeoutError:
-                self._task.cancel()
+            _, late = await asyncio.wait({self._task}, timeout=deadline_s)
+            for task in late:  # the open transaction did not finish in time: abandon it
+                task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.producer.stop()
 

@@ -120,7 +120,7 @@ class Router:
                 event_id=event_id,
                 process_id=pid,
                 correlation_id=correlation,
-                time_ms=msg.timestamp_ms or self.clock.now_ms(),
+                time_ms=self.clock.now_ms(),
                 event_type=event_type,
                 data=data,
             )

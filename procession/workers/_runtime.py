@@ -6,12 +6,14 @@ The in-memory transport is the default; the same class drives Kafka.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from datetime import timedelta
 from types import TracebackType
 
 from pydantic import BaseModel
 
+from procession._errors import DecodeError
 from procession.sagas._derive import cancel_request
 from procession.sagas._fold import AnyState, fold
 from procession.topics._codec import DEFAULT_CODEC, Codec
@@ -114,15 +116,25 @@ class Runtime:
             Batch(records=[Outgoing(self.app.topics.process, process_id, rec)])
         )
 
+    async def inject(self, *records: Record) -> None:
+        """Write input records straight into their processes' streams (tools, tests)."""
+        topic = self.app.topics.process
+        outs = [Outgoing(topic, r.process_id, r) for r in records]
+        await self._producer.commit(Batch(records=outs))
+
     async def history(self, process_id: str) -> list[Record]:
-        """Every record of one process's stream, in log order."""
+        """Every record of one process's stream, in log order.
+
+        Records that cannot be decoded are left out: the processor dead-letters them.
+        """
         topic = self.app.topics.process
         parts = await self.transport.partitions(topic)
         out: list[Record] = []
         for p in range(parts):
             for msg in await self.transport.read_partition(TopicPartition(topic, p)):
                 if msg.key == process_id:
-                    out.append(record_of(msg, self.codec))
+                    with contextlib.suppress(DecodeError):
+                        out.append(record_of(msg, self.codec))
         return out
 
     async def state(self, process_id: str) -> AnyState:
@@ -137,27 +149,34 @@ class Runtime:
             total.update(worker.metrics)
         return total
 
-    async def idle(self) -> bool:
-        """Nothing left to do until a timer is due or new input arrives."""
+    async def idle(self, *, workers: bool = True) -> bool:
+        """Nothing left to do until a timer is due or new input arrives.
+
+        With ``workers=False`` only the router and the processor are asked (a
+        test may hold a task handler on purpose).
+        """
         topics = self.app.topics
-        if self.processor.busy() or self.router.busy() or any(w.busy() for w in self.workers):
+        if self.processor.busy() or self.router.busy():
             return False
-        task_topics = [topics.tasks(t) for t in self.app.task_types()]
-        lags = (
+        lags = [
             await self.transport.lag(self.router.group, [topics.inputs]),
             await self.transport.lag(self.processor.group, [topics.process]),
-            await self.transport.lag(self.workers[0].group, task_topics) if self.workers else 0,
-        )
+        ]
+        if workers and self.workers:
+            if any(w.busy() for w in self.workers):
+                return False
+            task_topics = [topics.tasks(t) for t in self.app.task_types()]
+            lags.append(await self.transport.lag(self.workers[0].group, task_topics))
         return not any(lags)
 
-    async def settle(self, timeout_s: float = 30.0) -> None:
-        """Wait until :meth:`idle`, or raise ``TimeoutError`` after ``timeout_s``."""
+    async def settle(self, timeout_s: float = 30.0, *, workers: bool = True) -> None:
+        """Wait until :meth:`idle` (twice in a row), or raise ``TimeoutError``."""
         async with asyncio.timeout(timeout_s):
             while True:
                 crashed = self.processor.crashed
                 if crashed is not None and crashed.done():
                     raise RuntimeError("the processor died") from crashed.result()
-                if await self.idle() and await self.idle():
+                if await self.idle(workers=workers) and await self.idle(workers=workers):
                     return
                 await asyncio.sleep(0.002)
 

@@ -1,0 +1,77 @@
+"""Shared fixtures: the runtime backends the behavioural suite runs on.
+
+``--backends memory`` (default) or ``--backends memory,kafka``; a Kafka run
+uses ``KAFKA_BOOTSTRAP_SERVERS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from procession.topics._layout import Topics
+from procession.workers import App, MemoryTransport, Runtime, Transport, VirtualClock
+
+_prefixes = itertools.count(1)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backends",
+        default=os.environ.get("PROCESSION_BACKENDS", "memory"),
+        help="comma-separated runtimes for the behavioural suite: memory,kafka",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        names = [b.strip() for b in metafunc.config.getoption("--backends").split(",") if b.strip()]
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+class Backend:
+    """Builds runtimes (and bare transports) for one backend, on a virtual clock."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.clock = VirtualClock(start_ms=1_700_000_000_000)
+        self.prefix = f"t{os.getpid()}-{next(_prefixes)}"
+        self._memory = MemoryTransport(clock_ms=self.clock.now_ms)
+        self.runtimes: list[Runtime] = []
+
+    def topics(self) -> Topics:
+        return Topics(self.prefix, partitions=3, task_partitions=3)
+
+    def transport(self) -> Transport:
+        if self.name == "memory":
+            return self._memory
+        raise pytest.UsageError(f"unknown backend {self.name!r}")
+
+    def app(self, sagas: list[Any], handlers: dict[str, Any], **kw: Any) -> App:
+        return App(sagas, handlers, topics=self.topics(), **kw)
+
+    async def runtime(self, app: App, **kw: Any) -> Runtime:
+        rt = Runtime(app, self.transport(), self.clock, **kw)
+        await rt.start()
+        self.runtimes.append(rt)
+        return rt
+
+
+@pytest.fixture
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    b = Backend(request.param)
+    yield b
+    for rt in b.runtimes:
+        await rt.stop()
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
+    """Wait for a condition, with a deadline (never a bare sleep)."""
+    async with asyncio.timeout(timeout_s):
+        while not await check():
+            await asyncio.sleep(0.005)

@@ -1,0 +1,269 @@
+"""The behavioural suite: the same scenarios on every backend (memory, Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from procession import TaskCall, TaskError
+from procession._demo import FlakyCloser
+from procession.examples import RebaseFailed, rebase_saga
+from procession.sagas import ProcessState, fold
+from procession.testing import records_of
+from procession.topics import (
+    CompensationPlanned,
+    InputIgnored,
+    ProcessCancelled,
+    ProcessCompleted,
+    ProcessFailed,
+    ProcessStarted,
+    Record,
+    TaskCompleted,
+    TaskFailed,
+    TimerFired,
+    TimerScheduled,
+    TransitionPlanned,
+)
+from procession.workers import Processor
+from procession.workers._memory import Crash
+from tests.conftest import Backend, until
+from tests.sagas import Deploy, InvoiceSent, deploy_saga, payment_saga
+
+REBASE = RebaseFailed(rebase_id="r1", instances=["A", "B", "C"])
+
+
+def decisions_once(history: list[Record]) -> Counter[tuple[Any, ...]]:
+    return Counter(
+        (r.machine_id, r.transition, r.attempt)
+        for r in history
+        if isinstance(r, TransitionPlanned)
+    )
+
+
+async def ended(rt: Any, pid: str) -> bool:
+    state = await rt.state(pid)
+    return isinstance(state, ProcessState) and state.terminal
+
+
+async def test_demo_scenario_retries_with_backoff_and_completes(backend: Backend) -> None:
+    closer = FlakyCloser(flaky="B")
+    app = backend.app([rebase_saga()], {"CloseInstance": closer}, keep_completed=True)
+    rt = await backend.runtime(app)
+    await rt.publish(REBASE)
+    await rt.settle()
+    history = await rt.history("rebase:r1")
+    failed = records_of(history, TaskFailed)
+    assert [(f.machine_id, f.attempt) for f in failed] == [("instance:B", 1)]  # type: ignore[attr-defined]
+    retry = [r for r in records_of(history, TimerScheduled) if r.purpose == "retry"]  # type: ignore[attr-defined]
+    assert len(retry) == 1
+    await rt.advance(timedelta(milliseconds=retry[0].due_ms - backend.clock.now_ms()))  # type: ignore[attr-defined]
+    history = await rt.history("rebase:r1")
+    assert isinstance(history[-1], ProcessCompleted)
+    assert sorted(closer.calls) == [("A", 1), ("B", 1), ("B", 2), ("C", 1)]
+    fired = records_of(history, TimerFired)[0]
+    assert fired.time_ms == retry[0].due_ms  # type: ignore[attr-defined]
+    assert all(n == 1 for n in decisions_once(history).values())
+    held = rt.processor.partitions
+    states = [p.store["rebase:r1"] for p in held.values() if "rebase:r1" in p.store]
+    assert states == [fold(history)]
+
+
+async def test_duplicate_input_record_produces_no_second_decision(backend: Backend) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    rt = await backend.runtime(app)
+    await rt.publish(REBASE, event_id="evt-1")
+    await rt.publish(REBASE, event_id="evt-1")
+    await rt.settle()
+    history = await rt.history("rebase:r1")
+    assert len(records_of(history, ProcessStarted)) == 1
+    ignored = records_of(history, InputIgnored)
+    assert [(i.input_id, i.reason) for i in ignored] == [("evt-1", "duplicate")]  # type: ignore[attr-defined]
+    assert all(n == 1 for n in decisions_once(history).values())
+
+
+async def test_late_result_after_completion_and_stale_attempt_are_recorded(backend: Backend) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": FlakyCloser(flaky="A")})
+    rt = await backend.runtime(app)
+    await rt.publish(REBASE)
+    await rt.settle()
+    first = records_of(await rt.history("rebase:r1"), TaskFailed)[0]
+    stale = TaskCompleted(**{k: getattr(first, k) for k in (
+        "process_id", "correlation_id", "machine_id", "task_id", "task_type", "attempt")},
+        event_id="stale-1", time_ms=backend.clock.now_ms())
+    await rt.inject(stale)
+    await rt.settle()
+    await rt.advance(timedelta(seconds=1))
+    history = await rt.history("rebase:r1")
+    assert isinstance(history[-1], ProcessCompleted)
+    late = replace(stale, event_id="late-1")
+    await rt.inject(late)
+    await rt.settle()
+    reasons = {(i.input_id, i.reason) for i in records_of(await rt.history("rebase:r1"), InputIgnored)}  # type: ignore[attr-defined]
+    assert reasons == {
+        ("stale-1", "attempt 1 already failed or timed out"),
+        ("late-1", "after completion"),
+    }
+
+
+async def test_exhausted_retries_compensate_in_reverse_order(backend: Backend) -> None:
+    def roll_out(call: TaskCall) -> None:
+        if call.payload["region"] == "ap":
+            raise TaskError("no capacity in ap", retryable=False)
+
+    handlers = {"RollOut": roll_out, "RollBack": lambda call: {"rolled_back": call.machine_id}}
+    rt = await backend.runtime(backend.app([deploy_saga()], handlers))
+    await rt.publish(Deploy(deploy_id="d1", regions=["eu", "us", "ap"]))
+    await until(lambda: ended(rt, "deploy:d1"))
+    history = await rt.history("deploy:d1")
+    done = [r.machine_id for r in records_of(history, TaskCompleted)  # type: ignore[attr-defined]
+            if r.task_type == "RollOut"]  # type: ignore[attr-defined]
+    undone = [r.machine_id for r in records_of(history, CompensationPlanned)]  # type: ignore[attr-defined]
+    assert sorted(done) == ["region:eu", "region:us"]
+    assert undone == list(reversed(done))
+    assert isinstance(history[-1], ProcessFailed)
+    assert "no capacity in ap" in history[-1].reason
+    dead = rt.transport.log.records(rt.app.topics.dead_letter)  # type: ignore[attr-defined]
+    assert [dict(m.headers)["dlq-reason"] for m in dead] == [b"non-retryable failure: no capacity in ap"]
+
+
+async def test_timeout_fires_at_virtual_time_and_the_late_result_is_ignored(backend: Backend) -> None:
+    release = asyncio.Event()
+    attempts: list[int] = []
+
+    async def roll_out(call: TaskCall) -> None:
+        attempts.append(call.attempt)
+        if call.attempt == 1:
+            await release.wait()
+
+    rt = await backend.runtime(backend.app([deploy_saga()], {"RollOut": roll_out, "RollBack": print}))
+    start = backend.clock.now_ms()
+    await rt.publish(Deploy(deploy_id="d1", regions=["eu"]))
+    await until(lambda: _has(rt, "deploy:d1", TransitionPlanned))
+    assert attempts == [1]
+    backend.clock.advance(timedelta(seconds=9.999))
+    await rt.settle(workers=False)
+    assert not await _has(rt, "deploy:d1", TimerFired)
+    backend.clock.advance(timedelta(milliseconds=1))
+    await until(lambda: _has(rt, "deploy:d1", TimerFired))
+    fired = records_of(await rt.history("deploy:d1"), TimerFired)[0]
+    assert fired.time_ms - start == 10_000  # type: ignore[attr-defined]
+    release.set()
+    await rt.settle()
+    await rt.advance(timedelta(seconds=2))
+    history = await rt.history("deploy:d1")
+    ignored = records_of(history, InputIgnored)
+    assert [i.reason for i in ignored] == ["attempt 1 already failed or timed out"]  # type: ignore[attr-defined]
+    assert isinstance(history[-1], ProcessCompleted)
+    assert attempts == [1, 2]
+
+
+async def test_processor_crash_between_produce_and_commit_leaves_no_duplicate(backend: Backend) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    rt = await backend.runtime(app)
+    rt.transport.log.faults.crash_before_commit(f"{app.topics.prefix}.processor")  # type: ignore[attr-defined]
+    await rt.publish(REBASE)
+    crashed = rt.processor.crashed
+    assert crashed is not None
+    assert isinstance(await asyncio.wait_for(crashed, 10), Crash)
+    assert await rt.history("rebase:r1") == [records_of(await rt.history("rebase:r1"), Record)[0]]
+    await rt.processor.stop()  # the dead processor leaves the group, as a session timeout would
+    rt.processor = Processor(app, rt.transport, backend.clock)
+    await rt.processor.start()
+    await rt.settle()
+    history = await rt.history("rebase:r1")
+    assert isinstance(history[-1], ProcessCompleted)
+    assert decisions_once(history) == Counter({(f"instance:{m}", "Working->Closing", 1): 1 for m in "ABC"})
+    assert len(records_of(history, ProcessStarted)) == 1
+
+
+async def test_restart_restores_state_and_timers_from_the_changelog(backend: Backend) -> None:
+    app = backend.app([payment_saga()], {})
+    first = await backend.runtime(app)
+    await first.publish(InvoiceSent(invoice_id="i1"))
+    await first.settle()
+    await first.stop()
+    backend.runtimes.remove(first)
+    second = await backend.runtime(app)
+    await second.advance(timedelta(minutes=15))
+    history = await second.history("payment:i1")
+    assert [type(r).__name__ for r in history[-3:]] == ["TimerFired", "TransitionPlanned", "ProcessCompleted"]
+    assert history[-2].to_state == "Expired"  # type: ignore[attr-defined]
+
+
+async def test_inline_tasks_run_in_the_processor(backend: Backend) -> None:
+    from procession import ForEach, Machine, RetryPolicy, Saga, State, Task
+
+    working, closed = State("Working", initial=True), State("Closed", final=True)
+    close = Task("CloseInline", mode="inline", retry=RetryPolicy(max_attempts=2, initial=timedelta(0)))
+    saga = Saga(
+        "inline",
+        machines=[Machine("i", states=[working, closed], transitions=[working.to(closed, on=RebaseFailed, task=close)],
+                          per=ForEach(RebaseFailed, lambda e: e.instances))],
+        correlate={RebaseFailed: lambda e: e.rebase_id},
+        starts=[RebaseFailed],
+    )
+    calls: list[str] = []
+
+    def handler(call: TaskCall) -> str:
+        calls.append(call.machine_id)
+        if len(calls) == 1:
+            raise RuntimeError("first call fails")
+        return "ok"
+
+    rt = await backend.runtime(backend.app([saga], {"CloseInline": handler}))
+    await rt.publish(RebaseFailed(rebase_id="x", instances=["A", "B"]))
+    await until(lambda: ended(rt, "inline:x"))
+    history = await rt.history("inline:x")
+    assert isinstance(history[-1], ProcessCompleted)
+    assert len(calls) == 3 and rt.workers[0].metrics["completed"] == 0
+
+
+async def test_hard_cancel_from_a_client(backend: Backend) -> None:
+    app = backend.app([payment_saga()], {})
+    rt = await backend.runtime(app)
+    await rt.publish(InvoiceSent(invoice_id="i9"))
+    await rt.settle()
+    await rt.cancel("payment:i9", "hard", "fraud")
+    await rt.settle()
+    history = await rt.history("payment:i9")
+    assert isinstance(history[-1], ProcessCancelled) and history[-1].reason == "fraud"
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_keeps_moving(backend: Backend) -> None:
+    from procession.workers import Batch, Outgoing
+
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    rt = await backend.runtime(app)
+    topics = app.topics
+    bad = [
+        Outgoing(topics.inputs, "k", b"{oops", (("procession-type", b"RebaseFailed"),)),
+        Outgoing(topics.inputs, "k", b"{}", (("procession-type", b"Martian"),)),
+        Outgoing(topics.inputs, "k", b'{"rebase_id": 5}', (("procession-type", b"RebaseFailed"),)),
+        Outgoing(topics.process, "rebase:r1", b"\x00garbage"),
+        Outgoing(topics.process, "nosaga:1", TaskCompleted(
+            event_id="e", process_id="nosaga:1", correlation_id="c", machine_id="m",
+            task_id="t", task_type="T", attempt=1)),
+    ]
+    producer = rt.transport.producer("test-bad")
+    await producer.start()
+    await producer.commit(Batch(records=bad))
+    await rt.publish(REBASE)
+    await rt.settle()
+    assert isinstance((await rt.history("rebase:r1"))[-1], ProcessCompleted)
+    dead = rt.transport.log.records(topics.dead_letter)  # type: ignore[attr-defined]
+    reasons = sorted(dict(m.headers)["dlq-reason"].decode() for m in dead)
+    assert len(reasons) == 5
+    assert any("RebaseFailed" in r and "JSON" in r for r in reasons)
+    assert "no saga knows the event type 'Martian'" in reasons
+    assert any("instances" in r and "Field required" in r for r in reasons)
+    assert any(r.startswith("cannot decode record: not JSON") for r in reasons)
+    assert "no saga for process 'nosaga:1'" in reasons
+    assert all(dict(m.headers)["dlq-topic"] for m in dead)
+    assert {m.value for m in dead} >= {b"{oops", b"\x00garbage"}
+
+
+async def _has(rt: Any, pid: str, kind: type) -> bool:
+    return bool(records_of(await rt.history(pid), kind))
