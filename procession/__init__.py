@@ -8,6 +8,9 @@ Define a saga with :mod:`procession.sagas`, register handlers in an
         await rt.publish(RebaseFailed(rebase_id="r1", instances=["A", "B", "C"]))
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import DecodeError as DecodeError
 from ._errors import DefinitionError as DefinitionError
 from ._errors import FencedError as FencedError
@@ -28,11 +31,23 @@ from .sagas import at_least as at_least
 from .sagas import mermaid as mermaid
 from .sagas import replay_check as replay_check
 from .sagas import steps as steps
-from .workers import App as App
-from .workers import MemoryTransport as MemoryTransport
-from .workers import Runtime as Runtime
-from .workers import TaskCall as TaskCall
-from .workers import VirtualClock as VirtualClock
+
+if TYPE_CHECKING:
+    from procession.workers import App as App
+    from procession.workers import MemoryTransport as MemoryTransport
+    from procession.workers import Runtime as Runtime
+    from procession.workers import TaskCall as TaskCall
+    from procession.workers import VirtualClock as VirtualClock
+
+_RUNTIME = frozenset({"App", "MemoryTransport", "Runtime", "TaskCall", "VirtualClock"})
+
+
+def __getattr__(name: str) -> Any:
+    # The runtimes load on first use, so importing the pure core pulls in no asyncio.
+    if name in _RUNTIME:
+        return getattr(importlib.import_module("procession.workers"), name)
+    raise AttributeError(f"module 'procession' has no attribute {name!r}")
+
 
 __all__ = [
     "App",

@@ -24,8 +24,10 @@ class InvoiceVoided(BaseModel):
 
 def payment_saga() -> Saga:
     """No PaymentReceived within 15 minutes -> Expired."""
-    awaiting, paid, expired = State("Awaiting", initial=True), State("Paid", final=True), State(
-        "Expired", final=True
+    awaiting, paid, expired = (
+        State("Awaiting", initial=True),
+        State("Paid", final=True),
+        State("Expired", final=True),
     )
     invoice = Machine(
         "invoice",
@@ -55,8 +57,10 @@ class Deploy(BaseModel):
 
 def deploy_saga(quorum: int | None = None, *, on_failure: bool = False) -> Saga:
     """One machine per region; done when all (or ``quorum``) regions are live."""
-    pending, live, broken = State("Pending", initial=True), State("Live", final=True), State(
-        "Broken", final=True
+    pending, live, broken = (
+        State("Pending", initial=True),
+        State("Live", final=True),
+        State("Broken", final=True),
     )
     roll_out = Task(
         "RollOut",

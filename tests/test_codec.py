@@ -75,9 +75,11 @@ def test_old_versions_are_upcast() -> None:
         calls.append(body)
         return {**body, "reason": body["reason"].upper()}
 
-    old = b'{"type":"procession.TaskFailed","v":1,"event_id":"e","process_id":"p",' \
-          b'"correlation_id":"c","machine_id":"m","task_id":"t","task_type":"T",' \
-          b'"attempt":1,"reason":"boom"}'
+    old = (
+        b'{"type":"procession.TaskFailed","v":1,"event_id":"e","process_id":"p",'
+        b'"correlation_id":"c","machine_id":"m","task_id":"t","task_type":"T",'
+        b'"attempt":1,"reason":"boom"}'
+    )
     RECORD_TYPES["procession.TaskFailed"] = TaskFailedV2
     try:
         rec = codec.decode(old)

@@ -43,12 +43,28 @@ def started_rebase() -> SagaTest:
 def test_seed_scenario_plans_three_closings_and_completes_when_all_report() -> None:
     t = SagaTest(rebase_saga())
     t.when(REBASE)
-    planned = [like(TransitionPlanned, machine_id=f"instance:{m}", from_state="Working",
-                    to_state="Closing", task_type="CloseInstance", mode="async", attempt=1)
-               for m in "ABC"]
+    planned = [
+        like(
+            TransitionPlanned,
+            machine_id=f"instance:{m}",
+            from_state="Working",
+            to_state="Closing",
+            task_type="CloseInstance",
+            mode="async",
+            attempt=1,
+        )
+        for m in "ABC"
+    ]
     timeouts = [like(TimerScheduled, purpose="task-timeout")] * 3
-    t.then(like(ProcessStarted, machines={f"instance:{m}": "Working" for m in "ABC"}),
-           planned[0], timeouts[0], planned[1], timeouts[1], planned[2], timeouts[2])
+    t.then(
+        like(ProcessStarted, machines={f"instance:{m}": "Working" for m in "ABC"}),
+        planned[0],
+        timeouts[0],
+        planned[1],
+        timeouts[1],
+        planned[2],
+        timeouts[2],
+    )
     t.when(t.complete("instance:A"))
     t.then()
     t.when(t.complete("instance:B"))
@@ -129,8 +145,10 @@ def test_exhausted_retries_compensate_completed_tasks_in_reverse_order() -> None
     t.when(t.complete("region:eu"))
     t.when(t.complete("region:us"))
     t.when(t.fail("region:ap", "quota", retryable=False))
-    t.then(like(ProcessStopping, outcome="failed"),
-           like(CompensationPlanned, machine_id="region:us", task_type="RollBack"))
+    t.then(
+        like(ProcessStopping, outcome="failed"),
+        like(CompensationPlanned, machine_id="region:us", task_type="RollBack"),
+    )
     t.when(t.complete("region:us"))
     t.then(like(CompensationPlanned, machine_id="region:eu", task_type="RollBack"))
     t.when(t.complete("region:eu"))
@@ -184,8 +202,10 @@ def test_on_failure_moves_the_machine_instead_of_failing_the_process() -> None:
     t = SagaTest(deploy_saga(on_failure=True))
     t.given(Deploy(deploy_id="d1", regions=["eu"]))
     t.when(t.fail("region:eu", "nope", retryable=False))
-    t.then(like(TransitionPlanned, to_state="Broken", transition="Pending->Live:failed"),
-           ProcessCompleted)
+    t.then(
+        like(TransitionPlanned, to_state="Broken", transition="Pending->Live:failed"),
+        ProcessCompleted,
+    )
 
 
 def test_state_timer_expires_unpaid_invoice_and_payment_disarms_it() -> None:
@@ -245,7 +265,9 @@ def test_join_waits_for_both_parallel_machines_then_ships() -> None:
     t.when(t.complete("payment"))
     t.then()
     t.when(t.complete("stock"))
-    t.then(like(TransitionPlanned, machine_id="shipping", task_type="Ship", payload={"order": "o1"}))
+    t.then(
+        like(TransitionPlanned, machine_id="shipping", task_type="Ship", payload={"order": "o1"})
+    )
     t.when(t.complete("shipping"))
     t.then(ProcessCompleted)
 
@@ -274,6 +296,9 @@ def test_later_event_creates_more_machines_at_run_time() -> None:
     t = SagaTest(deploy_saga())
     t.given(Deploy(deploy_id="d", regions=["a"]))
     t.when(Deploy(deploy_id="d", regions=["a", "b"]))
-    t.then(like(MachinesCreated, machines={"region:b": "Pending"}), like(TimerScheduled),
-           like(TransitionPlanned, machine_id="region:b"), like(TimerScheduled))
-
+    t.then(
+        like(MachinesCreated, machines={"region:b": "Pending"}),
+        like(TimerScheduled),
+        like(TransitionPlanned, machine_id="region:b"),
+        like(TimerScheduled),
+    )

@@ -40,7 +40,10 @@ def test_unknown_target_state_names_saga_machine_and_transition() -> None:
     m = Machine("m", states=[a, b], transitions=[a.to(b, on=Go), a.to(ghost, on=Go, name="haunt")])
     with pytest.raises(DefinitionError) as err:
         saga_with(m)
-    assert str(err.value) == "saga 's', machine 'm': transition 'haunt' has unknown target state 'Ghost'"
+    assert (
+        str(err.value)
+        == "saga 's', machine 'm': transition 'haunt' has unknown target state 'Ghost'"
+    )
 
 
 def test_unreachable_final_state() -> None:
@@ -53,24 +56,44 @@ def test_unreachable_final_state() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda a, b: Machine("m", states=[a, b, State("A")], transitions=[a.to(b, on=Go)]),
-         "state name 'A' is used more than once"),
-        (lambda a, b: Machine("m", states=[a, b], transitions=[a.to(b, on=Go), a.to(b, on=Go)]),
-         "transition name 'A->B' is used more than once"),
-        (lambda a, b: Machine("m", states=[State("X"), b], transitions=[]),
-         "initial state must be exactly one"),
-        (lambda a, b: Machine("m", states=[a, State("B")], transitions=[a.to(State("B"))]),
-         "final state is missing"),
-        (lambda a, b: Machine("m", states=[a, b], transitions=[a.to(b, on=Stop)]),
-         "is triggered by 'Stop', which has no correlation rule"),
-        (lambda a, b: Machine("m", states=[a, b], transitions=[a.to(b, on=Go, after=timedelta(1))]),
-         "has more than one trigger"),
-        (lambda a, b: Machine("m", states=[a, b], transitions=[a.to(b, on=Go), b.to(a, on=Go)]),
-         "leaves final state 'B'"),
-        (lambda a, b: Machine("m:x", states=[a, b], transitions=[a.to(b, on=Go)]),
-         "must be non-empty and contain no ':'"),
-        (lambda a, b: Machine("m", states=[a, b], transitions=[a.to(b, on=Go, on_failure=a)]),
-         "has on_failure but no task"),
+        (
+            lambda a, b: Machine("m", states=[a, b, State("A")], transitions=[a.to(b, on=Go)]),
+            "state name 'A' is used more than once",
+        ),
+        (
+            lambda a, b: Machine("m", states=[a, b], transitions=[a.to(b, on=Go), a.to(b, on=Go)]),
+            "transition name 'A->B' is used more than once",
+        ),
+        (
+            lambda a, b: Machine("m", states=[State("X"), b], transitions=[]),
+            "initial state must be exactly one",
+        ),
+        (
+            lambda a, b: Machine("m", states=[a, State("B")], transitions=[a.to(State("B"))]),
+            "final state is missing",
+        ),
+        (
+            lambda a, b: Machine("m", states=[a, b], transitions=[a.to(b, on=Stop)]),
+            "is triggered by 'Stop', which has no correlation rule",
+        ),
+        (
+            lambda a, b: Machine(
+                "m", states=[a, b], transitions=[a.to(b, on=Go, after=timedelta(1))]
+            ),
+            "has more than one trigger",
+        ),
+        (
+            lambda a, b: Machine("m", states=[a, b], transitions=[a.to(b, on=Go), b.to(a, on=Go)]),
+            "leaves final state 'B'",
+        ),
+        (
+            lambda a, b: Machine("m:x", states=[a, b], transitions=[a.to(b, on=Go)]),
+            "must be non-empty and contain no ':'",
+        ),
+        (
+            lambda a, b: Machine("m", states=[a, b], transitions=[a.to(b, on=Go, on_failure=a)]),
+            "has on_failure but no task",
+        ),
     ],
 )
 def test_nonsense_machines_are_rejected(build: object, message: str) -> None:
@@ -81,8 +104,11 @@ def test_nonsense_machines_are_rejected(build: object, message: str) -> None:
 
 def test_loop_of_eventless_transitions_without_tasks() -> None:
     a, b, c, d = State("A", initial=True), State("B"), State("C"), State("D", final=True)
-    m = Machine("m", states=[a, b, c, d],
-                transitions=[a.to(b, on=Go), b.to(c), c.to(b, name="back"), c.to(d, on=Go)])
+    m = Machine(
+        "m",
+        states=[a, b, c, d],
+        transitions=[a.to(b, on=Go), b.to(c), c.to(b, name="back"), c.to(d, on=Go)],
+    )
     with pytest.raises(DefinitionError, match="loop without a task: B -> C -> B"):
         saga_with(m)
 
@@ -104,10 +130,14 @@ def test_start_event_needs_a_correlation_rule() -> None:
 
 def test_same_task_type_with_different_retry_rules() -> None:
     a, b, c = State("A", initial=True), State("B"), State("C", final=True)
-    m = Machine("m", states=[a, b, c], transitions=[
-        a.to(b, on=Go, task=Task("T", retry=RetryPolicy(max_attempts=2))),
-        b.to(c, task=Task("T", retry=RetryPolicy(max_attempts=5))),
-    ])
+    m = Machine(
+        "m",
+        states=[a, b, c],
+        transitions=[
+            a.to(b, on=Go, task=Task("T", retry=RetryPolicy(max_attempts=2))),
+            b.to(c, task=Task("T", retry=RetryPolicy(max_attempts=5))),
+        ],
+    )
     with pytest.raises(DefinitionError, match="task type 'T' is declared with different retry"):
         saga_with(m)
 

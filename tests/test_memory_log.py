@@ -13,7 +13,9 @@ from procession.workers._memory import Crash
 @pytest.fixture
 async def transport() -> MemoryTransport:
     t = MemoryTransport()
-    await t.create_topics([TopicSpec("in", 2), TopicSpec("out", 2), TopicSpec("log", 2, compacted=True)])
+    await t.create_topics(
+        [TopicSpec("in", 2), TopicSpec("out", 2), TopicSpec("log", 2, compacted=True)]
+    )
     return t
 
 
@@ -21,7 +23,9 @@ def out(key: str, value: bytes, topic: str = "out") -> Outgoing:
     return Outgoing(topic, key, value)
 
 
-async def test_commit_makes_records_and_offsets_visible_together(transport: MemoryTransport) -> None:
+async def test_commit_makes_records_and_offsets_visible_together(
+    transport: MemoryTransport,
+) -> None:
     p = transport.producer("p")
     await p.start()
     tp = TopicPartition("in", 0)
@@ -49,7 +53,9 @@ async def test_a_failed_commit_leaves_nothing(transport: MemoryTransport, fault:
     assert [m.value for m in transport.log.records("out")] == [b"y"]
 
 
-async def test_a_new_producer_with_the_same_id_fences_the_old_one(transport: MemoryTransport) -> None:
+async def test_a_new_producer_with_the_same_id_fences_the_old_one(
+    transport: MemoryTransport,
+) -> None:
     old, new = transport.producer("tx"), transport.producer("tx")
     await old.start()
     await new.start()
@@ -59,7 +65,9 @@ async def test_a_new_producer_with_the_same_id_fences_the_old_one(transport: Mem
     assert [m.value for m in transport.log.records("out")] == [b"live"]
 
 
-async def test_a_consumer_resumes_from_its_groups_committed_offset(transport: MemoryTransport) -> None:
+async def test_a_consumer_resumes_from_its_groups_committed_offset(
+    transport: MemoryTransport,
+) -> None:
     p = transport.producer("p")
     await p.start()
     await p.commit(Batch([out(f"k{i}", str(i).encode(), "in") for i in range(10)]))
@@ -80,6 +88,7 @@ async def test_group_members_split_partitions_and_rebalance(transport: MemoryTra
     def listener(name: str, kind: str):  # type: ignore[no-untyped-def]
         async def call(tps):  # type: ignore[no-untyped-def]
             events.append((name, kind, [tp.partition for tp in tps]))
+
         return call
 
     a = await transport.consumer("g", ["in"], listener("a", "assign"), listener("a", "revoke"))
@@ -94,7 +103,11 @@ async def test_group_members_split_partitions_and_rebalance(transport: MemoryTra
 async def test_compacted_topic_keeps_the_last_value_per_key(transport: MemoryTransport) -> None:
     p = transport.producer("p")
     await p.start()
-    await p.commit(Batch([Outgoing("log", "a", b"1", partition=0), Outgoing("log", "b", b"1", partition=0)]))
-    await p.commit(Batch([Outgoing("log", "a", b"2", partition=0), Outgoing("log", "b", None, partition=0)]))
+    await p.commit(
+        Batch([Outgoing("log", "a", b"1", partition=0), Outgoing("log", "b", b"1", partition=0)])
+    )
+    await p.commit(
+        Batch([Outgoing("log", "a", b"2", partition=0), Outgoing("log", "b", None, partition=0)])
+    )
     kept = await transport.read_partition(TopicPartition("log", 0))
     assert [(m.key, m.value) for m in kept] == [("a", b"2")]

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from procession import TaskCall, TaskError
+from procession import ForEach, Machine, RetryPolicy, Saga, State, Task, TaskCall, TaskError
 from procession._demo import FlakyCloser
 from procession.examples import RebaseFailed, rebase_saga
 from procession.sagas import ProcessState, fold
@@ -27,7 +27,7 @@ from procession.topics import (
     TimerScheduled,
     TransitionPlanned,
 )
-from procession.workers import Processor
+from procession.workers import Batch, Outgoing, Processor
 from procession.workers._memory import Crash
 from tests.conftest import Backend, until
 from tests.sagas import Deploy, InvoiceSent, deploy_saga, payment_saga
@@ -37,9 +37,7 @@ REBASE = RebaseFailed(rebase_id="r1", instances=["A", "B", "C"])
 
 def decisions_once(history: list[Record]) -> Counter[tuple[Any, ...]]:
     return Counter(
-        (r.machine_id, r.transition, r.attempt)
-        for r in history
-        if isinstance(r, TransitionPlanned)
+        (r.machine_id, r.transition, r.attempt) for r in history if isinstance(r, TransitionPlanned)
     )
 
 
@@ -84,15 +82,29 @@ async def test_duplicate_input_record_produces_no_second_decision(backend: Backe
     assert all(n == 1 for n in decisions_once(history).values())
 
 
-async def test_late_result_after_completion_and_stale_attempt_are_recorded(backend: Backend) -> None:
+async def test_late_result_after_completion_and_stale_attempt_are_recorded(
+    backend: Backend,
+) -> None:
     app = backend.app([rebase_saga()], {"CloseInstance": FlakyCloser(flaky="A")})
     rt = await backend.runtime(app)
     await rt.publish(REBASE)
     await rt.settle()
     first = records_of(await rt.history("rebase:r1"), TaskFailed)[0]
-    stale = TaskCompleted(**{k: getattr(first, k) for k in (
-        "process_id", "correlation_id", "machine_id", "task_id", "task_type", "attempt")},
-        event_id="stale-1", time_ms=backend.clock.now_ms())
+    stale = TaskCompleted(
+        **{
+            k: getattr(first, k)
+            for k in (
+                "process_id",
+                "correlation_id",
+                "machine_id",
+                "task_id",
+                "task_type",
+                "attempt",
+            )
+        },
+        event_id="stale-1",
+        time_ms=backend.clock.now_ms(),
+    )
     await rt.inject(stale)
     await rt.settle()
     await rt.advance(timedelta(seconds=1))
@@ -101,7 +113,9 @@ async def test_late_result_after_completion_and_stale_attempt_are_recorded(backe
     late = replace(stale, event_id="late-1")
     await rt.inject(late)
     await rt.settle()
-    reasons = {(i.input_id, i.reason) for i in records_of(await rt.history("rebase:r1"), InputIgnored)}  # type: ignore[attr-defined]
+    reasons = {
+        (i.input_id, i.reason) for i in records_of(await rt.history("rebase:r1"), InputIgnored)
+    }  # type: ignore[attr-defined]
     assert reasons == {
         ("stale-1", "attempt 1 already failed or timed out"),
         ("late-1", "after completion"),
@@ -118,18 +132,25 @@ async def test_exhausted_retries_compensate_in_reverse_order(backend: Backend) -
     await rt.publish(Deploy(deploy_id="d1", regions=["eu", "us", "ap"]))
     await until(lambda: ended(rt, "deploy:d1"))
     history = await rt.history("deploy:d1")
-    done = [r.machine_id for r in records_of(history, TaskCompleted)  # type: ignore[attr-defined]
-            if r.task_type == "RollOut"]  # type: ignore[attr-defined]
+    done = [
+        r.machine_id
+        for r in records_of(history, TaskCompleted)  # type: ignore[attr-defined]
+        if r.task_type == "RollOut"
+    ]  # type: ignore[attr-defined]
     undone = [r.machine_id for r in records_of(history, CompensationPlanned)]  # type: ignore[attr-defined]
     assert sorted(done) == ["region:eu", "region:us"]
     assert undone == list(reversed(done))
     assert isinstance(history[-1], ProcessFailed)
     assert "no capacity in ap" in history[-1].reason
     dead = rt.transport.log.records(rt.app.topics.dead_letter)  # type: ignore[attr-defined]
-    assert [dict(m.headers)["dlq-reason"] for m in dead] == [b"non-retryable failure: no capacity in ap"]
+    assert [dict(m.headers)["dlq-reason"] for m in dead] == [
+        b"non-retryable failure: no capacity in ap"
+    ]
 
 
-async def test_timeout_fires_at_virtual_time_and_the_late_result_is_ignored(backend: Backend) -> None:
+async def test_timeout_fires_at_virtual_time_and_the_late_result_is_ignored(
+    backend: Backend,
+) -> None:
     release = asyncio.Event()
     attempts: list[int] = []
 
@@ -138,7 +159,9 @@ async def test_timeout_fires_at_virtual_time_and_the_late_result_is_ignored(back
         if call.attempt == 1:
             await release.wait()
 
-    rt = await backend.runtime(backend.app([deploy_saga()], {"RollOut": roll_out, "RollBack": print}))
+    rt = await backend.runtime(
+        backend.app([deploy_saga()], {"RollOut": roll_out, "RollBack": print})
+    )
     start = backend.clock.now_ms()
     await rt.publish(Deploy(deploy_id="d1", regions=["eu"]))
     await until(lambda: _has(rt, "deploy:d1", TransitionPlanned))
@@ -160,7 +183,9 @@ async def test_timeout_fires_at_virtual_time_and_the_late_result_is_ignored(back
     assert attempts == [1, 2]
 
 
-async def test_processor_crash_between_produce_and_commit_leaves_no_duplicate(backend: Backend) -> None:
+async def test_processor_crash_between_produce_and_commit_leaves_no_duplicate(
+    backend: Backend,
+) -> None:
     app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
     rt = await backend.runtime(app)
     rt.transport.log.faults.crash_before_commit(f"{app.topics.prefix}.processor")  # type: ignore[attr-defined]
@@ -175,7 +200,9 @@ async def test_processor_crash_between_produce_and_commit_leaves_no_duplicate(ba
     await rt.settle()
     history = await rt.history("rebase:r1")
     assert isinstance(history[-1], ProcessCompleted)
-    assert decisions_once(history) == Counter({(f"instance:{m}", "Working->Closing", 1): 1 for m in "ABC"})
+    assert decisions_once(history) == Counter(
+        {(f"instance:{m}", "Working->Closing", 1): 1 for m in "ABC"}
+    )
     assert len(records_of(history, ProcessStarted)) == 1
 
 
@@ -189,19 +216,30 @@ async def test_restart_restores_state_and_timers_from_the_changelog(backend: Bac
     second = await backend.runtime(app)
     await second.advance(timedelta(minutes=15))
     history = await second.history("payment:i1")
-    assert [type(r).__name__ for r in history[-3:]] == ["TimerFired", "TransitionPlanned", "ProcessCompleted"]
+    assert [type(r).__name__ for r in history[-3:]] == [
+        "TimerFired",
+        "TransitionPlanned",
+        "ProcessCompleted",
+    ]
     assert history[-2].to_state == "Expired"  # type: ignore[attr-defined]
 
 
 async def test_inline_tasks_run_in_the_processor(backend: Backend) -> None:
-    from procession import ForEach, Machine, RetryPolicy, Saga, State, Task
 
     working, closed = State("Working", initial=True), State("Closed", final=True)
-    close = Task("CloseInline", mode="inline", retry=RetryPolicy(max_attempts=2, initial=timedelta(0)))
+    close = Task(
+        "CloseInline", mode="inline", retry=RetryPolicy(max_attempts=2, initial=timedelta(0))
+    )
     saga = Saga(
         "inline",
-        machines=[Machine("i", states=[working, closed], transitions=[working.to(closed, on=RebaseFailed, task=close)],
-                          per=ForEach(RebaseFailed, lambda e: e.instances))],
+        machines=[
+            Machine(
+                "i",
+                states=[working, closed],
+                transitions=[working.to(closed, on=RebaseFailed, task=close)],
+                per=ForEach(RebaseFailed, lambda e: e.instances),
+            )
+        ],
         correlate={RebaseFailed: lambda e: e.rebase_id},
         starts=[RebaseFailed],
     )
@@ -232,8 +270,9 @@ async def test_hard_cancel_from_a_client(backend: Backend) -> None:
     assert isinstance(history[-1], ProcessCancelled) and history[-1].reason == "fraud"
 
 
-async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_keeps_moving(backend: Backend) -> None:
-    from procession.workers import Batch, Outgoing
+async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_keeps_moving(
+    backend: Backend,
+) -> None:
 
     app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
     rt = await backend.runtime(app)
@@ -243,9 +282,19 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_keeps_m
         Outgoing(topics.inputs, "k", b"{}", (("procession-type", b"Martian"),)),
         Outgoing(topics.inputs, "k", b'{"rebase_id": 5}', (("procession-type", b"RebaseFailed"),)),
         Outgoing(topics.process, "rebase:r1", b"\x00garbage"),
-        Outgoing(topics.process, "nosaga:1", TaskCompleted(
-            event_id="e", process_id="nosaga:1", correlation_id="c", machine_id="m",
-            task_id="t", task_type="T", attempt=1)),
+        Outgoing(
+            topics.process,
+            "nosaga:1",
+            TaskCompleted(
+                event_id="e",
+                process_id="nosaga:1",
+                correlation_id="c",
+                machine_id="m",
+                task_id="t",
+                task_type="T",
+                attempt=1,
+            ),
+        ),
     ]
     producer = rt.transport.producer("test-bad")
     await producer.start()

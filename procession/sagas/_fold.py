@@ -263,18 +263,24 @@ def replay_steps(
 ) -> Iterable[tuple[tuple[Record, AnyState, list[Record]], AnyState]]:
     """Yield ``((input, state_before, recorded_decisions), state_after)`` per input."""
     records = list(history)
-    caused: dict[tuple[str | None, int], deque[Record]] = defaultdict(deque)
+    # Decision batches by (cause, seq). The same input seen twice where nothing
+    # counts inputs (no instance, or ended) gets batches with equal derived ids:
+    # a repeat of a batch's first id starts the next batch.
+    caused: dict[tuple[str | None, int], deque[list[Record]]] = defaultdict(deque)
     for rec in records:
         if rec.IS_DECISION:
-            caused[(rec.causation_id, rec.seq)].append(rec)  # type: ignore[attr-defined]
+            batches = caused[(rec.causation_id, rec.seq)]  # type: ignore[attr-defined]
+            if not batches or batches[-1][0].event_id == rec.event_id:
+                batches.append([])
+            batches[-1].append(rec)
     state: AnyState = None
     for rec in records:
         if rec.IS_DECISION:
             continue
         before = state
         state = evolve(state, rec)
-        seq = _input_seq(before, state)
-        decisions = list(caused.pop((rec.event_id, seq), ()))
+        batches = caused.get((rec.event_id, _input_seq(before, state)))
+        decisions = batches.popleft() if batches else []
         for d in decisions:
             state = evolve(state, d)
         yield (rec, before, decisions), state

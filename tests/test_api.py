@@ -1,0 +1,41 @@
+"""The public surface is curated: sorted __all__, every name documented."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import procession
+
+MODULES = ["procession", "procession.sagas", "procession.topics", "procession.workers"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_all_is_sorted_unique_and_importable(name: str) -> None:
+    module = importlib.import_module(name)
+    names = module.__all__
+    assert len(names) == len(set(names))
+    assert names == sorted(names, key=lambda n: (n[0].islower(), n.isupper() is False, n))
+    for public in names:
+        assert getattr(module, public) is not None
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_public_names_have_docstrings(name: str) -> None:
+    module = importlib.import_module(name)
+    missing = [
+        n
+        for n in module.__all__
+        if (inspect.isclass(getattr(module, n)) or inspect.isfunction(getattr(module, n)))
+        and not inspect.getdoc(getattr(module, n))
+    ]
+    assert not missing, f"{name}: no docstring on {missing}"
+
+
+def test_public_names_do_not_leak_private_modules() -> None:
+
+    exported = set(procession.__all__)
+    assert {"Saga", "State", "Machine", "Task", "App", "Runtime", "steps", "mermaid"} <= exported
+    assert not any(n.startswith("_") for n in exported)
