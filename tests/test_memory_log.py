@@ -6,7 +6,7 @@ import pytest
 
 from procession import FencedError, TransactionAbortedError
 from procession.topics._layout import TopicSpec
-from procession.workers import Batch, MemoryTransport, Outgoing, TopicPartition
+from procession.workers import Batch, MemoryLog, MemoryTransport, Outgoing, TopicPartition
 from procession.workers._memory import Crash
 
 
@@ -111,3 +111,21 @@ async def test_compacted_topic_keeps_the_last_value_per_key(transport: MemoryTra
     )
     kept = await transport.read_partition(TopicPartition("log", 0))
     assert [(m.key, m.value) for m in kept] == [("a", b"2")]
+
+
+async def test_retention_trims_only_what_every_group_has_consumed() -> None:
+    t = MemoryTransport(MemoryLog(retain_records=2))
+    await t.create_topics([TopicSpec("in", 1)])
+    fast = await t.consumer("fast", ["in"])
+    await t.consumer("slow", ["in"])
+    p = t.producer("p")
+    await p.start()
+    tp = TopicPartition("in", 0)
+    await p.commit(Batch([out(f"k{i}", b"x", "in") for i in range(20)]))
+    await p.commit(Batch([], {tp: 20}, "fast"))
+    assert len(t.log.records("in")) == 20  # the slow group has read nothing
+    await p.commit(Batch([], {tp: 15}, "slow"))
+    kept = t.log.records("in")
+    assert kept[0].offset <= 13 and kept[-1].offset == 19
+    # a position below what was kept resumes at the earliest kept record, as Kafka's reset does
+    assert [m.offset for m in await fast.fetch(0)] == [m.offset for m in kept]

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from procession.examples import OrderPlaced, order_saga
-from procession.sagas import ProcessState, Saga, evolve, fold, replay_check
+from procession.sagas import ProcessState, Saga, evolve, evolve_all, fold, replay_check
 from procession.testing import SagaTest
 from procession.topics import Codec, Record, TaskCompleted, TaskFailed
 from tests.sagas import Deploy, deploy_saga
@@ -76,6 +76,7 @@ def run(kind: str, actions: list[tuple[Any, ...]]) -> tuple[SagaTest, list[Any]]
             state_now = held[-1]
             for r in (rec, *decisions):
                 state_now = evolve(state_now, r)
+            assert evolve_all(held[-1], [rec, *decisions]) == state_now
             held.append(state_now)
     return t, held
 

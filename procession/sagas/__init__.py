@@ -9,6 +9,7 @@ from ._dsl import Task as Task
 from ._dsl import Transition as Transition
 from ._fold import classify as classify
 from ._fold import evolve as evolve
+from ._fold import evolve_all as evolve_all
 from ._fold import fold as fold
 from ._ids import derive_id as derive_id
 from ._joins import Join as Join
@@ -50,6 +51,7 @@ __all__ = [
     "classify",
     "derive_id",
     "evolve",
+    "evolve_all",
     "fold",
     "mermaid",
     "replay_check",

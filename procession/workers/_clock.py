@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
-import itertools
 import time
 from datetime import timedelta
 from typing import Protocol
@@ -15,7 +15,9 @@ class Clock(Protocol):
 
     def now_ms(self) -> int: ...
 
-    async def sleep_until(self, due_ms: int) -> None: ...
+    async def wait(self, event: asyncio.Event, due_ms: int | None) -> None:
+        """Until ``event`` is set or the time reaches ``due_ms`` (None: no deadline)."""
+        ...
 
 
 class SystemClock:
@@ -24,8 +26,10 @@ class SystemClock:
     def now_ms(self) -> int:
         return int(time.time() * 1000)
 
-    async def sleep_until(self, due_ms: int) -> None:
-        await asyncio.sleep(max(0.0, (due_ms - self.now_ms()) / 1000))
+    async def wait(self, event: asyncio.Event, due_ms: int | None) -> None:
+        timeout = None if due_ms is None else max(0.0, (due_ms - self.now_ms()) / 1000)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
 
 
 class VirtualClock:
@@ -40,24 +44,25 @@ class VirtualClock:
 
     def __init__(self, start_ms: int = 0) -> None:
         self._now = start_ms
-        self._sleepers: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
+        self._sleepers: list[tuple[int, int, asyncio.Event]] = []
+        self._armed: set[tuple[int, int]] = set()
 
     def now_ms(self) -> int:
         return self._now
 
-    async def sleep_until(self, due_ms: int) -> None:
-        if due_ms <= self._now:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (due_ms, next(self._order), fut))
-        await fut
+    async def wait(self, event: asyncio.Event, due_ms: int | None) -> None:
+        if due_ms is not None:
+            if due_ms <= self._now:
+                return
+            if (due_ms, id(event)) not in self._armed:
+                self._armed.add((due_ms, id(event)))
+                heapq.heappush(self._sleepers, (due_ms, id(event), event))
+        await event.wait()
 
     def advance(self, delta: timedelta) -> None:
-        """Move time forward and wake every sleeper now due."""
+        """Move time forward and wake every waiter now due."""
         self._now += round(delta.total_seconds() * 1000)
         while self._sleepers and self._sleepers[0][0] <= self._now:
-            _, _, fut = heapq.heappop(self._sleepers)
-            if not fut.done():
-                fut.set_result(None)
+            due, key, event = heapq.heappop(self._sleepers)
+            self._armed.discard((due, key))
+            event.set()

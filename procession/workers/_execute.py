@@ -51,7 +51,8 @@ async def execute(
     }
     timeout = spec.timeout.total_seconds() if spec.timeout else None
     try:
-        result = await asyncio.wait_for(_call(app, task_type, call), timeout)
+        async with asyncio.timeout(timeout):
+            result = await _call(app, task_type, call)
     except TaskError as exc:
         return TaskFailed(
             **common, reason=exc.reason, error_type="TaskError", retryable=exc.retryable

@@ -74,8 +74,13 @@ class _Partition:
                 self.latest[msg.key] = msg
             return
         self.items.append(msg)
-        if self.retain is not None and len(self.items) > 2 * self.retain:
-            drop = len(self.items) - self.retain
+
+    def trim(self, consumed: int) -> None:
+        """Drop records more than ``retain`` behind the slowest group's offset."""
+        if self.retain is None or self.compacted:
+            return
+        drop = consumed - self.retain - self.base
+        if drop > self.retain:  # in chunks, so trimming stays cheap
             del self.items[:drop]
             self.base += drop
 
@@ -90,6 +95,7 @@ class _Partition:
 class _Group:
     members: list[MemoryConsumer] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    topics: set[str] = field(default_factory=set)
 
 
 class MemoryLog:
@@ -103,6 +109,8 @@ class MemoryLog:
     """
 
     def __init__(self, retain_records: int | None = None) -> None:
+        """``retain_records``: keep only that many records per partition behind the
+        slowest consumer group (None keeps everything, for tools and replay)."""
         self._topics: dict[str, list[_Partition]] = {}
         self._groups: dict[str, _Group] = {}
         self._epochs: dict[str, int] = {}
@@ -171,7 +179,16 @@ class MemoryLog:
             if batch.group is None:
                 raise ValueError("a batch with offsets needs a group")
             self._groups.setdefault(batch.group, _Group()).offsets.update(batch.offsets)
+            if self._retain is not None:
+                for tp in batch.offsets:
+                    self._trim(tp)
         self.notify()
+
+    def _trim(self, tp: TopicPartition) -> None:
+        readers = [g for g in self._groups.values() if tp.topic in g.topics]
+        if readers:
+            consumed = min(g.offsets.get(tp, 0) for g in readers)
+            self._topic(tp.topic)[tp.partition].trim(consumed)
 
     def committed(self, group: str, tp: TopicPartition) -> int:
         return self._groups.setdefault(group, _Group()).offsets.get(tp, 0)
@@ -198,6 +215,7 @@ class MemoryLog:
     async def join(self, group: str, member: MemoryConsumer) -> None:
         g = self._groups.setdefault(group, _Group())
         g.members.append(member)
+        g.topics.update(member.topics)
         await self._rebalance(g)
 
     async def leave(self, group: str, member: MemoryConsumer) -> None:

@@ -8,7 +8,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from procession._errors import DecodeError, FencedError
-from procession.sagas._fold import AnyState, evolve
+from procession.sagas._fold import AnyState, evolve_all
 from procession.sagas._state import Ended, PendingTask, ProcessState
 from procession.topics._records import (
     CompensationPlanned,
@@ -45,13 +45,11 @@ class PartitionProcessor:
         self.queue: deque[Message] = deque()
         self.outbox: list[Record] = []
         self.wake = asyncio.Event()
-        self.rearm = asyncio.Event()
         self.room = asyncio.Event()
         self.inline: set[asyncio.Task[None]] = set()
         self.alive = True
         self._working = False
         self._task: asyncio.Task[None] | None = None
-        self._timer_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -75,13 +73,10 @@ class PartitionProcessor:
         self._task = asyncio.create_task(
             self._run(), name=f"procession-partition-{self.tp.partition}"
         )
-        self._timer_task = asyncio.create_task(self._timer_loop())
 
     async def stop(self, deadline_s: float) -> None:
         self.alive = False
         self.wake.set()
-        if self._timer_task is not None:
-            self._timer_task.cancel()
         for task in self.inline:
             task.cancel()
         if self._task is not None:
@@ -125,12 +120,10 @@ class PartitionProcessor:
                 self.room.set()
                 if batch or self.outbox:
                     await self._process(batch)
-                    self.rearm.set()
                     continue
-                self.rearm.set()
                 self._working = False
                 self.wake.clear()
-                await self.wake.wait()
+                await self.owner.clock.wait(self.wake, self.timers.next_due())
         except FencedError as exc:
             log.error("partition %s dropped: %s", self.tp.partition, exc)
             self.alive = False
@@ -141,24 +134,6 @@ class PartitionProcessor:
             raise
         finally:
             self._working = False
-
-    async def _timer_loop(self) -> None:
-        """Wake the partition when its earliest timer is due; re-arm after each pass."""
-        while self.alive:
-            self.rearm.clear()
-            due = self.timers.next_due()
-            if due is None:
-                await self.rearm.wait()
-                continue
-            sleeper = asyncio.ensure_future(self.owner.clock.sleep_until(due))
-            rearmed = asyncio.ensure_future(self.rearm.wait())
-            done, _ = await asyncio.wait({sleeper, rearmed}, return_when=asyncio.FIRST_COMPLETED)
-            sleeper.cancel()
-            rearmed.cancel()
-            if sleeper in done:
-                self.rearm.clear()
-                self.wake.set()
-                await self.rearm.wait()  # the run loop pops what is due, then re-arms us
 
     # ------------------------------------------------------------ decide
 
@@ -187,10 +162,7 @@ class PartitionProcessor:
             except Exception as exc:  # noqa: BLE001 - a failing decision goes to the dead letters
                 self._dead(msg, f"decision failed: {exc!r}", out)
                 continue
-            state = before
-            for r in (rec, *decisions):
-                state = evolve(state, r)
-            staged[pid] = state
+            staged[pid] = evolve_all(before, [rec, *decisions])
             self._count(decisions)
             for d in decisions:
                 out.records.append(Outgoing(topics.process, pid, d))
@@ -218,6 +190,7 @@ class PartitionProcessor:
                 self.store[pid] = kept
                 self.timers.add_from(pid, old, kept)
                 self.timers.settle(pid, kept)
+        self.timers.prune(self.store)
         for req in requests:
             self._run_inline(req)
         self.owner.metrics["transactions"] += 1
@@ -236,7 +209,7 @@ class PartitionProcessor:
 
     def _keep(self, state: ProcessState | Ended) -> ProcessState | Ended:
         if isinstance(state, ProcessState) and state.terminal and not self.owner.app.keep_completed:
-            return Ended(state.status)
+            return Ended.of(state.status)
         return state
 
     def _count(self, decisions: list[Record]) -> None:

@@ -15,15 +15,24 @@ class TimerQueue:
     def __init__(self) -> None:
         self._heap: list[tuple[int, str, str]] = []
         self._fired: dict[str, set[str]] = {}
+        self._live = 0
 
     def add_from(self, pid: str, old: object, new: object) -> None:
         """Queue the timers ``new`` has that ``old`` had not."""
-        if not isinstance(new, ProcessState):
-            return
         known = old.timers if isinstance(old, ProcessState) else {}
-        for timer_id, timer in new.timers.items():
+        now = new.timers if isinstance(new, ProcessState) else {}
+        self._live += len(now) - len(known)
+        for timer_id, timer in now.items():
             if timer_id not in known:
                 heapq.heappush(self._heap, (timer.due_ms, pid, timer_id))
+
+    def prune(self, store: dict[str, ProcessState | Ended]) -> None:
+        """Drop entries of timers no state holds any more, once they are most of the heap."""
+        if len(self._heap) < 1024 or len(self._heap) < 4 * self._live:
+            return
+        self._heap = [e for e in self._heap if _live(store.get(e[1]), e[2])]
+        heapq.heapify(self._heap)
+        self._live = len(self._heap)
 
     def next_due(self) -> int | None:
         return self._heap[0][0] if self._heap else None
@@ -34,7 +43,7 @@ class TimerQueue:
         while self._heap and self._heap[0][0] <= now_ms:
             due_ms, pid, timer_id = heapq.heappop(self._heap)
             state = store.get(pid)
-            if not isinstance(state, ProcessState) or timer_id not in state.timers:
+            if not isinstance(state, ProcessState) or not _live(state, timer_id):
                 continue
             fired = self._fired.setdefault(pid, set())
             if timer_id in fired:
@@ -66,3 +75,7 @@ class TimerQueue:
     def pending(self) -> int:
         """Fired timers not yet read back."""
         return sum(len(f) for f in self._fired.values())
+
+
+def _live(state: object, timer_id: str) -> bool:
+    return isinstance(state, ProcessState) and timer_id in state.timers

@@ -34,7 +34,7 @@ def encode_value(value: object, codec: Codec) -> bytes | None:
     if isinstance(value, ProcessState):
         return orjson.dumps({"state": value.to_json()})
     if isinstance(value, Ended):
-        return orjson.dumps({"ended": value.status, "seq": value.seq})
+        return orjson.dumps({"ended": value.status})
     raise TypeError(f"cannot encode a {type(value).__name__}")
 
 
@@ -50,7 +50,7 @@ def state_of(value: object) -> ProcessState | Ended | None:
         raise DecodeError(f"unexpected changelog value of type {type(value).__name__}")
     data: dict[str, Any] = orjson.loads(value)
     if "ended" in data:
-        return Ended(data["ended"], data.get("seq", 0))
+        return Ended.of(data["ended"])
     return ProcessState.from_json(data["state"])
 
 
