@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .sagas._decider import ProcessDefinition
 from .sagas._derive import cancel_request
 from .sagas._fold import fold
 from .sagas._ids import derive_id
 from .sagas._replay import replay_check
-from .sagas._saga import Saga
 from .sagas._state import ProcessState
 from .topics._records import (
     CancelMode,
@@ -67,7 +67,7 @@ def like(kind: type[Record], **fields: Any) -> Like:
 class SagaTest:
     """One process of one saga, driven by hand; time starts at ``start_ms``."""
 
-    def __init__(self, saga: Saga, *, start_ms: int = 0) -> None:
+    def __init__(self, saga: ProcessDefinition, *, start_ms: int = 0) -> None:
         self.saga = saga
         self.now_ms = start_ms
         self.history: list[Record] = []

@@ -8,6 +8,8 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from procession import ForEach, Machine, RetryPolicy, Saga, State, Task, TaskCall, TaskError
 from procession._demo import FlakyCloser
 from procession.examples import RebaseFailed, rebase_saga
@@ -316,3 +318,18 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_keeps_m
 
 async def _has(rt: Any, pid: str, kind: type) -> bool:
     return bool(records_of(await rt.history(pid), kind))
+
+
+async def test_a_component_that_dies_is_reported_not_waited_for(backend: Backend) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    rt = await backend.runtime(app)
+    boom = RuntimeError("injected router bug")
+
+    def broken(msg: object, batch: object) -> None:
+        raise boom
+
+    rt.router._route = broken  # type: ignore[method-assign]
+    await rt.publish(REBASE)
+    with pytest.raises(RuntimeError, match="the router stopped") as err:
+        await rt.settle(timeout_s=10)
+    assert err.value.__cause__ is boom

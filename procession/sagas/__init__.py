@@ -1,5 +1,8 @@
 """The pure core: define sagas, fold their history, decide what happens next."""
 
+from ._decider import Decider as Decider
+from ._decider import Decision as Decision
+from ._decider import ProcessDefinition as ProcessDefinition
 from ._diagram import mermaid as mermaid
 from ._dsl import Context as Context
 from ._dsl import ForEach as ForEach
@@ -30,6 +33,8 @@ from ._steps import steps as steps
 
 __all__ = [
     "Context",
+    "Decider",
+    "Decision",
     "Divergence",
     "Ended",
     "ForEach",
@@ -38,6 +43,7 @@ __all__ = [
     "MachineState",
     "PendingTask",
     "Planner",
+    "ProcessDefinition",
     "ProcessState",
     "RetryPolicy",
     "Saga",

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel
 
 from procession.topics._records import CancelMode, Record
 
+from ._decider import Decision, KeyRule, route
 from ._dsl import Machine, Task
 from ._engine import Engine
 from ._fold import AnyState
 from ._joins import Join
 from ._state import ProcessState
 from ._validate import check_task_types, validate
-
-KeyRule = Callable[[Any], str | Iterable[str]]
 
 
 class Saga:
@@ -79,15 +77,9 @@ class Saga:
 
     def route(self, event: BaseModel) -> list[str]:
         """The process ids ``event`` belongs to (empty when this saga ignores it)."""
-        rule = self.correlate.get(type(event))
-        if rule is None:
-            return []
-        keys = rule(event)
-        if isinstance(keys, str):
-            return [self.process_id(keys)]
-        return [self.process_id(k) for k in dict.fromkeys(keys)]
+        return route(self.name, self.correlate, event)
 
-    def decide(self, state: AnyState, record: Record) -> list[Record]:
+    def decide(self, state: AnyState, record: Record) -> Decision:
         """The decisions for one input: pure, deterministic, no clock and no IO."""
         return self._engine.decide(state, record)
 

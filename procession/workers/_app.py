@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from procession._errors import RegistrationError
+from procession.sagas._decider import ProcessDefinition
 from procession.sagas._dsl import Task
-from procession.sagas._saga import Saga
 from procession.topics._layout import Topics
 
 
@@ -51,7 +51,7 @@ class App:
 
     def __init__(
         self,
-        sagas: Sequence[Saga],
+        sagas: Sequence[ProcessDefinition],
         handlers: Mapping[str, Handler],
         *,
         topics: Topics | None = None,
@@ -73,7 +73,7 @@ class App:
             if not callable(handler):
                 raise RegistrationError("*", f"handler for {name!r} is not callable")
 
-    def _register(self, saga: Saga) -> None:
+    def _register(self, saga: ProcessDefinition) -> None:
         for name, task in saga.tasks.items():
             if name not in self.handlers:
                 raise RegistrationError(saga.name, f"task type {name!r} has no handler")
@@ -86,7 +86,7 @@ class App:
             if self.event_types.setdefault(name, cls) is not cls:
                 raise RegistrationError(saga.name, f"event type name {name!r} names two classes")
 
-    def saga_for(self, process_id: str) -> Saga | None:
+    def saga_for(self, process_id: str) -> ProcessDefinition | None:
         """The saga a process id belongs to (its prefix), or None."""
         return self.sagas.get(process_id.partition(":")[0])
 

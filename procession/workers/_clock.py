@@ -28,8 +28,11 @@ class SystemClock:
 
     async def wait(self, event: asyncio.Event, due_ms: int | None) -> None:
         timeout = None if due_ms is None else max(0.0, (due_ms - self.now_ms()) / 1000)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+        # that arrives as it times out (CPython issue 86296), and a loop would not stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
 
 class VirtualClock:

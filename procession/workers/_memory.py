@@ -204,7 +204,8 @@ class MemoryLog:
         event = asyncio.Event()
         self._waiters.add(event)
         try:
-            await asyncio.wait_for(event.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: see SystemClock.wait
+                await event.wait()
         except TimeoutError:
             pass
         finally:

@@ -108,6 +108,14 @@ class Processor:
             self._cleanup = asyncio.create_task(self.stop())
 
     async def _fetch_loop(self) -> None:
+        try:
+            await self._fetch()
+        except Exception as exc:
+            log.exception("processor fetch loop died")
+            self.died(exc)
+            raise
+
+    async def _fetch(self) -> None:
         assert self._consumer is not None
         while not self._stopping:
             for msg in await self._consumer.fetch(self.poll_s, self.max_batch):

@@ -65,6 +65,8 @@ class Router:
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._working = False
+        #: Why the loop stopped on its own (None while it runs or after stop()).
+        self.failure: BaseException | None = None
 
     async def start(self) -> None:
         await self._producer.start()
@@ -97,6 +99,11 @@ class Router:
                     self._working = False
         except FencedError as exc:
             log.error("router stopped: %s", exc)
+            self.failure = exc
+        except Exception as exc:
+            log.exception("router died")
+            self.failure = exc
+            raise
         finally:
             self._working = False
 

@@ -173,12 +173,19 @@ class Runtime:
         """Wait until :meth:`idle` (twice in a row), or raise ``TimeoutError``."""
         async with asyncio.timeout(timeout_s):
             while True:
-                crashed = self.processor.crashed
-                if crashed is not None and crashed.done():
-                    raise RuntimeError("the processor died") from crashed.result()
+                self._check_alive()
                 if await self.idle(workers=workers) and await self.idle(workers=workers):
                     return
                 await asyncio.sleep(0.002)
+
+    def _check_alive(self) -> None:
+        crashed = self.processor.crashed
+        if crashed is not None and crashed.done():
+            raise RuntimeError("the processor died") from crashed.result()
+        failures = [("router", self.router.failure)] + [("worker", w.failure) for w in self.workers]
+        for name, failure in failures:
+            if failure is not None:
+                raise RuntimeError(f"the {name} stopped") from failure
 
     async def advance(self, delta: timedelta) -> None:
         """Move a virtual clock forward and settle (tests and simulations)."""

@@ -64,6 +64,8 @@ class Worker:
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._working = False
+        #: Why the loop stopped on its own (None while it runs or after stop()).
+        self.failure: BaseException | None = None
 
     async def start(self) -> None:
         await self._producer.start()
@@ -93,6 +95,11 @@ class Worker:
                     self._working = False
         except FencedError as exc:
             log.error("worker %s stopped: %s", self.name, exc)
+            self.failure = exc
+        except Exception as exc:
+            log.exception("worker %s died", self.name)
+            self.failure = exc
+            raise
         finally:
             self._working = False
 
