@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 
 from procession.topics._layout import Topics
-from procession.workers import App, MemoryTransport, Runtime, Transport, VirtualClock
+from procession.workers import (
+    App,
+    MemoryTransport,
+    Message,
+    Runtime,
+    TopicPartition,
+    Transport,
+    VirtualClock,
+)
+from procession.workers._kafka import KafkaTransport
 
 _prefixes = itertools.count(1)
 
@@ -31,6 +40,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         names = [b.strip() for b in metafunc.config.getoption("--backends").split(",") if b.strip()]
+        only = metafunc.definition.get_closest_marker("backends")
+        if only is not None:  # e.g. fault injection that only the in-memory log offers
+            names = [n for n in names if n in only.args]
         metafunc.parametrize("backend", names, indirect=True)
 
 
@@ -42,6 +54,7 @@ class Backend:
         self.clock = VirtualClock(start_ms=1_700_000_000_000)
         self.prefix = f"t{os.getpid()}-{next(_prefixes)}"
         self._memory = MemoryTransport(clock_ms=self.clock.now_ms)
+        self._kafka: KafkaTransport | None = None
         self.runtimes: list[Runtime] = []
 
     def topics(self) -> Topics:
@@ -50,7 +63,22 @@ class Backend:
     def transport(self) -> Transport:
         if self.name == "memory":
             return self._memory
+        if self.name == "kafka":
+            servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+            if not servers:
+                raise pytest.UsageError("the kafka backend needs KAFKA_BOOTSTRAP_SERVERS")
+            if self._kafka is None:
+                self._kafka = KafkaTransport(servers)
+            return self._kafka
         raise pytest.UsageError(f"unknown backend {self.name!r}")
+
+    async def records(self, topic: str) -> list[Message]:
+        """Every committed record of a topic, on any backend."""
+        transport = self.transport()
+        out: list[Message] = []
+        for p in range(await transport.partitions(topic)):
+            out += await transport.read_partition(TopicPartition(topic, p))
+        return out
 
     def app(self, sagas: list[Any], handlers: dict[str, Any], **kw: Any) -> App:
         return App(sagas, handlers, topics=self.topics(), **kw)
@@ -68,6 +96,8 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     yield b
     for rt in b.runtimes:
         await rt.stop()
+    if b._kafka is not None:
+        await b._kafka.close()
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:

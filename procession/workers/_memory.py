@@ -314,6 +314,9 @@ class MemoryConsumer:
                 break
         return out
 
+    def caught_up(self) -> bool:
+        return all(pos >= self._log.end_offset(tp) for tp, pos in self._positions.items())
+
     async def stop(self) -> None:
         await self._log.leave(self.group, self)
 
@@ -355,9 +358,3 @@ class MemoryTransport:
 
     async def partitions(self, topic: str) -> int:
         return self.log.partitions(topic)
-
-    async def lag(self, group: str, topics: Sequence[str]) -> int:
-        return sum(
-            self.log.end_offset(tp) - self.log.committed(group, tp)
-            for tp in self.log.topic_partitions(topics)
-        )

@@ -96,7 +96,9 @@ class Processor:
         await self._on_revoke(list(self.partitions))
 
     def busy(self) -> bool:
-        """True while some partition has work queued, in flight or due."""
+        """True while some partition has work queued, in flight or due, or input is unread."""
+        if self._consumer is None or not self._consumer.caught_up():
+            return True
         return any(p.busy() for p in self.partitions.values())
 
     def died(self, error: BaseException) -> None:

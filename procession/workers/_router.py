@@ -82,7 +82,8 @@ class Router:
         await self._producer.stop()
 
     def busy(self) -> bool:
-        return self._working
+        """Working on a batch, or not yet read up to the end of its partitions."""
+        return self._working or self._consumer is None or not self._consumer.caught_up()
 
     async def _loop(self) -> None:
         assert self._consumer is not None

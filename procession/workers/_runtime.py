@@ -56,6 +56,7 @@ class Runtime:
         memory = transport is None or isinstance(transport, MemoryTransport)
         self.transport: Transport = transport or MemoryTransport(clock_ms=self.clock.now_ms)
         poll = poll_s if poll_s is not None else (0.05 if memory else 0.1)
+        self._quiet_s = 0.005 if memory else 3 * poll
         self.router = Router(app, self.transport, self.clock, codec=codec, poll_s=poll)
         self.processor = Processor(app, self.transport, self.clock, codec=codec, poll_s=poll)
         self.workers = [
@@ -155,27 +156,24 @@ class Runtime:
         With ``workers=False`` only the router and the processor are asked (a
         test may hold a task handler on purpose).
         """
-        topics = self.app.topics
         if self.processor.busy() or self.router.busy():
             return False
-        lags = [
-            await self.transport.lag(self.router.group, [topics.inputs]),
-            await self.transport.lag(self.processor.group, [topics.process]),
-        ]
-        if workers and self.workers:
-            if any(w.busy() for w in self.workers):
-                return False
-            task_topics = [topics.tasks(t) for t in self.app.task_types()]
-            lags.append(await self.transport.lag(self.workers[0].group, task_topics))
-        return not any(lags)
+        return not (workers and any(w.busy() for w in self.workers))
 
     async def settle(self, timeout_s: float = 30.0, *, workers: bool = True) -> None:
-        """Wait until :meth:`idle` (twice in a row), or raise ``TimeoutError``."""
+        """Wait until :meth:`idle` holds for a quiet period (a few poll intervals, so
+        every consumer has fetched since), or raise ``TimeoutError``."""
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout_s):
+            quiet_since = None
             while True:
                 self._check_alive()
-                if await self.idle(workers=workers) and await self.idle(workers=workers):
-                    return
+                if await self.idle(workers=workers):
+                    quiet_since = quiet_since or loop.time()
+                    if loop.time() - quiet_since >= self._quiet_s:
+                        return
+                else:
+                    quiet_since = None
                 await asyncio.sleep(0.002)
 
     def _check_alive(self) -> None:

@@ -68,6 +68,8 @@ class Worker:
         self.failure: BaseException | None = None
 
     async def start(self) -> None:
+        if not self.task_types:
+            return  # an app without tasks needs no worker
         await self._producer.start()
         topics = [self.app.topics.tasks(t) for t in self.task_types]
         self._consumer = await self.transport.consumer(self.group, topics)
@@ -79,10 +81,13 @@ class Worker:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
-        await self._producer.stop()
+            await self._producer.stop()
 
     def busy(self) -> bool:
-        return self._working
+        """Working on a batch, or not yet read up to the end of its partitions."""
+        if not self.task_types:
+            return False
+        return self._working or self._consumer is None or not self._consumer.caught_up()
 
     async def _loop(self) -> None:
         assert self._consumer is not None
