@@ -46,6 +46,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", names, indirect=True)
 
 
+_container: Any = None
+
+
+def kafka_servers() -> str:
+    """``KAFKA_BOOTSTRAP_SERVERS``, else a Kafka container (testcontainers) for the session."""
+    global _container  # noqa: PLW0603 - one broker per test session
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if servers:
+        return servers
+    if _container is None:
+        try:
+            from testcontainers.kafka import KafkaContainer  # noqa: PLC0415 - only where Docker exists
+        except ImportError as exc:
+            raise pytest.UsageError(
+                "the kafka backend needs KAFKA_BOOTSTRAP_SERVERS (./dev test starts a broker)"
+            ) from exc
+        _container = KafkaContainer().with_kraft().start()
+    servers = str(_container.get_bootstrap_server())
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = servers
+    return servers
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _container is not None:
+        _container.stop()
+
+
 class Backend:
     """Builds runtimes (and bare transports) for one backend, on a virtual clock."""
 
@@ -64,9 +91,7 @@ class Backend:
         if self.name == "memory":
             return self._memory
         if self.name == "kafka":
-            servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-            if not servers:
-                raise pytest.UsageError("the kafka backend needs KAFKA_BOOTSTRAP_SERVERS")
+            servers = kafka_servers()
             if self._kafka is None:
                 self._kafka = KafkaTransport(servers)
             return self._kafka
