@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from ._errors import TaskError
 from ._timeline import summary, timeline
 from .examples import RebaseFailed, rebase_saga
+from .topics._layout import Topics
 from .workers import App, Runtime, TaskCall
 from .workers._port import Transport
 
@@ -36,6 +38,7 @@ async def run_demo(transport: Transport | None = None, rebase_id: str = "r-1042"
     app = App(
         [rebase_saga(backoff=timedelta(milliseconds=200))],
         {"CloseInstance": FlakyCloser(flaky="B")},
+        topics=Topics("procession-demo"),
     )
     async with Runtime(app, transport) as rt:
         await rt.publish(RebaseFailed(rebase_id=rebase_id, instances=["A", "B", "C"]))
@@ -62,6 +65,17 @@ async def run_demo(transport: Transport | None = None, rebase_id: str = "r-1042"
 def main(bootstrap_servers: str | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     if bootstrap_servers:
-        raise SystemExit("the Kafka transport is not part of this build yet")
-    print(asyncio.run(run_demo()))
+        print(asyncio.run(_on_kafka(bootstrap_servers)))
+    else:
+        print(asyncio.run(run_demo()))
     return 0
+
+
+async def _on_kafka(servers: str) -> str:
+    from procession.workers._kafka import KafkaTransport  # noqa: PLC0415 - needs the kafka extra
+
+    transport = KafkaTransport(servers)
+    try:  # a new rebase id per run: a finished process stays finished on a durable log
+        return await run_demo(transport, rebase_id=f"r-{int(time.time())}")
+    finally:
+        await transport.close()

@@ -142,6 +142,7 @@ class PartitionProcessor:
         out = Batch(group=owner.group)
         staged: dict[str, AnyState] = {}
         requests: list[TaskRequest] = []
+        decided: list[list[Record]] = []
         for msg in batch:
             rec = self._decode(msg, out)
             if rec is None or rec.IS_DECISION:
@@ -163,7 +164,7 @@ class PartitionProcessor:
                 self._dead(msg, f"decision failed: {exc!r}", out)
                 continue
             staged[pid] = evolve_all(before, [rec, *decisions])
-            self._count(decisions)
+            decided.append(decisions)
             for d in decisions:
                 out.records.append(Outgoing(topics.process, pid, d))
                 if is_task_request(d):
@@ -183,6 +184,8 @@ class PartitionProcessor:
         if batch:
             out.offsets[self.tp] = batch[-1].offset + 1
         await commit(self.producer, out, self.owner.metrics, f"partition {self.tp.partition}")
+        for decisions in decided:  # metrics count committed work only
+            self._count(decisions)
         for pid, state in staged.items():
             if isinstance(state, ProcessState | Ended):
                 old = self.store.get(pid)

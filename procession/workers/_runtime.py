@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from types import TracebackType
 
@@ -107,6 +108,15 @@ class Runtime:
         headers = event_headers(event, event_id, correlation_id)
         out = Outgoing(self.app.topics.inputs, key, value, headers)
         await self._producer.commit(Batch(records=[out]))
+
+    async def publish_many(self, events: Sequence[BaseModel]) -> None:
+        """Publish several domain events in one transaction (all or none)."""
+        topic = self.app.topics.inputs
+        outs = [
+            Outgoing(topic, None, e.model_dump_json().encode(), event_headers(e, None, None))
+            for e in events
+        ]
+        await self._producer.commit(Batch(records=outs))
 
     async def cancel(
         self, process_id: str, mode: CancelMode = "cooperative", reason: str = ""

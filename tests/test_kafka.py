@@ -1,0 +1,214 @@
+"""Exactly-once on a real broker: many processes, killed processors and workers, rebalances."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procession.examples import RebaseFailed
+from procession.topics import Codec, ProcessCompleted, Record, TaskCompleted, TransitionPlanned
+from procession.workers import Batch, Outgoing, Processor, Router, Runtime, Worker
+from procession.workers._router import event_headers
+from tests import kafka_app
+from tests.conftest import Backend, until
+
+pytestmark = pytest.mark.backends("kafka")
+ROOT = Path(__file__).parent.parent
+
+
+async def stream(backend: Backend, app: Any) -> list[Record]:
+    codec = Codec()
+    return [codec.decode(m.value) for m in await backend.records(app.topics.process)]
+
+
+def exactly_once(records: list[Record], processes: int) -> None:
+    planned = Counter(
+        (r.process_id, r.machine_id, r.transition, r.attempt)
+        for r in records
+        if isinstance(r, TransitionPlanned)
+    )
+    completed = Counter(r.process_id for r in records if isinstance(r, ProcessCompleted))
+    assert len(completed) == processes, f"{len(completed)} of {processes} completed"
+    assert set(completed.values()) == {1}
+    duplicated = {k: n for k, n in planned.items() if n > 1}
+    assert not duplicated, f"decisions recorded more than once: {list(duplicated.items())[:5]}"
+    first = {k for k in planned if k[3] == 1}
+    assert len(first) == 3 * processes
+
+
+def make_app(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("PROCESSION_TEST_PREFIX", backend.prefix)
+    return kafka_app.app()
+
+
+def spawn(role: str, backend: Backend, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "procession._cli",
+            "--log-level",
+            "WARNING",
+            role,
+            "tests.kafka_app:app",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PROCESSION_TEST_PREFIX": backend.prefix, **env},
+    )
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+async def completed_count(backend: Backend, app: Any) -> int:
+    return sum(isinstance(r, ProcessCompleted) for r in await stream(backend, app))
+
+
+async def test_a_thousand_concurrent_processes_each_decided_exactly_once(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(backend, monkeypatch)
+    rt = Runtime(app, backend.transport(), workers=2, concurrency=64)
+    await rt.start()
+    backend.runtimes.append(rt)
+    start = time.perf_counter()
+    for chunk in range(0, 1000, 100):
+        await rt.publish_many(
+            [
+                RebaseFailed(rebase_id=str(n), instances=["A", "B", "C"])
+                for n in range(chunk, chunk + 100)
+            ]
+        )
+    await until(lambda: _done(rt, 1000), timeout_s=180)
+    rate = 1000 / (time.perf_counter() - start)
+    print(f"\n1,000 rebase processes on Kafka: {rate:.0f} completed/s")
+    exactly_once(await stream(backend, app), 1000)
+
+
+async def _done(rt: Runtime, n: int) -> bool:
+    return rt.processor.metrics["ProcessCompleted"] >= n
+
+
+async def test_processor_killed_mid_run_and_restarted_loses_and_repeats_nothing(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(backend, monkeypatch)
+    transport = backend.transport()
+    await transport.create_topics(app.topics.specs(app.task_types()))
+    router, worker = Router(app, transport), Worker(app, transport, concurrency=32)
+    await router.start()
+    await worker.start()
+    first = spawn("processor", backend)
+    try:
+        await publish(app, transport, range(300))
+        await until(lambda: _at_least(backend, app, 20), timeout_s=60)
+        kill(first)  # mid-run: most processes are still open
+        assert await completed_count(backend, app) < 300
+        second = spawn("processor", backend)
+        try:
+            await until(lambda: _at_least(backend, app, 300), timeout_s=120)
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            kill(first)
+        await router.stop()
+        await worker.stop()
+    exactly_once(await stream(backend, app), 300)
+
+
+async def _at_least(backend: Backend, app: Any, n: int) -> bool:
+    return await completed_count(backend, app) >= n
+
+
+async def publish(app: Any, transport: Any, numbers: range) -> None:
+    """Domain events for ``numbers``, straight to the input topic, in one transaction."""
+    producer = transport.producer(f"{app.topics.prefix}.publisher")
+    await producer.start()
+    try:
+        outs = []
+        for n in numbers:
+            event = RebaseFailed(rebase_id=str(n), instances=["A", "B", "C"])
+            value = event.model_dump_json().encode()
+            outs.append(
+                Outgoing(app.topics.inputs, str(n), value, event_headers(event, None, None))
+            )
+        await producer.commit(Batch(records=outs))
+    finally:
+        await producer.stop()
+
+
+async def test_worker_killed_mid_task_the_task_is_delivered_again(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(backend, monkeypatch)
+    transport = backend.transport()
+    await transport.create_topics(app.topics.specs(app.task_types()))
+    processor, router = Processor(app, transport), Router(app, transport)
+    await processor.start()
+    await router.start()
+    slow = spawn("worker", backend, PROCESSION_TEST_SLOW_S="600")
+    try:
+        await publish(app, transport, range(1, 2))
+        await until(lambda: _planned(backend, app), timeout_s=60)
+        await asyncio.sleep(2)
+        kill(slow)
+        worker = Worker(app, transport, concurrency=8)
+        await worker.start()
+        try:
+            await until(lambda: _at_least(backend, app, 1), timeout_s=90)
+        finally:
+            await worker.stop()
+    finally:
+        if slow.poll() is None:
+            kill(slow)
+        await processor.stop()
+        await router.stop()
+    records = await stream(backend, app)
+    results = [r for r in records if isinstance(r, TaskCompleted)]
+    assert sorted(r.machine_id for r in results) == ["instance:A", "instance:B", "instance:C"]
+    assert {r.attempt for r in results} == {1}  # delivered again, not retried
+    exactly_once(records, 1)
+
+
+async def _planned(backend: Backend, app: Any) -> bool:
+    return any(isinstance(r, TransitionPlanned) for r in await stream(backend, app))
+
+
+async def test_a_second_processor_joining_rebalances_without_duplicates(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(backend, monkeypatch)
+    rt = Runtime(app, backend.transport(), workers=1, concurrency=32)
+    await rt.start()
+    backend.runtimes.append(rt)
+    second = Processor(app, backend.transport())
+    try:
+        for n in range(400):
+            await rt.publish(RebaseFailed(rebase_id=str(n), instances=["A", "B", "C"]))
+            if n == 100:
+                await second.start()
+        await until(
+            lambda: _total(rt, second, 400),
+            timeout_s=120,
+        )
+        assert second.metrics["decided"] > 0 and rt.processor.metrics["decided"] > 0
+    finally:
+        await second.stop()
+    exactly_once(await stream(backend, app), 400)
+
+
+async def _total(rt: Runtime, other: Processor, n: int) -> bool:
+    return rt.processor.metrics["ProcessCompleted"] + other.metrics["ProcessCompleted"] >= n
