@@ -73,6 +73,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _container.stop()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of backends not selected with --backends are deselected, never skipped."""
+    chosen = {b.strip() for b in config.getoption("--backends").split(",")}
+    keep, drop = [], []
+    for item in items:
+        only = item.get_closest_marker("backends")
+        (drop if only is not None and not chosen & set(only.args) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 class Backend:
     """Builds runtimes (and bare transports) for one backend, on a virtual clock."""
 

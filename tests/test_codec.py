@@ -45,6 +45,10 @@ def test_headers_carry_ids() -> None:
     assert headers["event-id"] == rec.event_id.encode()
     assert headers["causation-id"] == rec.causation_id.encode()
     assert headers["procession-type"] == b"procession.ProcessStarted"
+    version, trace, span, flags = headers["traceparent"].decode().split("-")
+    assert (version, flags, len(trace), len(span)) == ("00", "01", 32, 16)
+    later = dict(Codec().headers(rich_history()[-1]))
+    assert later["traceparent"].split(b"-")[1] == trace.encode()  # one trace per process
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ the ids also travel as headers so tools can route and trace without decoding.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -60,12 +61,15 @@ class Codec:
         return orjson.dumps(body)
 
     def headers(self, record: Record) -> Headers:
-        """Ids as headers: type, version, event id, correlation id, causation id."""
+        """Ids as headers: type, version, event id, correlation id, causation id, and a
+        W3C ``traceparent`` (one trace per process: trace id from the correlation id,
+        span id from the event id), so every hop can be exported as a span."""
         out: Headers = [
             ("procession-type", record.type_name.encode()),
             ("procession-version", str(record.VERSION).encode()),
             ("event-id", record.event_id.encode()),
             ("correlation-id", record.correlation_id.encode()),
+            ("traceparent", traceparent(record.correlation_id, record.event_id).encode()),
         ]
         if record.causation_id:
             out.append(("causation-id", record.causation_id.encode()))
@@ -99,6 +103,20 @@ class Codec:
             body = step(body)
             version += 1
         return body
+
+
+def traceparent(correlation_id: str, event_id: str) -> str:
+    """A W3C trace context header derived from ids (the same on every replay).
+
+    Example:
+        >>> traceparent("rebase:r1", "e1") == traceparent("rebase:r1", "e1")
+        True
+        >>> len(traceparent("rebase:r1", "e1").split("-"))
+        4
+    """
+    trace = hashlib.blake2b(correlation_id.encode(), digest_size=16).hexdigest()
+    span = hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+    return f"00-{trace}-{span}-01"
 
 
 #: The codec used when none is given.
