@@ -11,6 +11,7 @@ Define a saga with :mod:`procession.sagas`, register handlers in an
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._errors import CoPartitionError as CoPartitionError
 from ._errors import DecodeError as DecodeError
 from ._errors import DefinitionError as DefinitionError
 from ._errors import FencedError as FencedError
@@ -51,6 +52,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "App",
+    "CoPartitionError",
     "DecodeError",
     "DefinitionError",
     "FencedError",

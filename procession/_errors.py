@@ -105,3 +105,19 @@ class TransactionAbortedError(ProcessionError):
 
     def message(self) -> str:
         return f"transaction aborted: {self.reason}"
+
+
+@dataclass
+class CoPartitionError(ProcessionError):
+    """The changelog is not partitioned like the process topic it belongs to."""
+
+    process_topic: str
+    process_partitions: int
+    changelog_topic: str
+    changelog_partitions: int
+
+    def message(self) -> str:
+        return (
+            f"topic {self.changelog_topic!r} has {self.changelog_partitions} partitions but "
+            f"{self.process_topic!r} has {self.process_partitions}: they must be co-partitioned"
+        )

@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 
-from procession import ForEach, Machine, RetryPolicy, Saga, State, Task, TaskCall, TaskError
+from procession import (
+    CoPartitionError,
+    ForEach,
+    Machine,
+    RetryPolicy,
+    Saga,
+    State,
+    Task,
+    TaskCall,
+    TaskError,
+)
 from procession._demo import FlakyCloser
 from procession.examples import RebaseFailed, rebase_saga
 from procession.sagas import ProcessState, fold
@@ -29,6 +39,7 @@ from procession.topics import (
     TimerScheduled,
     TransitionPlanned,
 )
+from procession.topics._layout import TopicSpec
 from procession.workers import Batch, Outgoing, Processor
 from procession.workers._memory import Crash
 from tests.conftest import Backend, until
@@ -335,3 +346,18 @@ async def test_a_component_that_dies_is_reported_not_waited_for(backend: Backend
     with pytest.raises(RuntimeError, match="the router stopped") as err:
         await rt.settle(timeout_s=10)
     assert err.value.__cause__ is boom
+
+
+@pytest.mark.backends("memory")
+async def test_a_changelog_not_co_partitioned_is_refused_at_start(backend: Backend) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    transport = backend.transport()
+    await transport.create_topics(
+        [TopicSpec(app.topics.process, 3), TopicSpec(app.topics.changelog, 2)]
+    )
+    with pytest.raises(CoPartitionError) as err:
+        await Processor(app, transport).start()
+    assert str(err.value) == (
+        f"topic '{app.topics.changelog}' has 2 partitions but '{app.topics.process}' has 3: "
+        "they must be co-partitioned"
+    )

@@ -13,9 +13,8 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from procession._errors import ProcessionError
+from procession._errors import CoPartitionError
 from procession.topics._codec import DEFAULT_CODEC, Codec
-from procession.topics._layout import Topics
 
 from ._app import App
 from ._clock import Clock, SystemClock
@@ -23,20 +22,6 @@ from ._partition import PartitionProcessor
 from ._port import Consumer, TopicPartition, Transport
 
 log = logging.getLogger("procession.processor")
-
-
-class CoPartitionError(ProcessionError):
-    """The changelog is not partitioned like the process topic."""
-
-    def __init__(self, topics: Topics, process: int, changelog: int) -> None:
-        super().__init__()
-        self.detail = (
-            f"topic {topics.changelog!r} has {changelog} partitions but {topics.process!r} "
-            f"has {process}: they must be co-partitioned"
-        )
-
-    def message(self) -> str:
-        return self.detail
 
 
 class Processor:
@@ -79,7 +64,7 @@ class Processor:
         process = await self.transport.partitions(self.topics.process)
         changelog = await self.transport.partitions(self.topics.changelog)
         if process != changelog:
-            raise CoPartitionError(self.topics, process, changelog)
+            raise CoPartitionError(self.topics.process, process, self.topics.changelog, changelog)
         self.crashed = asyncio.get_running_loop().create_future()
         self._consumer = await self.transport.consumer(
             self.group, [self.topics.process], self._on_assign, self._on_revoke
