@@ -6,24 +6,22 @@ A domain event on an input topic is JSON with its type in the
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
-from collections import Counter
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from procession._errors import DecodeError, FencedError, UnknownEventTypeError
+from procession._errors import DecodeError, UnknownEventTypeError
 from procession.sagas._ids import derive_id
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import DomainEvent
 
 from ._app import App
 from ._clock import Clock, SystemClock
-from ._committer import commit
-from ._port import Batch, Consumer, Headers, Message, Outgoing, Transport
+from ._loop import BatchLoop
+from ._port import Batch, Headers, Message, Outgoing, Transport
 from ._wire import dead_letter
 
 log = logging.getLogger("procession.router")
@@ -40,7 +38,7 @@ def event_headers(event: BaseModel, event_id: str | None, correlation_id: str | 
     return tuple(out)
 
 
-class Router:
+class Router(BatchLoop):
     """Applies the sagas' correlation rules to domain events."""
 
     def __init__(
@@ -54,59 +52,20 @@ class Router:
         poll_s: float = 0.1,
         max_batch: int = 500,
     ) -> None:
-        self.app, self.transport, self.codec = app, transport, codec
+        name = f"{app.topics.prefix}.router.{os.getpid()}.{next(_instances)}"
+        super().__init__(transport, f"{app.topics.prefix}.router", name, poll_s, max_batch)
+        self.app, self.codec = app, codec
         self.clock = clock or SystemClock()
         self.inputs = list(topics or [app.topics.inputs])
-        self.poll_s, self.max_batch = poll_s, max_batch
-        self.group = f"{app.topics.prefix}.router"
-        name = f"{app.topics.prefix}.router.{os.getpid()}.{next(_instances)}"
-        self.metrics: Counter[str] = Counter()
-        self._producer = transport.producer(name)
-        self._consumer: Consumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._working = False
-        #: Why the loop stopped on its own (None while it runs or after stop()).
-        self.failure: BaseException | None = None
 
     async def start(self) -> None:
-        await self._producer.start()
-        self._consumer = await self.transport.consumer(self.group, self.inputs)
-        self._task = asyncio.create_task(self._loop(), name="procession-router")
+        await self.start_loop(self.inputs)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
-        await self._producer.stop()
-
-    def busy(self) -> bool:
-        """Working on a batch, or not yet read up to the end of its partitions."""
-        return self._working or self._consumer is None or not self._consumer.caught_up()
-
-    async def _loop(self) -> None:
-        assert self._consumer is not None
-        try:
-            while True:
-                msgs = await self._consumer.fetch(self.poll_s, self.max_batch)
-                if msgs:
-                    self._working = True
-                    batch = Batch(group=self.group)
-                    for msg in msgs:
-                        self._route(msg, batch)
-                        batch.offsets[msg.tp] = msg.offset + 1
-                    await commit(self._producer, batch, self.metrics, "router")
-                    self._working = False
-        except FencedError as exc:
-            log.error("router stopped: %s", exc)
-            self.failure = exc
-        except Exception as exc:
-            log.exception("router died")
-            self.failure = exc
-            raise
-        finally:
-            self._working = False
+    async def handle(self, msgs: list[Message]) -> Batch:
+        batch = Batch()
+        for msg in msgs:
+            self._route(msg, batch)
+        return batch
 
     def _route(self, msg: Message, batch: Batch) -> None:
         try:
