@@ -151,7 +151,7 @@ async def publish(app: Any, transport: Any, numbers: range) -> None:
 
 
 async def test_worker_killed_mid_task_the_task_is_delivered_again(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     app = make_app(backend, monkeypatch)
     transport = backend.transport()
@@ -159,11 +159,13 @@ async def test_worker_killed_mid_task_the_task_is_delivered_again(
     processor, router = Processor(app, transport), Router(app, transport)
     await processor.start()
     await router.start()
-    slow = spawn("worker", backend, PROCESSION_TEST_SLOW_S="600")
+    started = tmp_path / "started"
+    slow = spawn(
+        "worker", backend, PROCESSION_TEST_SLOW_S="600", PROCESSION_TEST_STARTED_FILE=str(started)
+    )
     try:
         await publish(app, transport, range(1, 2))
-        await until(lambda: _planned(backend, app), timeout_s=60)
-        await asyncio.sleep(2)
+        await until(lambda: _lines(started, 3), timeout_s=60)  # it holds all three tasks now
         kill(slow)
         worker = Worker(app, transport, concurrency=8)
         await worker.start()
@@ -183,8 +185,10 @@ async def test_worker_killed_mid_task_the_task_is_delivered_again(
     exactly_once(records, 1)
 
 
-async def _planned(backend: Backend, app: Any) -> bool:
-    return any(isinstance(r, TransitionPlanned) for r in await stream(backend, app))
+async def _lines(path: Path, n: int) -> bool:
+    return await asyncio.to_thread(
+        lambda: path.exists() and len(path.read_text().splitlines()) >= n
+    )
 
 
 async def test_a_second_processor_joining_rebalances_without_duplicates(
