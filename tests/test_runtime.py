@@ -83,12 +83,19 @@ async def test_demo_scenario_retries_with_backoff_and_completes(backend: Backend
 
 
 async def test_duplicate_input_record_produces_no_second_decision(backend: Backend) -> None:
-    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
-    rt = await backend.runtime(app)
+    release = asyncio.Event()
+
+    async def close(call: TaskCall) -> None:
+        await release.wait()  # the process stays open until the copy has been decided
+
+    rt = await backend.runtime(backend.app([rebase_saga()], {"CloseInstance": close}))
     await rt.publish(REBASE, event_id="evt-1")
     await rt.publish(REBASE, event_id="evt-1")
+    await until(lambda: _has(rt, "rebase:r1", InputIgnored))
+    release.set()
     await rt.settle()
     history = await rt.history("rebase:r1")
+    assert isinstance(history[-1], ProcessCompleted)
     assert len(records_of(history, ProcessStarted)) == 1
     ignored = records_of(history, InputIgnored)
     assert [(i.input_id, i.reason) for i in ignored] == [("evt-1", "duplicate")]  # type: ignore[attr-defined]
