@@ -192,6 +192,3 @@ class Machine:
 
     def transition(self, name: str) -> Transition:
         return next(t for t in self.transitions if t.name == name)
-
-    def family_of(self, machine_id: str) -> bool:
-        return machine_id == self.name or machine_id.startswith(self.name + ":")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,9 +95,6 @@ class App:
 
     def task_types(self) -> list[str]:
         return sorted(self.tasks)
-
-    def is_async(self, handler: Handler) -> bool:
-        return inspect.iscoroutinefunction(handler)
 
 
 def _dup(names: Iterable[str]) -> str:

@@ -123,9 +123,6 @@ class KafkaConsumer:
         got = await self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         return [_message(r) for records in got.values() for r in records]
 
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self._c.seek(KafkaTP(tp.topic, tp.partition), offset)
-
     def caught_up(self) -> bool:
         """Joined, and at the last stable offset of the latest fetch on every partition."""
         if not self._listener.joined:

@@ -292,10 +292,6 @@ class MemoryConsumer:
         if self._on_revoke is not None and tps:
             await self._on_revoke(tps)
 
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        if tp in self._positions:
-            self._positions[tp] = offset
-
     async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
         out = self._poll(max_records)
         if not out and timeout_s > 0:
