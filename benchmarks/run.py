@@ -1,7 +1,11 @@
 """Run the benchmarks and write their figures into docs/benchmarks.md.
 
-./dev bench              # full run, updates the docs
-./dev bench --quick      # tiny sizes, prints only (the CI smoke test)
+./dev bench                      # full run, updates the docs
+./dev bench --quick              # tiny sizes, prints only
+./dev bench --n 2000 --windows 500 --only procession-kafka,floor   # part of the comparison
+
+The comparison (benchmarks/compare.py) needs KAFKA_BOOTSTRAP_SERVERS; ./dev
+bench starts a local broker when it is unset.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.compare import SYSTEMS, compare, versions
 from benchmarks.core import run_core
-from benchmarks.kafka import run_kafka
 from benchmarks.memory import run_memory
 
 DOC = Path(__file__).parent.parent / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- in-memory figures: begin -->", "<!-- in-memory figures: end -->"
-KBEGIN, KEND = "<!-- kafka figures: begin -->", "<!-- kafka figures: end -->"
+CBEGIN, CEND = "<!-- comparison: begin -->", "<!-- comparison: end -->"
 
 
 def machine() -> str:
@@ -58,7 +62,14 @@ def rss_after(processes: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes; print, do not write docs")
+    parser.add_argument("--n", type=int, help="orders per system in the comparison (10,000)")
+    parser.add_argument("--windows", default="50,500", help="orders in flight; a run each")
+    parser.add_argument("--only", help=f"a subset of {','.join(SYSTEMS)} (prints only)")
     args = parser.parse_args(argv)
+    if args.n is not None or args.only:  # a part of the comparison: print, write nothing
+        n = args.n or 10_000
+        print(compare(n, [int(w) for w in args.windows.split(",")], args.only))
+        return 0
     n_core, n_mem, n_rss = (200, 200, 300) if args.quick else (10_000, 20_000, 100_000)
     core = run_core(n_core)
     mem = asyncio.run(run_memory(n_mem))
@@ -99,25 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if not args.quick:
         _write(BEGIN, END, f"{stamp}\n\n{table}")
-    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if servers:
-        n_kafka = 100 if args.quick else 5_000
-        k = asyncio.run(run_kafka(servers, n_kafka))
-        ktable = "\n".join(
-            [
-                "| measure | figure | how |",
-                "|---|---|---|",
-                f"| completed processes/s on Kafka | {k['processes_per_s']:,.0f} "
-                f"| {n_kafka:,} rebase processes published in batches of 200; "
-                "6 partitions; 1 processor, 2 workers |",
-                f"| processor transactions | {k['processor_transactions']:,.0f} | one per batch |",
-            ]
-        )
-        version = os.environ.get("KAFKA_VERSION", "3.9.1")
-        kstamp = f"{stamp[:-1]}, single-node Kafka {version} (scripts/kafka-local)."
-        print(ktable)
-        if not args.quick:
-            _write(KBEGIN, KEND, f"{kstamp}\n\n{ktable}")
+    n = 20 if args.quick else 10_000
+    windows = [5] if args.quick else [int(w) for w in args.windows.split(",")]
+    ctable = compare(n, windows)
+    cstamp = f"{stamp[:-1]}; {versions()}."
+    print(cstamp)
+    print(ctable)
+    if not args.quick:
+        _write(CBEGIN, CEND, f"{cstamp}\n\n{ctable}")
     return 0
 
 

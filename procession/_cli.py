@@ -2,7 +2,8 @@
 
     procession demo [--bootstrap-servers HOST:PORT]
     procession topics create MODULE:APP
-    procession processor MODULE:APP
+    procession processor MODULE:APP [--no-router]
+    procession router MODULE:APP
     procession worker MODULE:APP [--task-types A,B] [--concurrency N]
 
 ``MODULE:APP`` names an :class:`procession.App` (or a function returning one).
@@ -40,30 +41,34 @@ def _servers(args: argparse.Namespace) -> str:
 
 
 async def _run_until_signal(app: Any, servers: str, role: str, args: argparse.Namespace) -> int:
-    from procession.workers import Processor, Worker  # noqa: PLC0415 - loaded per command
+    from procession.workers import Processor, Router, Worker  # noqa: PLC0415 - per command
     from procession.workers._kafka import KafkaTransport  # noqa: PLC0415
 
     transport = KafkaTransport(servers)
-    part: Processor | Worker
+    parts: list[Processor | Router | Worker] = []
     if role == "processor":
-        part = Processor(app, transport)
-    else:
+        parts.append(Processor(app, transport))
+    if role == "router" or (role == "processor" and not args.no_router):
+        parts.append(Router(app, transport))
+    if role == "worker":
         types = [t for t in (args.task_types or "").split(",") if t] or None
-        part = Worker(app, transport, task_types=types, concurrency=args.concurrency)
+        parts.append(Worker(app, transport, task_types=types, concurrency=args.concurrency))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await part.start()
-    logging.getLogger("procession").info("%s running on %s", role, servers)
-    crashed = part.crashed if isinstance(part, Processor) else None
-    waits = [asyncio.ensure_future(stop.wait())]
-    if crashed is not None:
-        waits.append(crashed)  # type: ignore[arg-type]
+    for part in parts:
+        await part.start()
+    logging.getLogger("procession").info(
+        "%s running on %s", " and ".join(type(p).__name__.lower() for p in parts), servers
+    )
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+    waits += [p.crashed for p in parts if isinstance(p, Processor) and p.crashed is not None]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    await part.stop()
+    for part in reversed(parts):
+        await part.stop()
     await transport.close()
-    return 1 if crashed is not None and crashed.done() else 0
+    return 0 if stop.is_set() else 1
 
 
 async def _create_topics(app: Any, servers: str) -> int:
@@ -92,6 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     proc = sub.add_parser("processor", help="run the processor of an app (long-lived)")
     proc.add_argument("app", metavar="MODULE:APP")
     proc.add_argument("--bootstrap-servers")
+    proc.add_argument(
+        "--no-router", action="store_true", help="run no router here (run `router` elsewhere)"
+    )
+    router = sub.add_parser("router", help="run only the router of an app (long-lived)")
+    router.add_argument("app", metavar="MODULE:APP")
+    router.add_argument("--bootstrap-servers")
     work = sub.add_parser("worker", help="run task workers of an app (long-lived)")
     work.add_argument("app", metavar="MODULE:APP")
     work.add_argument("--bootstrap-servers")

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from benchmarks import floor, order_app, procession_memory
+from benchmarks.compare import SYSTEMS
 from benchmarks.core import run_core
-from benchmarks.kafka import run_kafka
 from benchmarks.memory import run_memory
+from procession.workers import MemoryLog, MemoryTransport, Runtime
 from tests.conftest import Backend
+
+ROOT = Path(__file__).parent.parent
 
 
 def test_core_benchmark_decides_every_input() -> None:
@@ -23,9 +32,56 @@ async def test_memory_benchmark_completes_every_process() -> None:
     assert result["stored_states"] == 50
 
 
+async def test_order_benchmark_in_memory_times_every_order() -> None:
+    result = await procession_memory.run(30, 7, warmup=3)
+    assert len(result.latencies_ms) == 30
+    assert result.records_per_order is not None and result.records_per_order > 10
+    assert result.percentile(50) <= result.percentile(99)
+
+
+async def test_the_floor_writes_what_procession_writes_for_an_order() -> None:
+    app = order_app.app("count")
+    log = MemoryLog()
+    log.create_topic(app.topics.changelog, app.topics.partitions, compacted=False)
+    async with Runtime(app, MemoryTransport(log)) as rt:
+        await rt.publish(order_app.order(1))
+        await rt.settle()
+    written = Counter(type(m.value).__name__ for m in log.records(app.topics.process))
+    script = floor.Script(await floor.templates(), "count")
+    outs, kinds = [], [b"OrderPlaced"] + [b"procession.TaskCompleted"] * 3
+    for kind in kinds:
+        outs += script.step(kind, b"order:o-1")[0]
+    routed = script.route(b"o-1") + [o for t in ("a", "b", "c") for o in script.work(t.encode())]
+    floor_process = [o for o in outs + routed if o[0] == "count.process"]
+    floor_tasks = [o for o in outs if ".tasks." in o[0]]
+    assert len(floor_process) == sum(written.values())
+    tasks = [m for t in order_app.TASKS for m in log.records(app.topics.tasks(t))]
+    assert len(floor_tasks) == len(tasks) == 3
+    assert script.results == {}  # the last result finished the order
+
+
 @pytest.mark.backends("kafka")
-async def test_kafka_benchmark_completes_every_process(backend: Backend) -> None:
+def test_the_comparison_runs_every_system_end_to_end(backend: Backend) -> None:
     backend.transport()  # the session's broker
-    result = await run_kafka(os.environ["KAFKA_BOOTSTRAP_SERVERS"], 20, batch=7)
-    assert result["processes"] == 20
-    assert result["processor_transactions"] >= 1
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", "--n", "6", "--windows", "3"],
+        cwd=ROOT,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": os.environ["KAFKA_BOOTSTRAP_SERVERS"]},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 3 |")]
+    assert len(rows) == len(SYSTEMS)
+    assert "% of its records/s" in out.stdout
+    assert "Best of each across the windows" in out.stdout
+
+
+def test_percentiles_are_taken_from_the_sorted_latencies() -> None:
+    from benchmarks.load import Result  # noqa: PLC0415
+
+    r = Result("x", 4, 2.0, [40.0, 10.0, 30.0, 20.0])
+    assert (r.percentile(50), r.percentile(99), r.per_s) == (30.0, 40.0, 2.0)
+    assert asyncio.iscoroutinefunction(procession_memory.run)

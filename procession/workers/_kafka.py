@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,13 @@ from procession.workers._wire import encode_value, headers_of
 
 log = logging.getLogger("procession.kafka")
 
+#: How long a transactional producer waits before retrying a refused request.
+#: A transaction that starts right after a commit is refused with
+#: CONCURRENT_TRANSACTIONS until the broker has written the previous commit's
+#: markers; with aiokafka's default of 100 ms that wait dominated every hop
+#: (docs/benchmarks.md). Kafka's Java producer retries that case after 20 ms.
+TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10"))
+
 
 class KafkaProducer:
     """A transactional producer: each batch is one Kafka transaction."""
@@ -46,6 +54,7 @@ class KafkaProducer:
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
+            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
         await self._p.start()
 

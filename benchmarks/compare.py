@@ -1,0 +1,194 @@
+"""Procession beside its floor and its peers: one run, one table.
+
+    python -m benchmarks.compare [--n 10000] [--windows 50,500] [--only a,b]
+
+Needs ``KAFKA_BOOTSTRAP_SERVERS`` for the Kafka systems (``./dev bench`` starts
+a local broker when it is unset). Each system runs in a subprocess of its own,
+one after another, so none shares an interpreter or a core with another's
+leftovers; each prints its figures as JSON on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib.metadata import version
+from typing import Any
+
+SYSTEMS = ("procession-kafka", "floor", "procession-memory", "dbos", "temporal")
+
+
+async def _one(system: str, n: int, window: int) -> dict[str, Any]:
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+    if system == "procession-kafka":
+        from benchmarks import procession_kafka  # noqa: PLC0415 - each system imports its own
+
+        result = await procession_kafka.run(servers, n, window)
+    elif system == "floor":
+        from benchmarks import floor  # noqa: PLC0415
+
+        result = await floor.run(servers, n, window)
+    elif system == "procession-memory":
+        from benchmarks import procession_memory  # noqa: PLC0415
+
+        result = await procession_memory.run(n, window)
+    elif system == "dbos":
+        from benchmarks.peers import dbos_order, postgres  # noqa: PLC0415
+
+        with postgres.postgres() as url:
+            result = await dbos_order.run(url, n, window)
+        result.notes = f"PostgreSQL {postgres.version().split()[0]} on 127.0.0.1"
+    elif system == "temporal":
+        from benchmarks.peers import temporal_order  # noqa: PLC0415
+
+        result = await temporal_order.run(n, window)
+    else:
+        raise SystemExit(f"unknown system {system!r}; one of {', '.join(SYSTEMS)}")
+    return result.summary()
+
+
+def run_system(system: str, n: int, window: int) -> dict[str, Any]:
+    """One system in a fresh interpreter; its JSON figures."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.compare",
+            "--one",
+            system,
+            "--n",
+            str(n),
+            "--windows",
+            str(window),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{system} failed (exit {proc.returncode}); its output:\n{proc.stdout}")
+    figures: dict[str, Any] = json.loads(lines[-1])
+    return figures
+
+
+def versions() -> str:
+    """The versions the run measured."""
+    from benchmarks.peers import postgres, temporal_order  # noqa: PLC0415
+
+    kafka = os.environ.get("KAFKA_VERSION", "3.9.1")
+    parts = [
+        f"Procession {version('procession')}",
+        f"Kafka {kafka} (single node, scripts/kafka-local)",
+        f"aiokafka {version('aiokafka')}",
+        f"DBOS Transact {version('dbos')}",
+        f"PostgreSQL {postgres.version().split()[0]}",
+        f"temporalio {version('temporalio')}",
+        f"Temporal CLI {temporal_order.version()}",
+    ]
+    return ", ".join(parts)
+
+
+Results = dict[int, dict[str, dict[str, Any]]]  # window -> system -> figures
+
+
+def table(results: Results, n: int) -> str:
+    """The comparison as Markdown, with Procession's ratios to each at the same window."""
+    header = [
+        "| in flight | system | orders/s | records/s | latency p50 / p95 / p99 (ms) "
+        "| peak RSS (MiB) | Procession on Kafka ÷ this |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = [row for window, rs in results.items() for row in _rows(window, rs)]
+    best = {
+        key: max(rs[key]["per_s"] for rs in results.values())
+        for key in next(iter(results.values()))
+    }
+    summary = ""
+    if "procession-kafka" in best:
+        ours = best["procession-kafka"]
+        summary = (
+            "\n\nBest of each across the windows, orders/s: "
+            + ", ".join(
+                f"{next(iter(results.values()))[k]['system']} {v:,.0f}"
+                + (
+                    ""
+                    if k == "procession-kafka"
+                    else f" (Procession {ours / v:.2f}\N{MULTIPLICATION SIGN})"
+                )
+                for k, v in best.items()
+            )
+            + "."
+        )
+    some = next(iter(results.values()))
+    note = (
+        f"\n\n{n:,} orders per system and window (after 20 unmeasured warm-up orders); "
+        "the order saga: reserve stock and charge the card in parallel, then ship. "
+        "Records per order on Kafka: "
+        + ", ".join(
+            f"{some[k]['system']} {some[k]['records_per_order']:.1f}"
+            for k in ("procession-kafka", "floor")
+            if k in some
+        )
+        + "."
+    )
+    return "\n".join(header + rows) + summary + note
+
+
+def _rows(window: int, results: dict[str, dict[str, Any]]) -> list[str]:
+    ours = results.get("procession-kafka")
+    rows = []
+    for key, r in results.items():
+        rps = "—" if r["records_per_s"] is None else f"{r['records_per_s']:,.0f}"
+        rss = ", ".join(f"{k} {v:,.0f}" for k, v in r["rss_mib"].items())
+        ratio = ""
+        if ours is not None and key != "procession-kafka":
+            if key == "floor":
+                ratio = f"{ours['records_per_s'] / r['records_per_s']:.0%} of its records/s"
+            else:
+                times = ours["per_s"] / r["per_s"]
+                ratio = f"{times:.2f}\N{MULTIPLICATION SIGN} its orders/s"
+        name = r["system"] + (f" ({r['notes']})" if r["notes"] else "")
+        latency = " / ".join(f"{r[p]:,.0f}" for p in ("p50_ms", "p95_ms", "p99_ms"))
+        rows.append(
+            f"| {window:,} | {name} | {r['per_s']:,.0f} | {rps} | {latency} | {rss} | {ratio} |"
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=10_000, help="orders per system")
+    parser.add_argument(
+        "--windows", default="50,500", help="orders in flight at most; each is a run"
+    )
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # run one system, print its JSON
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(asyncio.run(_one(args.one, args.n, int(args.windows)))), flush=True)
+        # Skip interpreter teardown: the Temporal SDK's native threads can abort it
+        # (SIGABRT from its protobuf extension) after the figures are out.
+        os._exit(0)
+    print(compare(args.n, [int(w) for w in args.windows.split(",")], args.only))
+    return 0
+
+
+def compare(n: int, windows: Sequence[int], only: str | None = None) -> str:
+    """Run every system (or ``only`` these) at every window; the table."""
+    systems = only.split(",") if only else list(SYSTEMS)
+    results: Results = {}
+    for window in windows:
+        for system in systems:
+            print(f"compare: {system}, {n:,} orders, {window:,} in flight ...", file=sys.stderr)
+            results.setdefault(window, {})[system] = run_system(system, n, window)
+    return table(results, n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

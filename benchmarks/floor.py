@@ -1,0 +1,278 @@
+"""The floor: Procession's records through Procession's topics, with no saga logic.
+
+Raw aiokafka, the same deployment shape and the same transactional pattern
+(consume, produce, send offsets, commit): a processor process running a router
+stage and a processor stage (one transactional producer per process-topic
+partition), and a worker process. The record values and headers are the bytes
+Procession writes for one order, captured from an in-memory run, so sizes
+match; the processor stage only counts task results per process to know which
+step comes next, and writes one changelog record per process per batch, as
+Procession does. What it reaches is the limit of this design on this machine.
+
+    python -m benchmarks.floor processor|worker --servers HOST:PORT --prefix P
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from benchmarks import order_app
+from benchmarks.kafka_load import drive, running
+from benchmarks.load import Result
+from procession.topics._codec import DEFAULT_CODEC
+from procession.workers import MemoryLog, MemoryTransport, Runtime
+from procession.workers._kafka import TXN_RETRY_BACKOFF_MS, KafkaTransport
+from procession.workers._wire import encode_value, headers_of
+
+Headers = list[tuple[str, bytes]]
+Out = tuple[str, bytes, bytes, Headers]  # topic, key, value, headers
+
+
+@dataclass(frozen=True)
+class Templates:
+    """What Procession writes for one order, by record kind, as bytes."""
+
+    process: dict[str, list[tuple[bytes, Headers]]]
+    tasks: dict[str, tuple[bytes, Headers]]
+    changelog: list[bytes]
+
+    def state(self, step: int) -> bytes:
+        """The changelog value after ``step`` (the in-memory run may have coalesced some)."""
+        return self.changelog[min(step, len(self.changelog) - 2)]
+
+    def count(self) -> dict[str, int]:
+        """Records per order per topic kind (the changelog before per-batch coalescing)."""
+        return {
+            "process": sum(len(v) for v in self.process.values()),
+            "tasks": len(self.tasks),
+            "changelog": len(self.changelog),
+        }
+
+
+async def templates() -> Templates:
+    """Run one order through the in-memory runtime and keep every record's bytes."""
+    app = order_app.app("floor-template")
+    log = MemoryLog()
+    log.create_topic(app.topics.changelog, app.topics.partitions, compacted=False)
+    async with Runtime(app, MemoryTransport(log)) as rt:
+        await rt.publish(order_app.order(0))
+        await rt.settle()
+    process: dict[str, list[tuple[bytes, Headers]]] = defaultdict(list)
+    for m in log.records(app.topics.process):
+        raw = encode_value(m.value, DEFAULT_CODEC)
+        assert raw is not None
+        kind = type(m.value).__name__
+        process[kind].append((raw, [*m.headers, *headers_of(m.value, DEFAULT_CODEC)]))
+    tasks = {}
+    for task_type in ("ReserveStock", "ChargeCard", "Ship"):
+        (m,) = log.records(app.topics.tasks(task_type))
+        raw = encode_value(m.value, DEFAULT_CODEC)
+        assert raw is not None
+        tasks[task_type] = (raw, [*m.headers, *headers_of(m.value, DEFAULT_CODEC)])
+    changelog = [
+        encode_value(m.value, DEFAULT_CODEC) or b"" for m in log.records(app.topics.changelog)
+    ]
+    return Templates(dict(process), tasks, changelog)
+
+
+class Script:
+    """The order saga's records, step by step, without deciding anything."""
+
+    def __init__(self, t: Templates, prefix: str) -> None:
+        self.t, self.topics = t, order_app.topics(prefix)
+        self.results: dict[bytes, int] = defaultdict(int)
+
+    def route(self, key: bytes) -> list[Out]:
+        value, headers = self.t.process["DomainEvent"][0]
+        return [(self.topics.process, b"order:" + key, value, headers)]
+
+    def work(self, key: bytes) -> list[Out]:
+        value, headers = self.t.process["TaskCompleted"][0]
+        return [(self.topics.process, key, value, headers)]
+
+    def step(self, kind: bytes, key: bytes) -> tuple[list[Out], bytes | None]:
+        """(records, changelog value) for one consumed process-topic record."""
+        t, topics, process = self.t, self.topics, self.topics.process
+        if not kind.startswith(b"procession."):  # a domain event's own type
+            planned = t.process["TransitionPlanned"]
+            out = [(process, key, *t.process["ProcessStarted"][0])]
+            out += [(process, key, *p) for p in planned[:2]]
+            out += [(topics.tasks(n), key, *t.tasks[n]) for n in ("ReserveStock", "ChargeCard")]
+            return out, t.state(0)
+        if kind != b"procession.TaskCompleted":
+            return [], None  # the processor's own decisions come back; nothing to do
+        self.results[key] += 1
+        seen = self.results[key]
+        if seen == 1:
+            return [], t.state(1)
+        if seen == 2:
+            ship = [(process, key, *t.process["TransitionPlanned"][2])]
+            return [*ship, (topics.tasks("Ship"), key, *t.tasks["Ship"])], t.state(2)
+        del self.results[key]
+        return [(process, key, *t.process["ProcessCompleted"][0])], t.changelog[-1]
+
+
+async def _producer(servers: str, txn_id: str) -> AIOKafkaProducer:
+    p = AIOKafkaProducer(
+        bootstrap_servers=servers,
+        transactional_id=txn_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        retry_backoff_ms=TXN_RETRY_BACKOFF_MS,  # the same producer settings as Procession's
+    )
+    await p.start()
+    return p
+
+
+async def _commit(
+    p: AIOKafkaProducer, outs: list[Out], offsets: dict[TopicPartition, int], group: str
+) -> None:
+    await p.begin_transaction()
+    for topic, key, value, headers in outs:
+        await p.send(topic, value=value, key=key, headers=headers)
+    await p.send_offsets_to_transaction(offsets, group)
+    await p.commit_transaction()
+
+
+async def stage(
+    servers: str, group: str, topics: list[str], transform: Callable[[bytes], list[Out]]
+) -> None:
+    """Consume, transform each record, produce and send offsets in one transaction."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=servers,
+        group_id=group,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = await _producer(servers, f"{group}.{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    try:
+        while True:
+            got = await consumer.getmany(timeout_ms=100, max_records=500)
+            if not got:
+                continue
+            outs = [o for records in got.values() for r in records for o in transform(r.key)]
+            offsets = {tp: records[-1].offset + 1 for tp, records in got.items()}
+            await _commit(producer, outs, offsets, group)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def processor_stage(servers: str, prefix: str, script: Script) -> None:
+    """One consumer; per partition a queue, a task and a transactional producer."""
+    group = f"{prefix}.processor"
+    consumer = AIOKafkaConsumer(
+        f"{prefix}.process",
+        bootstrap_servers=servers,
+        group_id=group,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    queues: dict[TopicPartition, asyncio.Queue[list[object]]] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def partition(tp: TopicPartition, queue: asyncio.Queue[list[object]]) -> None:
+        producer = await _producer(servers, f"{group}.{tp.partition}")
+        try:
+            while True:
+                records = await queue.get()
+                while not queue.empty():
+                    records += queue.get_nowait()
+                outs: list[Out] = []
+                changelog: dict[bytes, bytes] = {}
+                for r in records:
+                    kind = next((v for k, v in r.headers if k == "procession-type"), b"")  # type: ignore[attr-defined]
+                    more, state = script.step(kind, r.key)  # type: ignore[attr-defined]
+                    outs += more
+                    if state is not None:
+                        changelog[r.key] = state  # type: ignore[attr-defined]
+                outs += [(f"{prefix}.changelog", k, v, []) for k, v in changelog.items()]
+                last = records[-1].offset + 1  # type: ignore[attr-defined]
+                await _commit(producer, outs, {tp: last}, group)
+        finally:
+            await producer.stop()
+
+    await consumer.start()
+    try:
+        while True:
+            got = await consumer.getmany(timeout_ms=100, max_records=500)
+            for tp, records in got.items():
+                if tp not in queues:
+                    queues[tp] = asyncio.Queue()
+                    tasks.append(asyncio.create_task(partition(tp, queues[tp])))
+                queues[tp].put_nowait(list(records))
+            for t in tasks:
+                if t.done():
+                    t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await consumer.stop()
+
+
+async def serve(role: str, servers: str, prefix: str) -> None:
+    script = Script(await templates(), prefix)
+    topics = order_app.topics(prefix)
+    if role == "processor":
+        parts = [
+            stage(servers, f"{prefix}.router", [topics.inputs], script.route),
+            processor_stage(servers, prefix, script),
+        ]
+    else:
+        names = [topics.tasks(n) for n in ("ReserveStock", "ChargeCard", "Ship")]
+        parts = [stage(servers, f"{prefix}.worker", names, script.work)]
+    runs = [asyncio.ensure_future(p) for p in parts]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    waiting = [asyncio.ensure_future(stop.wait()), *runs]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    for r in runs:
+        r.cancel()
+    results = await asyncio.gather(*runs, return_exceptions=True)
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+
+
+async def run(servers: str, n: int, window: int) -> Result:
+    """The floor for ``n`` orders, driven and measured like Procession on Kafka."""
+    prefix = f"floor-{uuid.uuid4().hex[:8]}"
+    app = order_app.app(prefix)
+    transport = KafkaTransport(servers)
+    try:
+        await transport.create_topics(app.topics.specs(app.task_types()))
+    finally:
+        await transport.close()
+    argv = ["-m", "benchmarks.floor", "--servers", servers, "--prefix", prefix]
+    with running({}) as procs:
+        procs.spawn("processor", [*argv, "processor"])
+        procs.spawn("worker", [*argv, "worker"])
+        return await drive(servers, prefix, n, window, procs=procs, system="floor (raw aiokafka)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("role", choices=["processor", "worker"])
+    parser.add_argument("--servers", required=True)
+    parser.add_argument("--prefix", required=True)
+    args = parser.parse_args()
+    asyncio.run(serve(args.role, args.servers, args.prefix))
+
+
+if __name__ == "__main__":
+    main()

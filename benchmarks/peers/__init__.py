@@ -1,0 +1,1 @@
+"""The systems users pick instead, running the same order saga."""
