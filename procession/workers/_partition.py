@@ -11,6 +11,7 @@ from procession._errors import DecodeError, FencedError
 from procession.sagas._fold import AnyState, evolve_all
 from procession.sagas._state import Ended, PendingTask, ProcessState
 from procession.topics._records import (
+    RECORD_TYPES,
     CompensationPlanned,
     InputIgnored,
     ProcessStarted,
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
     from ._processor import Processor
 
 log = logging.getLogger("procession.processor")
+
+#: The type headers of decision records. The processor reads its own decisions
+#: back from the process topic; it recognises them by the codec's first header
+#: and skips them without decoding (more than half of the topic's records).
+_DECISION_TYPES = frozenset(cls.TYPE.encode() for cls in RECORD_TYPES.values() if cls.IS_DECISION)
 
 TaskRequest = TransitionPlanned | CompensationPlanned
 
@@ -144,6 +150,8 @@ class PartitionProcessor:
         requests: list[TaskRequest] = []
         decided: list[list[Record]] = []
         for msg in batch:
+            if msg.headers and msg.headers[0][1] in _DECISION_TYPES:
+                continue  # our own decision, read back (already applied): not decoded
             rec = self._decode(msg, out)
             if rec is None or rec.IS_DECISION:
                 continue  # our own decisions, read back: already applied
