@@ -302,3 +302,31 @@ def test_later_event_creates_more_machines_at_run_time() -> None:
         like(TransitionPlanned, machine_id="region:b"),
         like(TimerScheduled),
     )
+
+
+def test_the_state_after_decisions_is_the_fold_whether_or_not_the_shortcut_applies() -> None:
+    from procession.sagas import evolve_all  # noqa: PLC0415
+    from procession.sagas._fold import after_decisions  # noqa: PLC0415
+    from procession.sagas._state import Ended  # noqa: PLC0415
+
+    saga = order_saga()
+    t = SagaTest(saga)
+    event = t._input(OrderPlaced(order_id="o-1", amount=5))
+    decisions = saga.decide(None, event)
+    after = after_decisions(None, event, decisions)
+    assert after is getattr(decisions, "state", None)  # taken: no second fold
+    assert after == evolve_all(None, [event, *decisions])
+    t.when(event)
+    result = t.complete("stock")
+    for before in (after, Ended.of("completed"), None):
+        got = saga.decide(before, result)
+        assert after_decisions(before, result, got) == evolve_all(before, [result, *got])
+    ended = Ended.of("completed")
+    assert after_decisions(ended, result, saga.decide(ended, result)) is ended
+    from procession.sagas import Planner  # noqa: PLC0415
+
+    silent = Planner(ended, result).records  # a hand-written decider that says nothing
+    assert after_decisions(ended, result, silent) is ended
+    unmatched = replace(event, event_type="Unknown", event_id="e-unknown")
+    ignored = saga.decide(None, unmatched)
+    assert after_decisions(None, unmatched, ignored) is None  # nothing to keep for noise

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from procession.examples import OrderPlaced, order_saga
 from procession.sagas import ProcessState, Saga, evolve, evolve_all, fold, replay_check
+from procession.sagas._fold import after_decisions
 from procession.testing import SagaTest
 from procession.topics import Codec, Record, TaskCompleted, TaskFailed
 from tests.sagas import Deploy, deploy_saga
@@ -77,6 +78,8 @@ def run(kind: str, actions: list[tuple[Any, ...]]) -> tuple[SagaTest, list[Any]]
             for r in (rec, *decisions):
                 state_now = evolve(state_now, r)
             assert evolve_all(held[-1], [rec, *decisions]) == state_now
+            # the processor's shortcut: the planner's scratch state, when it is the fold
+            assert after_decisions(held[-1], rec, saga.decide(held[-1], rec)) == state_now
             held.append(state_now)
     return t, held
 

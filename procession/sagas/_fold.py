@@ -9,7 +9,7 @@ same function, so the two never disagree about what was ignored.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from procession.topics._records import (
@@ -106,6 +106,30 @@ def evolve_all(state: AnyState, records: Iterable[Record]) -> AnyState:
             return state
         state = evolve(state, rec)
     return state
+
+
+def after_decisions(before: AnyState, record: Record, decisions: Sequence[Record]) -> AnyState:
+    """The state after ``record`` and the ``decisions`` taken on it: equal to
+    ``evolve_all(before, [record, *decisions])``.
+
+    A planner has already applied its decisions to a scratch copy of the state;
+    that copy is the answer when the process was new or running and no input
+    was ignored, so the decisions are not applied a second time.
+
+    Example:
+        >>> after_decisions(None, DomainEvent(event_id="e", process_id="p",
+        ...     correlation_id="c", event_type="Go", time_ms=1), []).seq
+        1
+    """
+    state = getattr(decisions, "state", None)
+    if (
+        isinstance(state, ProcessState)
+        and getattr(decisions, "applied", -1) == len(decisions)
+        and (before is None or (isinstance(before, ProcessState) and not before.terminal))
+        and not any(isinstance(d, InputIgnored) for d in decisions)
+    ):
+        return state
+    return evolve_all(before, [record, *decisions])
 
 
 def _apply(state: ProcessState, record: Record) -> None:

@@ -16,6 +16,21 @@ from ._state import Ended, ProcessState
 D = TypeVar("D", bound=Decided)
 
 
+class Planned(list[Record]):
+    """A planner's decisions, with the scratch state they were applied to.
+
+    ``state`` is the planner's state after the input and ``applied`` decisions;
+    :func:`procession.sagas._fold.after_decisions` uses it instead of folding
+    the same decisions a second time, when it is that fold's result.
+    """
+
+    __slots__ = ("applied", "state")
+
+    def __init__(self, state: ProcessState) -> None:
+        super().__init__()
+        self.state, self.applied = state, 0
+
+
 class Planner:
     """Collects the decisions for one input.
 
@@ -43,7 +58,7 @@ class Planner:
         self.state: ProcessState = (
             after if isinstance(after, ProcessState) else ProcessState(cause.process_id)
         )
-        self.records: list[Record] = []
+        self.records: list[Record] = Planned(self.state)
 
     @property
     def correlation_id(self) -> str:
@@ -64,6 +79,8 @@ class Planner:
         )
         self.records.append(record)
         apply_decision(self.state, record)
+        if isinstance(self.records, Planned):
+            self.records.applied += 1
         return record
 
     def task_id(self, machine_id: str, transition: str) -> str:

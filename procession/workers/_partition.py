@@ -8,7 +8,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from procession._errors import DecodeError, FencedError
-from procession.sagas._fold import AnyState, evolve_all
+from procession.sagas._fold import AnyState, after_decisions
 from procession.sagas._state import Ended, PendingTask, ProcessState
 from procession.topics._records import (
     RECORD_TYPES,
@@ -171,7 +171,7 @@ class PartitionProcessor:
             except Exception as exc:  # noqa: BLE001 - a failing decision goes to the dead letters
                 self._dead(msg, f"decision failed: {exc!r}", out)
                 continue
-            staged[pid] = evolve_all(before, [rec, *decisions])
+            staged[pid] = after_decisions(before, rec, decisions)
             decided.append(decisions)
             for d in decisions:
                 out.records.append(Outgoing(topics.process, pid, d))
