@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from benchmarks.load import Result, closed_loop
+from benchmarks.load import Result, closed_loop, peak_rss_mib
 from benchmarks.order_app import order, process_id
 
 ROOT = Path(__file__).parent.parent
@@ -44,12 +44,7 @@ class Procs:
                 raise RuntimeError(f"{name} exited with {proc.returncode}")
 
     def peak_rss_mib(self) -> dict[str, float]:
-        out = {}
-        for name, proc in self.procs.items():
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            kib = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM"))
-            out[name] = kib / 1024
-        return out
+        return {name: peak_rss_mib(proc.pid) for name, proc in self.procs.items()}
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -14,6 +14,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -52,9 +53,18 @@ class Result:
         return out
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """A process's peak resident set size so far (``VmHWM``; Linux).
+
+    Not ``ru_maxrss``: that survives fork and exec, so a subprocess would
+    report its parent's peak when that was higher.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # no procfs: the best this platform offers
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    return kib / 1024
 
 
 async def closed_loop(

@@ -65,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, help="orders per system in the comparison (10,000)")
     parser.add_argument("--windows", default="50,500", help="orders in flight; a run each")
     parser.add_argument("--only", help=f"a subset of {','.join(SYSTEMS)} (prints only)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of our systems; median kept")
     args = parser.parse_args(argv)
     if args.n is not None or args.only:  # a part of the comparison: print, write nothing
         n = args.n or 10_000
-        print(compare(n, [int(w) for w in args.windows.split(",")], args.only))
+        print(compare(n, [int(w) for w in args.windows.split(",")], args.only, args.repeat))
         return 0
     n_core, n_mem, n_rss = (200, 200, 300) if args.quick else (10_000, 20_000, 100_000)
     core = run_core(n_core)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(BEGIN, END, f"{stamp}\n\n{table}")
     n = 20 if args.quick else 10_000
     windows = [5] if args.quick else [int(w) for w in args.windows.split(",")]
-    ctable = compare(n, windows)
+    ctable = compare(n, windows, repeat=1 if args.quick else args.repeat)
     cstamp = f"{stamp[:-1]}; {versions()}."
     print(cstamp)
     print(ctable)
