@@ -29,11 +29,12 @@ from benchmarks.kafka_load import drive, running
 from benchmarks.load import Result
 from procession.topics._codec import DEFAULT_CODEC
 from procession.workers import MemoryLog, MemoryTransport, Runtime
-from procession.workers._kafka import TXN_RETRY_BACKOFF_MS, KafkaTransport
+from procession.workers._kafka import TXN_RETRY_BACKOFF_MS, KafkaTransport, send_all
 from procession.workers._wire import encode_value, headers_of
 
 Headers = list[tuple[str, bytes]]
 Out = tuple[str, bytes, bytes, Headers]  # topic, key, value, headers
+_PARTITIONS: dict[str, list[int]] = {}  # partition ids per topic, for send_all
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,8 @@ async def _commit(
     p: AIOKafkaProducer, outs: list[Out], offsets: dict[TopicPartition, int], group: str
 ) -> None:
     await p.begin_transaction()
-    for topic, key, value, headers in outs:
-        await p.send(topic, value=value, key=key, headers=headers)
+    # the same batching into one record batch per partition as Procession's producer
+    await send_all(p, ((t, None, k, v, h) for t, k, v, h in outs), _PARTITIONS)
     await p.send_offsets_to_transaction(offsets, group)
     await p.commit_transaction()
 

@@ -14,7 +14,7 @@ from procession.topics._layout import Topics
 from procession.workers import App, TaskCall
 
 TASKS = ("ReserveStock", "ChargeCard", "Ship", "ReleaseStock", "RefundCard")
-PARTITIONS = 6
+PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "6"))
 
 
 async def done(call: TaskCall) -> dict[str, Any]:

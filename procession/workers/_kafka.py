@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -22,6 +22,7 @@ from aiokafka.errors import (
     ProducerFenced,
     TopicAlreadyExistsError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from procession._errors import FencedError, TransactionAbortedError
 from procession.topics._codec import DEFAULT_CODEC, Codec
@@ -39,12 +40,47 @@ log = logging.getLogger("procession.kafka")
 TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10"))
 
 
+#: A record on its way out: topic, partition (None: by key), key, value, headers.
+WireRecord = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
+_partitioner = DefaultPartitioner()
+
+
+async def send_all(
+    producer: AIOKafkaProducer, records: Iterable[WireRecord], partitions: dict[str, list[int]]
+) -> None:
+    """Hand ``records`` to ``producer`` (in its open transaction) as one record
+    batch per partition, instead of a ``send`` per record.
+
+    A record without a partition goes where Kafka's default partitioner
+    (murmur2 of the key) puts it, as ``send`` would; ``partitions`` caches each
+    topic's partition ids.
+    """
+    builders: dict[tuple[str, int], Any] = {}
+    for topic, given, key, value, headers in records:
+        partition = given
+        if partition is None:
+            ids = partitions.get(topic)
+            if ids is None:
+                ids = partitions[topic] = sorted(await producer.partitions_for(topic))
+            partition = _partitioner(key, ids, ids)
+        builder = builders.get((topic, partition))
+        if builder is None:
+            builder = builders[topic, partition] = producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            await producer.send_batch(builder, topic, partition=partition)  # full: send it
+            builder = builders[topic, partition] = producer.create_batch()
+            builder.append(key=key, value=value, timestamp=None, headers=headers)
+    for (topic, partition), builder in builders.items():
+        await producer.send_batch(builder, topic, partition=partition)
+
+
 class KafkaProducer:
     """A transactional producer: each batch is one Kafka transaction."""
 
     def __init__(self, transport: KafkaTransport, transactional_id: str) -> None:
         self._t, self.transactional_id = transport, transactional_id
         self._p: AIOKafkaProducer | None = None
+        self._partitions: dict[str, list[int]] = {}
 
     async def start(self) -> None:
         self._p = AIOKafkaProducer(
@@ -65,15 +101,20 @@ class KafkaProducer:
         codec = self._t.codec
         try:
             await p.begin_transaction()
-            for out in batch.records:
-                headers = [*out.headers, *headers_of(out.value, codec)]
-                await p.send(
-                    out.topic,
-                    value=encode_value(out.value, codec),
-                    key=None if out.key is None else out.key.encode(),
-                    headers=headers,
-                    partition=out.partition,
-                )
+            await send_all(
+                p,
+                (
+                    (
+                        out.topic,
+                        out.partition,
+                        None if out.key is None else out.key.encode(),
+                        encode_value(out.value, codec),
+                        [*out.headers, *headers_of(out.value, codec)],
+                    )
+                    for out in batch.records
+                ),
+                self._partitions,
+            )
             if batch.offsets:
                 offsets = {
                     KafkaTP(tp.topic, tp.partition): off for tp, off in batch.offsets.items()
