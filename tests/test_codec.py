@@ -102,3 +102,19 @@ def test_process_state_round_trips_through_the_changelog_encoding() -> None:
     assert isinstance(state, ProcessState) and state.timers and state.seen
     codec = Codec()
     assert state_of(encode_value(state, codec)) == state
+
+
+def test_encoding_is_the_fields_in_order_then_type_and_version() -> None:
+    import glob  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import orjson  # noqa: PLC0415
+
+    codec, seen = Codec(), set()
+    for path in glob.glob(str(Path(__file__).parent / "fixtures" / "histories" / "*.jsonl")):
+        for line in Path(path).read_text().splitlines():
+            rec = codec.decode(line.encode())
+            body = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+            assert codec.encode(rec) == orjson.dumps({**body, "type": rec.TYPE, "v": rec.VERSION})
+            seen.add(type(rec))
+    assert len(seen) >= 8  # the fixtures cover most record types

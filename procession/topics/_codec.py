@@ -6,7 +6,6 @@ the ids also travel as headers so tools can route and trace without decoding.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +19,10 @@ from ._records import RECORD_TYPES, Record
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 Headers = list[tuple[str, bytes]]
 
-_FIELDS: dict[type[Record], tuple[str, ...]] = {
-    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in RECORD_TYPES.values()
+#: What follows a record's fields on the wire: its type and schema version.
+_TRAILER: dict[type[Record], bytes] = {
+    cls: b',"type":' + orjson.dumps(cls.TYPE) + b',"v":' + str(cls.VERSION).encode() + b"}"
+    for cls in RECORD_TYPES.values()
 }
 
 
@@ -55,10 +56,12 @@ class Codec:
         return register
 
     def encode(self, record: Record) -> bytes:
-        body = {name: getattr(record, name) for name in _FIELDS[type(record)]}
-        body["type"] = record.TYPE
-        body["v"] = record.VERSION
-        return orjson.dumps(body)
+        """The record's fields as a JSON object, then its ``type`` and ``v``.
+
+        orjson writes the dataclass's fields itself; the trailer is appended.
+        """
+        trailer = _TRAILER[type(record)]  # KeyError: not a registered record type
+        return orjson.dumps(record)[:-1] + trailer
 
     def headers(self, record: Record) -> Headers:
         """Ids as headers: type, version, event id, correlation id, causation id, and a
