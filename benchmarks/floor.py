@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks import order_app
-from benchmarks.kafka_load import drive, running
+from benchmarks.kafka_load import create_topics, drive, running
 from benchmarks.load import Result
 from procession.topics._codec import DEFAULT_CODEC
 from procession.workers import MemoryLog, MemoryTransport, Runtime
-from procession.workers._kafka import TXN_RETRY_BACKOFF_MS, KafkaTransport, send_all
+from procession.workers._kafka import TXN_RETRY_BACKOFF_MS, send_all
 from procession.workers._wire import encode_value, headers_of
 
 Headers = list[tuple[str, bytes]]
@@ -49,23 +49,23 @@ class Templates:
         """The changelog value after ``step`` (the in-memory run may have coalesced some)."""
         return self.changelog[min(step, len(self.changelog) - 2)]
 
-    def count(self) -> dict[str, int]:
-        """Records per order per topic kind (the changelog before per-batch coalescing)."""
-        return {
-            "process": sum(len(v) for v in self.process.values()),
-            "tasks": len(self.tasks),
-            "changelog": len(self.changelog),
-        }
 
-
-async def templates() -> Templates:
-    """Run one order through the in-memory runtime and keep every record's bytes."""
-    app = order_app.app("floor-template")
+async def one_order(prefix: str) -> MemoryLog:
+    """The log after one order ran through the in-memory runtime, every changelog
+    write kept (the changelog is not compacted here)."""
+    app = order_app.app(prefix)
     log = MemoryLog()
     log.create_topic(app.topics.changelog, app.topics.partitions, compacted=False)
     async with Runtime(app, MemoryTransport(log)) as rt:
         await rt.publish(order_app.order(0))
         await rt.settle()
+    return log
+
+
+async def templates() -> Templates:
+    """Every record Procession writes for one order, as bytes."""
+    app = order_app.app("floor-template")
+    log = await one_order(app.topics.prefix)
     process: dict[str, list[tuple[bytes, Headers]]] = defaultdict(list)
     for m in log.records(app.topics.process):
         raw = encode_value(m.value, DEFAULT_CODEC)
@@ -253,12 +253,7 @@ async def serve(role: str, servers: str, prefix: str) -> None:
 async def run(servers: str, n: int, window: int) -> Result:
     """The floor for ``n`` orders, driven and measured like Procession on Kafka."""
     prefix = f"floor-{uuid.uuid4().hex[:8]}"
-    app = order_app.app(prefix)
-    transport = KafkaTransport(servers)
-    try:
-        await transport.create_topics(app.topics.specs(app.task_types()))
-    finally:
-        await transport.close()
+    await create_topics(servers, prefix)
     argv = ["-m", "benchmarks.floor", "--servers", servers, "--prefix", prefix]
     with running({}) as procs:
         procs.spawn("processor", [*argv, "processor"])

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from benchmarks import order_app
 from benchmarks.load import Result, closed_loop, peak_rss_mib
 from benchmarks.order_app import order, process_id
+from procession.workers._kafka import KafkaTransport
 
 ROOT = Path(__file__).parent.parent
 COMPLETED, FAILED = b"procession.ProcessCompleted", b"procession.ProcessFailed"
@@ -56,6 +58,16 @@ class Procs:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+async def create_topics(servers: str, prefix: str) -> None:
+    """The order app's topics under ``prefix`` (both deployments use the same)."""
+    app = order_app.app(prefix)
+    transport = KafkaTransport(servers)
+    try:
+        await transport.create_topics(app.topics.specs(app.task_types()))
+    finally:
+        await transport.close()
 
 
 @contextlib.contextmanager

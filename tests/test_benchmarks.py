@@ -15,7 +15,6 @@ from benchmarks import floor, order_app, procession_memory
 from benchmarks.compare import SYSTEMS
 from benchmarks.core import run_core
 from benchmarks.memory import run_memory
-from procession.workers import MemoryLog, MemoryTransport, Runtime
 from tests.conftest import Backend
 
 ROOT = Path(__file__).parent.parent
@@ -41,17 +40,13 @@ async def test_order_benchmark_in_memory_times_every_order() -> None:
 
 async def test_the_floor_writes_what_procession_writes_for_an_order() -> None:
     app = order_app.app("count")
-    log = MemoryLog()
-    log.create_topic(app.topics.changelog, app.topics.partitions, compacted=False)
-    async with Runtime(app, MemoryTransport(log)) as rt:
-        await rt.publish(order_app.order(1))
-        await rt.settle()
+    log = await floor.one_order("count")
     written = Counter(type(m.value).__name__ for m in log.records(app.topics.process))
     script = floor.Script(await floor.templates(), "count")
     outs, kinds = [], [b"OrderPlaced"] + [b"procession.TaskCompleted"] * 3
     for kind in kinds:
-        outs += script.step(kind, b"order:o-1")[0]
-    routed = script.route(b"o-1") + [o for t in ("a", "b", "c") for o in script.work(t.encode())]
+        outs += script.step(kind, b"order:o-0")[0]
+    routed = script.route(b"o-0") + [o for t in ("a", "b", "c") for o in script.work(t.encode())]
     floor_process = [o for o in outs + routed if o[0] == "count.process"]
     floor_tasks = [o for o in outs if ".tasks." in o[0]]
     assert len(floor_process) == sum(written.values())
