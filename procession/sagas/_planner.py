@@ -58,7 +58,7 @@ class Planner:
         self.state: ProcessState = (
             after if isinstance(after, ProcessState) else ProcessState(cause.process_id)
         )
-        self.records: list[Record] = Planned(self.state)
+        self.records = Planned(self.state)
 
     @property
     def correlation_id(self) -> str:
@@ -79,8 +79,7 @@ class Planner:
         )
         self.records.append(record)
         apply_decision(self.state, record)
-        if isinstance(self.records, Planned):
-            self.records.applied += 1
+        self.records.applied += 1
         return record
 
     def task_id(self, machine_id: str, transition: str) -> str:

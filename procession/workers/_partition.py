@@ -150,7 +150,11 @@ class PartitionProcessor:
         requests: list[TaskRequest] = []
         decided: list[list[Record]] = []
         for msg in batch:
-            if msg.headers and msg.headers[0][1] in _DECISION_TYPES:
+            if (
+                msg.headers
+                and msg.headers[0][0] == "procession-type"
+                and (msg.headers[0][1] in _DECISION_TYPES)
+            ):
                 continue  # our own decision, read back (already applied): not decoded
             rec = self._decode(msg, out)
             if rec is None or rec.IS_DECISION:
