@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -79,4 +78,3 @@ def test_percentiles_are_taken_from_the_sorted_latencies() -> None:
 
     r = Result("x", 4, 2.0, [40.0, 10.0, 30.0, 20.0])
     assert (r.percentile(50), r.percentile(99), r.per_s) == (30.0, 40.0, 2.0)
-    assert asyncio.iscoroutinefunction(procession_memory.run)
