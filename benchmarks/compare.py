@@ -162,14 +162,27 @@ def _rows(window: int, results: dict[str, dict[str, Any]]) -> list[str]:
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=10_000, help="orders per system")
-    parser.add_argument(
-        "--windows", default="50,500", help="orders in flight at most; each is a run"
-    )
+#: Orders per system and window when ``--n`` is not given.
+N = 10_000
+
+
+def add_load_options(parser: argparse.ArgumentParser, n: int | None = N) -> None:
+    """The options that shape the comparison's load (here and in ``./dev bench``)."""
+    parser.add_argument("--n", type=int, default=n, help=f"orders per system ({N:,})")
+    parser.add_argument("--windows", default="50,500", help="orders in flight at most; a run each")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SYSTEMS)}")
     parser.add_argument("--repeat", type=int, default=3, help="runs of our systems; median kept")
+
+
+def run_options(args: argparse.Namespace) -> str:
+    """The comparison for parsed :func:`add_load_options`."""
+    windows = [int(w) for w in args.windows.split(",")]
+    return compare(args.n or N, windows, args.only, args.repeat)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_load_options(parser)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # run one system, print its JSON
     args = parser.parse_args(argv)
     if args.one:
@@ -177,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Skip interpreter teardown: the Temporal SDK's native threads can abort it
         # (SIGABRT from its protobuf extension) after the figures are out.
         os._exit(0)
-    print(compare(args.n, [int(w) for w in args.windows.split(",")], args.only, args.repeat))
+    print(run_options(args))
     return 0
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.compare import SYSTEMS, compare, versions
+from benchmarks.compare import N, add_load_options, compare, run_options, versions
 from benchmarks.core import run_core
 from benchmarks.memory import run_memory
 
@@ -62,23 +62,19 @@ def rss_after(processes: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes; print, do not write docs")
-    parser.add_argument("--n", type=int, help="orders per system in the comparison (10,000)")
-    parser.add_argument("--windows", default="50,500", help="orders in flight; a run each")
-    parser.add_argument("--only", help=f"a subset of {','.join(SYSTEMS)} (prints only)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of our systems; median kept")
+    add_load_options(parser, n=None)  # --n or --only: that part only, printed, not written
     parser.add_argument(
         "--in-memory-only", action="store_true", help="only the core and in-memory figures"
     )
     args = parser.parse_args(argv)
-    if args.n is not None or args.only:  # a part of the comparison: print, write nothing
-        n = args.n or 10_000
-        print(compare(n, [int(w) for w in args.windows.split(",")], args.only, args.repeat))
+    if args.n is not None or args.only:
+        print(run_options(args))
         return 0
     stamp = f"Measured {datetime.date.today().isoformat()} on {machine()}."
     if not args.in_memory_only:
         # first: a broker that has just started compiles code for a while, and
         # the single-core figures below would pay for it
-        n = 20 if args.quick else 10_000
+        n = 20 if args.quick else N
         windows = [5] if args.quick else [int(w) for w in args.windows.split(",")]
         ctable = compare(n, windows, repeat=1 if args.quick else args.repeat)
         cstamp = f"{stamp[:-1]}; {versions()}."
