@@ -121,3 +121,33 @@ class CoPartitionError(ProcessionError):
             f"topic {self.changelog_topic!r} has {self.changelog_partitions} partitions but "
             f"{self.process_topic!r} has {self.process_partitions}: they must be co-partitioned"
         )
+
+
+@dataclass
+class RecordTooLargeError(ProcessionError):
+    """A record over its topic's ``max.message.bytes``: the broker would refuse it."""
+
+    topic: str
+    size: int
+    limit: int
+
+    def message(self) -> str:
+        return (
+            f"a record of {self.size} bytes is over topic {self.topic!r}'s "
+            f"max.message.bytes ({self.limit})"
+        )
+
+
+@dataclass
+class TopicsError(ProcessionError):
+    """Topics that are missing or not configured as the application needs them."""
+
+    problems: list[str]
+
+    def message(self) -> str:
+        return (
+            "topics are not as the application needs them: "
+            + "; ".join(self.problems)
+            + " (`procession topics create MODULE:APP` creates missing topics; "
+            "`procession topics check MODULE:APP` lists what differs)"
+        )

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+
+#: ``max.message.bytes`` of the topics that hold records (Kafka's default, set
+#: deliberately so a broker with another default does not change behaviour).
+RECORD_LIMIT = 1_048_588
+#: The dead-letter topic takes a larger record, so a dead letter of any record
+#: the other topics accept fits (its headers say where it came from and why).
+DEAD_LETTER_LIMIT = 8 * 1_048_576
 
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """A topic to create: partitions, compaction, retention."""
+    """A topic to create: partitions, compaction, retention, limits, replication."""
 
     name: str
     partitions: int
     compacted: bool = False
     retention_ms: int | None = None
+    max_message_bytes: int = RECORD_LIMIT
+    replication: int = 1
+    min_insync: int | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,9 @@ class Topics:
     partitions: int = 6
     task_partitions: int = 6
     events: str = ""
+    replication: int = 1
+    min_insync: int | None = None
+    retention_ms: int = 7 * 24 * 3600 * 1000
 
     @property
     def process(self) -> str:
@@ -56,14 +71,16 @@ class Topics:
 
     def specs(self, task_types: Iterable[str]) -> list[TopicSpec]:
         """Every topic the application needs, with its settings."""
-        week = 7 * 24 * 3600 * 1000
+        def spec(name: str, partitions: int, **kw: Any) -> TopicSpec:
+            return TopicSpec(
+                name, partitions, replication=self.replication, min_insync=self.min_insync, **kw
+            )
+
+        kept = self.retention_ms
         return [
-            TopicSpec(self.inputs, self.partitions, retention_ms=week),
-            TopicSpec(self.process, self.partitions),
-            TopicSpec(self.changelog, self.partitions, compacted=True),
-            TopicSpec(self.dead_letter, 1),
-            *(
-                TopicSpec(self.tasks(t), self.task_partitions, retention_ms=week)
-                for t in sorted(set(task_types))
-            ),
+            spec(self.inputs, self.partitions, retention_ms=kept),
+            spec(self.process, self.partitions),
+            spec(self.changelog, self.partitions, compacted=True),
+            spec(self.dead_letter, 1, max_message_bytes=DEAD_LETTER_LIMIT),
+            *(spec(self.tasks(t), self.task_partitions, retention_ms=kept) for t in sorted(set(task_types))),
         ]

@@ -19,16 +19,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
+    MessageSizeTooLargeError,
     ProducerFenced,
-    TopicAlreadyExistsError,
+    RecordListTooLargeError,
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from procession._errors import FencedError, TransactionAbortedError
-from procession.topics._codec import DEFAULT_CODEC, Codec
+from procession._errors import FencedError, RecordTooLargeError, TransactionAbortedError
 from procession.topics._layout import TopicSpec
-from procession.workers._port import Batch, Listener, Message, TopicPartition
-from procession.workers._wire import encode_value, headers_of
+
+from . import _kafka_admin
+from ._port import DEFAULT_MAX_MESSAGE_BYTES, Batch, Listener, Message, TopicInfo, TopicPartition
 
 log = logging.getLogger("procession.kafka")
 
@@ -40,22 +41,31 @@ log = logging.getLogger("procession.kafka")
 TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10"))
 
 
+#: How long a transaction may stay open before the broker aborts it. A writer
+#: that dies mid-transaction blocks ``read_committed`` readers of its partitions
+#: until its replacement fences it or this passes; Kafka's default is 60 s.
+TRANSACTION_TIMEOUT_MS = int(os.environ.get("PROCESSION_TRANSACTION_TIMEOUT_MS", "10000"))
+
 #: A record on its way out: topic, partition (None: by key), key, value, headers.
 WireRecord = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
 _partitioner = DefaultPartitioner()
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 async def send_all(
     producer: AIOKafkaProducer, records: Iterable[WireRecord], partitions: dict[str, list[int]]
 ) -> None:
     """Hand ``records`` to ``producer`` (in its open transaction) as one record
-    batch per partition, instead of a ``send`` per record.
+    batch per partition, and wait until the broker has acknowledged every batch.
 
-    A record without a partition goes where Kafka's default partitioner
-    (murmur2 of the key) puts it, as ``send`` would; ``partitions`` caches each
-    topic's partition ids.
+    Committing a transaction whose batch failed would commit it without that
+    batch's records, so an error here must abort the transaction: the first
+    failure is raised once every batch has settled. A record without a
+    partition goes where Kafka's default partitioner (murmur2 of the key) puts
+    it, as ``send`` would; ``partitions`` caches each topic's partition ids.
     """
     builders: dict[tuple[str, int], Any] = {}
+    sent: list[asyncio.Future[Any]] = []
     for topic, given, key, value, headers in records:
         partition = given
         if partition is None:
@@ -67,11 +77,14 @@ async def send_all(
         if builder is None:
             builder = builders[topic, partition] = producer.create_batch()
         if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-            await producer.send_batch(builder, topic, partition=partition)  # full: send it
+            sent.append(await producer.send_batch(builder, topic, partition=partition))
             builder = builders[topic, partition] = producer.create_batch()
             builder.append(key=key, value=value, timestamp=None, headers=headers)
     for (topic, partition), builder in builders.items():
-        await producer.send_batch(builder, topic, partition=partition)
+        sent.append(await producer.send_batch(builder, topic, partition=partition))
+    for outcome in await asyncio.gather(*sent, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 class KafkaProducer:
@@ -87,18 +100,27 @@ class KafkaProducer:
             bootstrap_servers=self._t.bootstrap_servers,
             client_id=self.transactional_id,
             transactional_id=self.transactional_id,
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
             retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
-        await self._p.start()
+        try:
+            await self._p.start()  # InitProducerId: fences older owners, aborts their transaction
+        except BaseException:
+            await self._p.stop()
+            self._p = None
+            raise
 
     async def commit(self, batch: Batch) -> None:
         p = self._p
         if p is None:
             raise RuntimeError(f"producer {self.transactional_id!r} used before start()")
-        codec = self._t.codec
+        for out in batch.records:  # before anything is sent: the broker would refuse it
+            limit = await self._t.limit(out.topic)
+            if out.size() > limit:
+                raise RecordTooLargeError(out.topic, out.size(), limit)
         try:
             await p.begin_transaction()
             await send_all(
@@ -108,8 +130,8 @@ class KafkaProducer:
                         out.topic,
                         out.partition,
                         None if out.key is None else out.key.encode(),
-                        encode_value(out.value, codec),
-                        [*out.headers, *headers_of(out.value, codec)],
+                        out.value,
+                        list(out.headers),
                     )
                     for out in batch.records
                 ),
@@ -123,28 +145,49 @@ class KafkaProducer:
             await p.commit_transaction()
         except (ProducerFenced, InvalidProducerEpoch) as exc:
             raise FencedError(self.transactional_id) from exc
-        except KafkaError as exc:
+        except _TOO_LARGE as exc:  # the topic's limit changed since we looked
             await self._recover(exc)
+            self._t.forget_limits()
+            raise TransactionAbortedError(f"{type(exc).__name__}: {exc}") from exc
+        except (KafkaError, asyncio.CancelledError) as exc:
+            await asyncio.shield(self._recover(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise TransactionAbortedError(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _recover(self, exc: KafkaError) -> None:
+    async def _recover(self, exc: BaseException) -> None:
         """Abort the open transaction; a producer in a fatal state is made anew."""
-        assert self._p is not None
-        manager = self._p._txn_manager
-        try:
-            if manager is not None and not manager.is_fatal_error() and manager.is_in_transaction():
-                await self._p.abort_transaction()
-                return
-        except KafkaError:
-            pass
+        if self._p is None:
+            return
+        if await self._abort():
+            return
         log.warning("producer %s restarts after %r", self.transactional_id, exc)
         await self._p.stop()
         await self.start()
 
+    async def _abort(self) -> bool:
+        """Abort a transaction left open; False if the producer cannot (fatal state)."""
+        assert self._p is not None
+        manager = self._p._txn_manager
+        if manager is None or manager.is_fatal_error():
+            return False
+        if not (manager.is_in_transaction() or manager.state.name == "ABORTABLE_ERROR"):
+            return True
+        try:
+            async with asyncio.timeout(TRANSACTION_TIMEOUT_MS / 1000):
+                await self._p.abort_transaction()
+        except (KafkaError, TimeoutError):
+            return False
+        return True
+
     async def stop(self) -> None:
+        """Abort a transaction still open (readers are not held up), then close."""
         if self._p is not None:
-            await self._p.stop()
-            self._p = None
+            try:
+                await asyncio.shield(self._abort())
+            finally:
+                await self._p.stop()
+                self._p = None
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -212,10 +255,10 @@ class KafkaTransport:
             ...
     """
 
-    def __init__(self, bootstrap_servers: str, codec: Codec = DEFAULT_CODEC) -> None:
-        self.bootstrap_servers, self.codec = bootstrap_servers, codec
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
         self._admin: AIOKafkaAdminClient | None = None
-        self._meta: AIOKafkaConsumer | None = None
+        self._limits: dict[str, int] = {}
 
     def producer(self, transactional_id: str) -> KafkaProducer:
         return KafkaProducer(self, transactional_id)
@@ -267,47 +310,35 @@ class KafkaTransport:
             await c.stop()
 
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
-        admin = await self._admin_client()
-        new = []
-        for spec in specs:
-            config = {"cleanup.policy": "compact"} if spec.compacted else {}
-            if spec.retention_ms is not None:
-                config["retention.ms"] = str(spec.retention_ms)
-            new.append(NewTopic(spec.name, spec.partitions, 1, topic_configs=config))
-        for topic in new:
-            try:
-                await admin.create_topics([topic])
-            except TopicAlreadyExistsError:
-                continue
-        async with asyncio.timeout(30):
-            for spec in specs:
-                while await self._count(spec.name) == 0:  # noqa: ASYNC110 - polls broker metadata
-                    await asyncio.sleep(0.05)
+        await _kafka_admin.create(await self._admin_client(), specs)
 
-    async def partitions(self, topic: str) -> int:
-        return await self._count(topic)
+    async def describe(self, topics: Sequence[str]) -> dict[str, TopicInfo]:
+        found = await _kafka_admin.describe(await self._admin_client(), topics)
+        self._limits.update({name: info.max_message_bytes for name, info in found.items()})
+        return found
 
-    async def _count(self, topic: str) -> int:
-        meta = await self._metadata()
-        await meta._client.force_metadata_update()
-        return len(meta.partitions_for_topic(topic) or ())
+    async def limit(self, topic: str) -> int:
+        """The topic's ``max.message.bytes`` (looked up once, then cached)."""
+        if topic not in self._limits:
+            info = (await self.describe([topic])).get(topic)
+            return info.max_message_bytes if info else DEFAULT_MAX_MESSAGE_BYTES
+        return self._limits[topic]
+
+    def forget_limits(self) -> None:
+        self._limits.clear()
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
-            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-            await self._admin.start()
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()
+                raise
+            self._admin = admin
         return self._admin
-
-    async def _metadata(self) -> AIOKafkaConsumer:
-        if self._meta is None:
-            self._meta = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers)
-            await self._meta.start()
-        return self._meta
 
     async def close(self) -> None:
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
-        if self._meta is not None:
-            await self._meta.stop()
-            self._meta = None

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from procession._errors import FencedError, TransactionAbortedError
-from procession.topics._layout import TopicSpec
+from procession._errors import FencedError, RecordTooLargeError, TransactionAbortedError
+from procession.topics._layout import RECORD_LIMIT, TopicSpec
 
-from ._port import Batch, Listener, Message, TopicPartition
+from ._port import Batch, Listener, Message, TopicInfo, TopicPartition, partition_for
 
 
 class Crash(BaseException):
@@ -112,6 +111,7 @@ class MemoryLog:
         """``retain_records``: keep only that many records per partition behind the
         slowest consumer group (None keeps everything, for tools and replay)."""
         self._topics: dict[str, list[_Partition]] = {}
+        self._info: dict[str, TopicInfo] = {}
         self._groups: dict[str, _Group] = {}
         self._epochs: dict[str, int] = {}
         self._waiters: set[asyncio.Event] = set()
@@ -120,21 +120,33 @@ class MemoryLog:
 
     # ------------------------------------------------------------ topics
 
-    def create_topic(self, name: str, partitions: int, compacted: bool = False) -> None:
-        existing = self._topics.get(name)
-        if existing is not None:
-            if len(existing) != partitions:
-                raise ValueError(f"topic {name!r} exists with {len(existing)} partitions")
+    def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        compacted: bool = False,
+        max_message_bytes: int = RECORD_LIMIT,
+        retention_ms: int | None = None,
+    ) -> None:
+        """Create a topic; an existing one is left as it is (as Kafka does)."""
+        if name in self._topics:
             return
         retain = None if compacted else self._retain
         self._topics[name] = [_Partition(compacted, retain) for _ in range(partitions)]
+        self._info[name] = TopicInfo(
+            name, partitions, compacted, max_message_bytes, retention_ms=retention_ms
+        )
+
+    def describe(self, topic: str) -> TopicInfo | None:
+        return self._info.get(topic)
 
     def partitions(self, topic: str) -> int:
         return len(self._topic(topic))
 
     def partition_for(self, topic: str, key: str | None) -> int:
+        """Where a record without a partition goes: murmur2 of the key, as on Kafka."""
         n = self.partitions(topic)
-        return 0 if key is None else zlib.crc32(key.encode()) % n
+        return 0 if key is None else partition_for(key, n)
 
     def records(self, topic: str) -> list[Message]:
         """Every record a topic still holds, partition by partition."""
@@ -166,6 +178,11 @@ class MemoryLog:
         fault = self.faults.take(transactional_id)
         if fault is not None:
             raise fault
+        for out in batch.records:  # the broker refuses the whole transaction
+            limit = self._info[out.topic].max_message_bytes if out.topic in self._info else 0
+            if out.size() > limit:
+                self._topic(out.topic)  # an unknown topic fails as such
+                raise RecordTooLargeError(out.topic, out.size(), limit)
         for out in batch.records:
             parts = self._topic(out.topic)
             p = (
@@ -350,7 +367,14 @@ class MemoryTransport:
 
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         for spec in specs:
-            self.log.create_topic(spec.name, spec.partitions, spec.compacted)
+            self.log.create_topic(
+                spec.name,
+                spec.partitions,
+                spec.compacted,
+                spec.max_message_bytes,
+                spec.retention_ms,
+            )
 
-    async def partitions(self, topic: str) -> int:
-        return self.log.partitions(topic)
+    async def describe(self, topics: Sequence[str]) -> dict[str, TopicInfo]:
+        found = {t: self.log.describe(t) for t in topics}
+        return {t: info for t, info in found.items() if info is not None}

@@ -2,7 +2,9 @@
 
 Three small protocols. A :class:`Transport` makes transactional producers and
 group consumers; a producer commits a whole :class:`Batch` (records plus input
-offsets) atomically or not at all.
+offsets) atomically or not at all. Values are bytes on every transport: the
+runtimes encode records with the codec before they hand them over, so the
+in-memory log moves the very bytes Kafka would.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import NamedTuple, Protocol
 from procession.topics._layout import TopicSpec
 
 Headers = tuple[tuple[str, bytes], ...]
-#: bytes on the wire; in memory, also the (immutable) record or state objects.
-Value = object
+
+#: Kafka's default ``max.message.bytes`` (1 MiB plus the record batch overhead).
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 
 
 class TopicPartition(NamedTuple):
@@ -27,14 +30,13 @@ class TopicPartition(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A record read from a partition. ``value`` is bytes on the wire, or a record
-    object where the transport keeps them in memory."""
+    """A record read from a partition (committed records only)."""
 
     topic: str
     partition: int
     offset: int
     key: str | None
-    value: Value
+    value: bytes | None
     headers: Headers = ()
     timestamp_ms: int = 0
 
@@ -45,13 +47,47 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A record to produce."""
+    """A record to produce. ``partition`` None: where the key hashes to (murmur2)."""
 
     topic: str
     key: str | None
-    value: Value
+    value: bytes | None
     headers: Headers = ()
     partition: int | None = None
+
+    def size(self) -> int:
+        """Bytes this record takes as a one-record batch on the wire (an upper bound).
+
+        A topic refuses a record batch larger than its ``max.message.bytes``;
+        the runtimes compare this with :meth:`TopicInfo.max_message_bytes`
+        before producing. Records of one transaction travel in small batches
+        (16 KiB), so only a single large record can reach the limit.
+
+        Example:
+            >>> Outgoing("t", "k", b"x" * 100).size() < 200
+            True
+        """
+        key = len(self.key.encode()) if self.key is not None else 0
+        value = len(self.value) if self.value is not None else 0
+        headers = sum(len(k.encode()) + len(v) + 10 for k, v in self.headers)
+        return _BATCH_OVERHEAD + key + value + headers
+
+
+#: A record batch header (61 bytes) plus one record's own framing, generously.
+_BATCH_OVERHEAD = 61 + 32
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """What a transport knows of an existing topic."""
+
+    name: str
+    partitions: int
+    compacted: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    replication: int = 1
+    retention_ms: int | None = None
+    min_insync: int | None = None
 
 
 @dataclass
@@ -73,19 +109,34 @@ Listener = Callable[[Sequence[TopicPartition]], Awaitable[None]]
 
 
 class Producer(Protocol):
-    """A transactional producer. ``start`` fences older owners of the same id."""
+    """A transactional producer with a static transactional id.
+
+    - ``start()`` fences every older producer with the same id and aborts its
+      open transaction (a replacement unblocks ``read_committed`` readers at
+      once, instead of waiting for the transaction to time out).
+    - ``commit(batch)`` writes the batch's records and offsets in one
+      transaction. It returns only once every record was acknowledged and the
+      transaction committed. Otherwise nothing of the batch is visible and it
+      raises ``TransactionAbortedError`` (retry the same batch),
+      ``RecordTooLargeError`` (a record over its topic's ``max.message.bytes``;
+      retrying cannot help) or ``FencedError`` (a newer owner exists; stop).
+    - ``stop()`` aborts a transaction still open, then closes.
+    """
 
     async def start(self) -> None: ...
 
-    async def commit(self, batch: Batch) -> None:
-        """Write the batch atomically; raise ``FencedError`` or ``TransactionAbortedError``."""
-        ...
+    async def commit(self, batch: Batch) -> None: ...
 
     async def stop(self) -> None: ...
 
 
 class Consumer(Protocol):
-    """A group consumer (read_committed) of some topics."""
+    """A group consumer (read_committed) of some topics.
+
+    Assignment changes are told to the listeners before records of the newly
+    assigned partitions are fetched; a revoke listener runs before the
+    partitions go to another member.
+    """
 
     async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]: ...
 
@@ -113,6 +164,55 @@ class Transport(Protocol):
         """Every committed record of a partition, from the start to its end now."""
         ...
 
-    async def create_topics(self, specs: Sequence[TopicSpec]) -> None: ...
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create the topics that do not exist; raise with the broker's reason."""
+        ...
 
-    async def partitions(self, topic: str) -> int: ...
+    async def describe(self, topics: Sequence[str]) -> dict[str, TopicInfo]:
+        """What exists of ``topics`` (missing ones are left out)."""
+        ...
+
+
+async def partitions(transport: Transport, topic: str) -> int:
+    """How many partitions ``topic`` has (0 when it does not exist)."""
+    info = (await transport.describe([topic])).get(topic)
+    return info.partitions if info is not None else 0
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as Java's).
+
+    Every writer of a process topic must agree on it: the processor refuses
+    (dead-letters) a record found on another partition than its key's.
+
+    Example:
+        >>> partition_for("rebase:r1", 6) == partition_for("rebase:r1", 6)
+        True
+    """
+    return (_murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``)."""
+    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    end = length - length % 4
+    for i in range(0, end, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    rest = length % 4
+    if rest == 3:
+        h ^= data[end + 2] << 16
+    if rest >= 2:
+        h ^= data[end + 1] << 8
+    if rest >= 1:
+        h ^= data[end]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h

@@ -1,4 +1,4 @@
-"""Values on the log: records, process states, dead letters; bytes or objects."""
+"""Values on the log: records, process states and dead letters, as bytes."""
 
 from __future__ import annotations
 
@@ -12,51 +12,52 @@ from procession.topics._codec import Codec
 from procession.topics._layout import Topics
 from procession.topics._records import Record
 
-from ._port import Headers, Message, Outgoing
+from ._port import Message, Outgoing
 
 
 def record_of(msg: Message, codec: Codec) -> Record:
     """The record a message holds; raises :class:`DecodeError` for bad bytes."""
-    value = msg.value
-    if isinstance(value, Record):
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return codec.decode(bytes(value))
-    raise DecodeError(f"unexpected value of type {type(value).__name__}")
+    if msg.value is None:
+        raise DecodeError("no value (a tombstone)")
+    return codec.decode(msg.value)
 
 
-def encode_value(value: object, codec: Codec) -> bytes | None:
-    """Bytes for the wire: records through the codec, states as JSON."""
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, Record):
-        return codec.encode(value)
-    if isinstance(value, ProcessState):
-        return orjson.dumps({"state": value.to_json()})
-    if isinstance(value, Ended):
-        return orjson.dumps({"ended": value.status})
-    raise TypeError(f"cannot encode a {type(value).__name__}")
+def encode(
+    topic: str, key: str | None, record: Record, codec: Codec, partition: int | None = None
+) -> Outgoing:
+    """A record on its way out: the codec's bytes and headers.
+
+    Raises ``TypeError`` when a field holds something JSON cannot carry (a
+    payload with a set, say): the caller decides whose problem that is.
+    """
+    headers = tuple(codec.headers(record))
+    return Outgoing(topic, key, codec.encode(record), headers, partition)
 
 
-def headers_of(value: object, codec: Codec) -> Headers:
-    return tuple(codec.headers(value)) if isinstance(value, Record) else ()
+def encode_state(state: ProcessState | Ended | None) -> bytes | None:
+    """A changelog value: a process state, an end marker, or a tombstone (None)."""
+    if state is None:
+        return None
+    if isinstance(state, Ended):
+        return orjson.dumps({"ended": state.status})
+    return orjson.dumps({"state": state.to_json()})
 
 
-def state_of(value: object) -> ProcessState | Ended | None:
-    """The inverse of :func:`encode_value` for changelog values."""
-    if value is None or isinstance(value, ProcessState | Ended):
-        return value
-    if not isinstance(value, bytes):
-        raise DecodeError(f"unexpected changelog value of type {type(value).__name__}")
-    data: dict[str, Any] = orjson.loads(value)
-    if "ended" in data:
-        return Ended.of(data["ended"])
-    return ProcessState.from_json(data["state"])
+def state_of(value: bytes | None) -> ProcessState | Ended | None:
+    """The inverse of :func:`encode_state`; raises :class:`DecodeError` for bad bytes."""
+    if value is None:
+        return None
+    try:
+        data: dict[str, Any] = orjson.loads(value)
+        if "ended" in data:
+            return Ended.of(data["ended"])
+        return ProcessState.from_json(data["state"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DecodeError(f"changelog value: {type(exc).__name__}: {exc}") from exc
 
 
-def dead_letter(msg: Message, reason: str, topics: Topics, codec: Codec) -> Outgoing:
+def dead_letter(msg: Message, reason: str, topics: Topics) -> Outgoing:
     """The original bytes and headers of ``msg``, plus where it came from and why."""
-    raw = msg.value if isinstance(msg.value, bytes) else encode_value(msg.value, codec)
     headers = (
         *msg.headers,
         ("dlq-reason", reason.encode()),
@@ -64,4 +65,11 @@ def dead_letter(msg: Message, reason: str, topics: Topics, codec: Codec) -> Outg
         ("dlq-partition", str(msg.partition).encode()),
         ("dlq-offset", str(msg.offset).encode()),
     )
-    return Outgoing(topics.dead_letter, msg.key, raw, headers)
+    return Outgoing(topics.dead_letter, msg.key, msg.value, headers)
+
+
+def without_value(out: Outgoing, limit: int) -> Outgoing:
+    """A dead letter too large for its topic keeps its headers and loses its value:
+    the original still stands at the offset its headers name."""
+    note = ("dlq-value-omitted", f"{out.size()} bytes over the limit of {limit}".encode())
+    return Outgoing(out.topic, out.key, None, (*out.headers, note), out.partition)
