@@ -7,8 +7,10 @@ import contextlib
 
 from benchmarks import order_app
 from benchmarks.load import Result, closed_loop, peak_rss_mib
+from procession.topics._codec import DEFAULT_CODEC
 from procession.topics._records import ProcessCompleted, ProcessFailed
 from procession.workers import MemoryLog, MemoryTransport, Runtime
+from procession.workers._wire import record_of
 
 
 async def run(n: int, window: int, warmup: int = 20) -> Result:
@@ -24,10 +26,14 @@ async def run(n: int, window: int, warmup: int = 20) -> Result:
         async def watcher() -> None:
             while True:
                 for msg in await watch.fetch(0.1, 5000):
-                    if isinstance(msg.value, ProcessCompleted | ProcessFailed):
-                        fut = waiting.pop(msg.value.process_id, None)
-                        if isinstance(msg.value, ProcessFailed) and fut is not None:
-                            fut.set_exception(RuntimeError(f"{msg.value.process_id} failed"))
+                    kind = dict(msg.headers).get("procession-type")
+                    if kind not in (ProcessCompleted.TYPE.encode(), ProcessFailed.TYPE.encode()):
+                        continue
+                    rec = record_of(msg, DEFAULT_CODEC)
+                    if isinstance(rec, ProcessCompleted | ProcessFailed):
+                        fut = waiting.pop(rec.process_id, None)
+                        if isinstance(rec, ProcessFailed) and fut is not None:
+                            fut.set_exception(RuntimeError(f"{rec.process_id} failed"))
                         elif fut is not None:
                             fut.set_result(None)
 

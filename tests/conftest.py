@@ -25,6 +25,7 @@ from procession.workers import (
     VirtualClock,
 )
 from procession.workers._kafka import KafkaTransport
+from procession.workers._port import partitions
 
 _prefixes = itertools.count(1)
 
@@ -113,7 +114,7 @@ class Backend:
         """Every committed record of a topic, on any backend."""
         transport = self.transport()
         out: list[Message] = []
-        for p in range(await transport.partitions(topic)):
+        for p in range(await partitions(transport, topic)):
             out += await transport.read_partition(TopicPartition(topic, p))
         return out
 

@@ -14,6 +14,7 @@ from benchmarks import floor, order_app, procession_memory
 from benchmarks.compare import SYSTEMS
 from benchmarks.core import run_core
 from benchmarks.memory import run_memory
+from procession.topics import DEFAULT_CODEC
 from tests.conftest import Backend
 
 ROOT = Path(__file__).parent.parent
@@ -40,7 +41,9 @@ async def test_order_benchmark_in_memory_times_every_order() -> None:
 async def test_the_floor_writes_what_procession_writes_for_an_order() -> None:
     app = order_app.app("count")
     log = await floor.one_order("count")
-    written = Counter(type(m.value).__name__ for m in log.records(app.topics.process))
+    written = Counter(
+        type(DEFAULT_CODEC.decode(m.value or b"")).__name__ for m in log.records(app.topics.process)
+    )
     script = floor.Script(await floor.templates(), "count")
     outs, kinds = [], [b"OrderPlaced"] + [b"procession.TaskCompleted"] * 3
     for kind in kinds:

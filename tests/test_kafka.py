@@ -104,9 +104,10 @@ async def test_processor_killed_mid_run_and_restarted_loses_and_repeats_nothing(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(backend, monkeypatch)
+    monkeypatch.setenv("PROCESSION_TEST_SLOW_S", "0.02")  # 900 tasks take seconds, not less
     transport = backend.transport()
     await transport.create_topics(app.topics.specs(app.task_types()))
-    router, worker = Router(app, transport), Worker(app, transport, concurrency=32)
+    router, worker = Router(app, transport), Worker(app, transport, concurrency=8)
     await router.start()
     await worker.start()
     first = spawn("processor", backend)

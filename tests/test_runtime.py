@@ -26,6 +26,7 @@ from procession.examples import RebaseFailed, rebase_saga
 from procession.sagas import ProcessState, fold
 from procession.testing import records_of
 from procession.topics import (
+    DEFAULT_CODEC,
     CompensationPlanned,
     InputIgnored,
     ProcessCancelled,
@@ -42,6 +43,7 @@ from procession.topics import (
 from procession.topics._layout import TopicSpec
 from procession.workers import Batch, Outgoing, Processor
 from procession.workers._memory import Crash
+from procession.workers._wire import encode
 from tests.conftest import Backend, until
 from tests.sagas import Deploy, InvoiceSent, deploy_saga, payment_saga
 
@@ -303,7 +305,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_keeps_m
         Outgoing(topics.inputs, "k", b"{}", (("procession-type", b"Martian"),)),
         Outgoing(topics.inputs, "k", b'{"rebase_id": 5}', (("procession-type", b"RebaseFailed"),)),
         Outgoing(topics.process, "rebase:r1", b"\x00garbage"),
-        Outgoing(
+        encode(
             topics.process,
             "nosaga:1",
             TaskCompleted(
@@ -315,6 +317,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_keeps_m
                 task_type="T",
                 attempt=1,
             ),
+            DEFAULT_CODEC,
         ),
     ]
     producer = rt.transport.producer("test-bad")
@@ -345,7 +348,7 @@ async def test_a_component_that_dies_is_reported_not_waited_for(backend: Backend
     rt = await backend.runtime(app)
     boom = RuntimeError("injected router bug")
 
-    def broken(msg: object, batch: object) -> None:
+    def broken(msg: object) -> None:
         raise boom
 
     rt.router._route = broken  # type: ignore[method-assign]
@@ -359,9 +362,8 @@ async def test_a_component_that_dies_is_reported_not_waited_for(backend: Backend
 async def test_a_changelog_not_co_partitioned_is_refused_at_start(backend: Backend) -> None:
     app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
     transport = backend.transport()
-    await transport.create_topics(
-        [TopicSpec(app.topics.process, 3), TopicSpec(app.topics.changelog, 2)]
-    )
+    specs = [s for s in app.topics.specs(app.task_types()) if s.name != app.topics.changelog]
+    await transport.create_topics([*specs, TopicSpec(app.topics.changelog, 2, compacted=True)])
     with pytest.raises(CoPartitionError) as err:
         await Processor(app, transport).start()
     assert str(err.value) == (

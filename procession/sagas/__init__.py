@@ -26,6 +26,7 @@ from ._retry import RetryPolicy as RetryPolicy
 from ._saga import Saga as Saga
 from ._state import Ended as Ended
 from ._state import MachineState as MachineState
+from ._state import Parked as Parked
 from ._state import PendingTask as PendingTask
 from ._state import ProcessState as ProcessState
 from ._steps import Steps as Steps
@@ -41,6 +42,7 @@ __all__ = [
     "Join",
     "Machine",
     "MachineState",
+    "Parked",
     "PendingTask",
     "Planner",
     "ProcessDefinition",

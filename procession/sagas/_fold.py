@@ -21,6 +21,7 @@ from procession.topics._records import (
     ProcessCancelled,
     ProcessCompleted,
     ProcessFailed,
+    ProcessParked,
     ProcessStarted,
     ProcessStopping,
     Record,
@@ -313,8 +314,12 @@ def fold(history: Iterable[Record]) -> AnyState:
 def replay_steps(
     history: Iterable[Record],
 ) -> Iterable[tuple[tuple[Record, AnyState, list[Record]], AnyState]]:
-    """Yield ``((input, state_before, recorded_decisions), state_after)`` per input."""
-    records = list(history)
+    """Yield ``((input, state_before, recorded_decisions), state_after)`` per input.
+
+    A process the runtime parked is replayed up to, not including, the input
+    it could not decide or write.
+    """
+    records = _before_parking(list(history))
     # Decision batches by (cause, seq). The same input seen twice where nothing
     # counts inputs (no instance, or ended) gets batches with equal derived ids:
     # a repeat of a batch's first id starts the next batch.
@@ -336,6 +341,19 @@ def replay_steps(
         for d in decisions:
             state = evolve(state, d)
         yield (rec, before, decisions), state
+
+
+def _before_parking(records: list[Record]) -> list[Record]:
+    at = next((i for i, r in enumerate(records) if isinstance(r, ProcessParked)), None)
+    if at is None:
+        return records
+    parked: ProcessParked = records[at]  # type: ignore[assignment]
+    kept = records[:at]
+    for i in range(len(kept) - 1, -1, -1):  # the input it names is the last one with its id
+        if not kept[i].IS_DECISION and kept[i].event_id == parked.input_id:
+            del kept[i]
+            break
+    return kept
 
 
 def _input_seq(before: AnyState, after: AnyState) -> int:

@@ -94,6 +94,24 @@ class Ended:
         return _ENDED[status]
 
 
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """What the processor keeps of a process it set aside (see ``ProcessParked``).
+
+    Inputs for it are held in its stream, not decided, until it is resumed;
+    ``input_id`` names the first of them, at ``offset`` of the process topic
+    (-1 where it is not known, e.g. a state that could not be restored).
+
+    Example:
+        >>> Parked("state over the changelog's limit", "evt-7", 42).offset
+        42
+    """
+
+    reason: str
+    input_id: str = ""
+    offset: int = -1
+
+
 _ENDED: dict[str, Ended] = {
     "completed": Ended("completed"),
     "failed": Ended("failed"),

@@ -12,6 +12,7 @@ from ._records import MachinesCreated as MachinesCreated
 from ._records import ProcessCancelled as ProcessCancelled
 from ._records import ProcessCompleted as ProcessCompleted
 from ._records import ProcessFailed as ProcessFailed
+from ._records import ProcessParked as ProcessParked
 from ._records import ProcessStarted as ProcessStarted
 from ._records import ProcessStopping as ProcessStopping
 from ._records import Record as Record
@@ -35,6 +36,7 @@ __all__ = [
     "ProcessCancelled",
     "ProcessCompleted",
     "ProcessFailed",
+    "ProcessParked",
     "ProcessStarted",
     "ProcessStopping",
     "Record",

@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-
 #: ``max.message.bytes`` of the topics that hold records (Kafka's default, set
 #: deliberately so a broker with another default does not change behaviour).
 RECORD_LIMIT = 1_048_588
@@ -71,6 +70,7 @@ class Topics:
 
     def specs(self, task_types: Iterable[str]) -> list[TopicSpec]:
         """Every topic the application needs, with its settings."""
+
         def spec(name: str, partitions: int, **kw: Any) -> TopicSpec:
             return TopicSpec(
                 name, partitions, replication=self.replication, min_insync=self.min_insync, **kw
@@ -82,5 +82,8 @@ class Topics:
             spec(self.process, self.partitions),
             spec(self.changelog, self.partitions, compacted=True),
             spec(self.dead_letter, 1, max_message_bytes=DEAD_LETTER_LIMIT),
-            *(spec(self.tasks(t), self.task_partitions, retention_ms=kept) for t in sorted(set(task_types))),
+            *(
+                spec(self.tasks(t), self.task_partitions, retention_ms=kept)
+                for t in sorted(set(task_types))
+            ),
         ]

@@ -217,6 +217,23 @@ class InputIgnored(Decided):
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessParked(Decided):
+    """The runtime set the process aside: an input could not be decided, or what
+    it decided could not be written (a record over its topic's limit, a payload
+    JSON cannot carry). Nothing of that input was applied; later inputs are
+    held, not decided, until the process is resumed.
+
+    The fold and the replay check stop at this record: the state is the one
+    before ``input_id``.
+    """
+
+    TYPE: ClassVar[str] = "procession.ProcessParked"
+    input_type: str
+    input_id: str
+    reason: str
+
+
 TaskRequest = TransitionPlanned | CompensationPlanned
 Input = DomainEvent | TaskCompleted | TaskFailed | TimerFired | CancelRequested
 
@@ -239,6 +256,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         ProcessFailed,
         ProcessCancelled,
         InputIgnored,
+        ProcessParked,
     )
 }
 

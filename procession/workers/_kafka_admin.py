@@ -37,7 +37,7 @@ async def create(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None
     ]
     response = (await admin.create_topics(new)).to_object()
     problems = [
-        f"{e['topic']}: {e['error_message'] or f'error code {e['error_code']}'}"
+        f"{e['topic']}: {e['error_message'] or 'error code ' + str(e['error_code'])}"
         for e in response["topic_errors"]
         if e["error_code"] not in (0, _EXISTS)
     ]

@@ -1,58 +1,77 @@
-"""A group member that turns each fetched batch into one transaction."""
+"""A group member that turns the records of each input partition into a transaction."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from procession._errors import FencedError
-from procession.workers._committer import commit
-from procession.workers._port import Batch, Consumer, Message, Transport
+
+from ._committer import commit
+from ._component import Component
+from ._port import Batch, Consumer, Message, TopicPartition, Transport
+from ._writers import Writers
 
 log = logging.getLogger("procession.loop")
 
 
-class BatchLoop:
-    """Consume, :meth:`handle` a batch, commit its records with its offsets; repeat.
+class BatchLoop(Component):
+    """Consume; per input partition, :meth:`handle` the records fetched and commit
+    what they become with their offsets, by that partition's own producer.
 
-    Subclasses (the router, the workers) say what a batch becomes.
+    Subclasses (the router) say what a partition's records become.
     """
 
     def __init__(
-        self, transport: Transport, group: str, name: str, poll_s: float, max_batch: int
+        self, transport: Transport, group: str, prefix: str, poll_s: float, max_batch: int
     ) -> None:
-        self.transport, self.group, self.name = transport, group, name
+        self.transport, self.group, self.name = transport, group, prefix
         self.poll_s, self.max_batch = poll_s, max_batch
         self.metrics: Counter[str] = Counter()
-        #: Why the loop stopped on its own (None while it runs or after stop()).
-        self.failure: BaseException | None = None
-        self._producer = transport.producer(name)
+        self._writers = Writers(transport, prefix)
+        self._owned: set[TopicPartition] = set()
+        self._batch = asyncio.Lock()  # a revocation waits for the batch in flight
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._working = False
 
     async def start_loop(self, topics: Sequence[str]) -> None:
-        await self._producer.start()
-        self._consumer = await self.transport.consumer(self.group, topics)
+        self.arm()
+        self._consumer = await self.transport.consumer(
+            self.group, topics, self._on_assign, self._on_revoke
+        )
         self._task = asyncio.create_task(self._loop(), name=f"procession-{self.name}")
 
     async def stop(self) -> None:
+        """Finish the batch in flight, leave the group, abort what is still open."""
         if self._task is not None:
-            self._task.cancel()
+            async with self._batch:
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
-            await self._producer.stop()
+        await self._writers.close()
 
     def busy(self) -> bool:
         """Working on a batch, or not yet read up to the end of its partitions."""
         return self._working or self._consumer is None or not self._consumer.caught_up()
 
     async def handle(self, msgs: list[Message]) -> Batch:
-        """The records a fetched batch produces (offsets are added by the loop)."""
+        """The records that one partition's fetched records produce."""
         raise NotImplementedError
+
+    async def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
+        self._owned.update(tps)
+
+    async def _on_revoke(self, tps: Sequence[TopicPartition]) -> None:
+        self._owned.difference_update(tps)
+        try:
+            async with self._batch:
+                await self._writers.drop(tps)
+        except Exception as exc:  # noqa: BLE001 - the consumer's callback would only log it
+            self.died(exc)
 
     async def _loop(self) -> None:
         assert self._consumer is not None
@@ -61,19 +80,35 @@ class BatchLoop:
                 msgs = await self._consumer.fetch(self.poll_s, self.max_batch)
                 if not msgs:
                     continue
-                self._working = True
-                batch = await self.handle(msgs)
-                batch.group = self.group
-                for msg in msgs:
-                    batch.offsets[msg.tp] = max(batch.offsets.get(msg.tp, 0), msg.offset + 1)
-                await commit(self._producer, batch, self.metrics, self.name)
-                self._working = False
-        except FencedError as exc:
-            log.error("%s stopped: %s", self.name, exc)
-            self.failure = exc
-        except Exception as exc:
-            log.exception("%s died", self.name)
-            self.failure = exc
+                async with self._batch:
+                    self._working = True
+                    by_tp: dict[TopicPartition, list[Message]] = defaultdict(list)
+                    for msg in msgs:
+                        by_tp[msg.tp].append(msg)
+                    done = await asyncio.gather(
+                        *(self._one(tp, part) for tp, part in by_tp.items()),
+                        return_exceptions=True,
+                    )
+                    for outcome in done:
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                    self._working = False
+        except asyncio.CancelledError:
             raise
+        except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported
+            self.died(exc)
         finally:
             self._working = False
+
+    async def _one(self, tp: TopicPartition, msgs: list[Message]) -> None:
+        if tp not in self._owned:
+            return  # revoked since the fetch: the next owner reads these again
+        batch = await self.handle(msgs)
+        batch.group = self.group
+        batch.offsets[tp] = msgs[-1].offset + 1
+        try:
+            await commit(await self._writers.get(tp), batch, self.metrics, self.name)
+        except FencedError:
+            if tp in self._owned:
+                raise  # a newer owner while the group says it is ours: a zombie; stop
+            log.info("%s: partition %s moved on before its commit", self.name, tp)

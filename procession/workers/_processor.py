@@ -13,18 +13,20 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from procession._errors import CoPartitionError
+from procession._errors import CoPartitionError, FencedError
 from procession.topics._codec import DEFAULT_CODEC, Codec
 
 from ._app import App
 from ._clock import Clock, SystemClock
+from ._component import Component
 from ._partition import PartitionProcessor
 from ._port import Consumer, TopicPartition, Transport
+from ._topic_check import verify
 
 log = logging.getLogger("procession.processor")
 
 
-class Processor:
+class Processor(Component):
     """Runs the sagas of an app over the process topic.
 
     Example::
@@ -49,36 +51,42 @@ class Processor:
         self.app, self.transport, self.codec = app, transport, codec
         self.clock = clock or SystemClock()
         self.topics = app.topics
-        self.group = f"{self.topics.prefix}.processor"
+        self.name = self.group = f"{self.topics.prefix}.processor"
         self.poll_s, self.max_batch = poll_s, max_batch
         self.revoke_deadline_s = revoke_deadline_s
         self.metrics: Counter[str] = Counter()
         self.partitions: dict[TopicPartition, PartitionProcessor] = {}
-        self.crashed: asyncio.Future[BaseException] | None = None
+        #: max.message.bytes of every topic the processor writes to.
+        self.limits: dict[str, int] = {}
+        self.partition_count = 0
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._cleanup: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        process = await self.transport.partitions(self.topics.process)
-        changelog = await self.transport.partitions(self.topics.changelog)
+        t = self.topics
+        found = await verify(self.transport, t.specs(self.app.task_types()))
+        process, changelog = found[t.process].partitions, found[t.changelog].partitions
         if process != changelog:
-            raise CoPartitionError(self.topics.process, process, self.topics.changelog, changelog)
-        self.crashed = asyncio.get_running_loop().create_future()
+            raise CoPartitionError(t.process, process, t.changelog, changelog)
+        self.limits = {name: info.max_message_bytes for name, info in found.items()}
+        self.partition_count = process
+        self.arm()
         self._consumer = await self.transport.consumer(
-            self.group, [self.topics.process], self._on_assign, self._on_revoke
+            self.group, [t.process], self._on_assign, self._on_revoke
         )
         self._task = asyncio.create_task(self._fetch_loop(), name="procession-processor-fetch")
 
     async def stop(self) -> None:
+        """Stop fetching, let every partition finish its transaction, then leave the group."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._on_revoke(list(self.partitions))
         if self._consumer is not None:
             await self._consumer.stop()
-        await self._on_revoke(list(self.partitions))
 
     def busy(self) -> bool:
         """True while some partition has work queued, in flight or due, or input is unread."""
@@ -87,40 +95,44 @@ class Processor:
         return any(p.busy() for p in self.partitions.values())
 
     def died(self, error: BaseException) -> None:
-        """A partition died of something that must stop the whole processor, as a
-        killed process would: nothing more is committed, the group moves on."""
-        if self.crashed is not None and not self.crashed.done():
-            self.crashed.set_result(error)
+        """Something that must stop the whole processor, as a killed process would:
+        nothing more is committed, the group moves on."""
+        super().died(error)
         if not self._stopping:
+            self._stopping = True
             self._cleanup = asyncio.create_task(self.stop())
 
-    async def _fetch_loop(self) -> None:
-        try:
-            await self._fetch()
-        except Exception as exc:
-            log.exception("processor fetch loop died")
-            self.died(exc)
-            raise
+    def fenced(self, part: PartitionProcessor, error: FencedError) -> None:
+        """A partition's producer was fenced: fine once it moved on, fatal while ours."""
+        if self.partitions.get(part.tp) is part:
+            self.died(error)  # a newer owner while the group says it is ours: a zombie
+        else:
+            log.info("partition %s moved on before its commit", part.tp.partition)
 
-    async def _fetch(self) -> None:
+    async def _fetch_loop(self) -> None:
         assert self._consumer is not None
-        while not self._stopping:
-            for msg in await self._consumer.fetch(self.poll_s, self.max_batch):
-                part = self.partitions.get(msg.tp)
-                if part is not None:
-                    part.feed(msg)
-            for part in list(self.partitions.values()):
-                await part.wait_for_room(self.max_batch * 4)
+        try:
+            while not self._stopping:
+                for msg in await self._consumer.fetch(self.poll_s, self.max_batch):
+                    part = self.partitions.get(msg.tp)
+                    if part is not None:
+                        part.feed(msg)
+                for part in list(self.partitions.values()):
+                    await part.wait_for_room(self.max_batch * 4)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported
+            self.died(exc)
 
     async def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
-        fresh = [PartitionProcessor(self, tp) for tp in tps]
-        for part in fresh:  # registered before any await, so no fetched record is missed
-            self.partitions[part.tp] = part
-        for part in fresh:
-            await part.start()
+        for tp in tps:  # registered before any await, so no fetched record is missed
+            part = self.partitions[tp] = PartitionProcessor(self, tp)
+            part.launch()
         log.info("assigned %s", [tp.partition for tp in tps])
 
     async def _on_revoke(self, tps: Sequence[TopicPartition]) -> None:
         parts = [self.partitions.pop(tp) for tp in tps if tp in self.partitions]
-        for part in parts:
-            await part.stop(self.revoke_deadline_s)
+        try:
+            await asyncio.gather(*(p.stop(self.revoke_deadline_s) for p in parts))
+        except Exception as exc:  # noqa: BLE001 - the consumer's callback would only log it
+            self.died(exc)

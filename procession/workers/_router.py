@@ -6,9 +6,7 @@ A domain event on an input topic is JSON with its type in the
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
@@ -22,10 +20,10 @@ from ._app import App
 from ._clock import Clock, SystemClock
 from ._loop import BatchLoop
 from ._port import Batch, Headers, Message, Outgoing, Transport
-from ._wire import dead_letter
+from ._topic_check import verify
+from ._wire import dead_letter, encode, without_value
 
 log = logging.getLogger("procession.router")
-_instances = itertools.count(1)
 
 
 def event_headers(event: BaseModel, event_id: str | None, correlation_id: str | None) -> Headers:
@@ -39,7 +37,13 @@ def event_headers(event: BaseModel, event_id: str | None, correlation_id: str | 
 
 
 class Router(BatchLoop):
-    """Applies the sagas' correlation rules to domain events."""
+    """Applies the sagas' correlation rules to domain events.
+
+    Bad input never stops it: an event that cannot be decoded, whose type no
+    saga knows, whose correlation rule raises, or whose routed record would be
+    over the process topic's size limit goes to the dead-letter topic with the
+    reason, and the next event is routed.
+    """
 
     def __init__(
         self,
@@ -52,36 +56,49 @@ class Router(BatchLoop):
         poll_s: float = 0.1,
         max_batch: int = 500,
     ) -> None:
-        name = f"{app.topics.prefix}.router.{os.getpid()}.{next(_instances)}"
-        super().__init__(transport, f"{app.topics.prefix}.router", name, poll_s, max_batch)
+        prefix = app.topics.prefix
+        super().__init__(transport, f"{prefix}.router", f"{prefix}.router", poll_s, max_batch)
         self.app, self.codec = app, codec
         self.clock = clock or SystemClock()
         self.inputs = list(topics or [app.topics.inputs])
+        self._limits: dict[str, int] = {}
 
     async def start(self) -> None:
+        t = self.app.topics
+        names = {*self.inputs, t.process, t.dead_letter}
+        specs = [s for s in t.specs(self.app.task_types()) if s.name in names]
+        found = await verify(self.transport, specs)
+        self._limits = {name: info.max_message_bytes for name, info in found.items()}
         await self.start_loop(self.inputs)
 
     async def handle(self, msgs: list[Message]) -> Batch:
         batch = Batch()
         for msg in msgs:
-            self._route(msg, batch)
+            try:
+                batch.records += self._route(msg)
+            except (DecodeError, UnknownEventTypeError, _Unroutable) as exc:
+                self.metrics["dead_lettered"] += 1
+                log.warning("dead letter from %s@%s: %s", msg.partition, msg.offset, exc)
+                out = dead_letter(msg, str(exc), self.app.topics)
+                limit = self._limits[self.app.topics.dead_letter]
+                batch.records.append(out if out.size() <= limit else without_value(out, limit))
         return batch
 
-    def _route(self, msg: Message, batch: Batch) -> None:
+    def _route(self, msg: Message) -> list[Outgoing]:
+        event_type, event, data = self._decode(msg)
         try:
-            event_type, event, data = self._decode(msg)
-        except (DecodeError, UnknownEventTypeError) as exc:
-            self.metrics["dead_lettered"] += 1
-            batch.records.append(dead_letter(msg, str(exc), self.app.topics, self.codec))
-            return
-        pids = self.app.route(event)
+            pids = self.app.route(event)
+        except Exception as exc:
+            raise _Unroutable(f"correlation rule for {event_type} raised {exc!r}") from exc
         if not pids:
             self.metrics["unrouted"] += 1
             log.info("event %s at %s@%s has no process key", event_type, msg.partition, msg.offset)
-            return
+            return []
         headers = dict(msg.headers)
         event_id = _text(headers.get("event-id")) or derive_id(msg.topic, msg.partition, msg.offset)
         correlation = _text(headers.get("correlation-id")) or event_id
+        process, limit = self.app.topics.process, self._limits[self.app.topics.process]
+        out = []
         for pid in pids:
             rec = DomainEvent(
                 event_id=event_id,
@@ -91,8 +108,15 @@ class Router(BatchLoop):
                 event_type=event_type,
                 data=data,
             )
-            batch.records.append(Outgoing(self.app.topics.process, pid, rec))
+            routed = encode(process, pid, rec, self.codec)
+            if routed.size() > limit:
+                raise _Unroutable(
+                    f"routed record of {routed.size()} bytes is over {process!r}'s "
+                    f"max.message.bytes ({limit})"
+                )
+            out.append(routed)
         self.metrics["routed"] += len(pids)
+        return out
 
     def _decode(self, msg: Message) -> tuple[str, BaseModel, dict[str, object]]:
         event_type = _text(dict(msg.headers).get("procession-type"))
@@ -101,13 +125,17 @@ class Router(BatchLoop):
         cls = self.app.event_types.get(event_type)
         if cls is None:
             raise UnknownEventTypeError(event_type)
-        if not isinstance(msg.value, bytes):
-            raise DecodeError("domain event value is not bytes", event_type)
+        if msg.value is None:
+            raise DecodeError("no value", event_type)
         try:
             event = cls.model_validate_json(msg.value)
         except ValidationError as exc:
             raise DecodeError(str(exc).replace("\n", " "), event_type) from exc
         return event_type, event, event.model_dump(mode="json")
+
+
+class _Unroutable(Exception):  # noqa: N818 - internal signal, carries the dead letter's reason
+    pass
 
 
 def _text(raw: bytes | None) -> str:

@@ -23,10 +23,10 @@ from procession.topics._records import CancelMode, Record
 from ._app import App
 from ._clock import Clock, SystemClock, VirtualClock
 from ._memory import MemoryTransport
-from ._port import Batch, Outgoing, TopicPartition, Transport
+from ._port import Batch, Outgoing, TopicPartition, Transport, partitions
 from ._processor import Processor
 from ._router import Router, event_headers
-from ._wire import record_of
+from ._wire import encode, record_of
 from ._worker import Worker
 
 
@@ -124,13 +124,13 @@ class Runtime:
         """Ask a process to cancel: ``hard`` at once, ``cooperative`` with compensations."""
         rec = cancel_request(process_id, self.clock.now_ms(), mode, reason)
         await self._producer.commit(
-            Batch(records=[Outgoing(self.app.topics.process, process_id, rec)])
+            Batch(records=[encode(self.app.topics.process, process_id, rec, self.codec)])
         )
 
     async def inject(self, *records: Record) -> None:
         """Write input records straight into their processes' streams (tools, tests)."""
         topic = self.app.topics.process
-        outs = [Outgoing(topic, r.process_id, r) for r in records]
+        outs = [encode(topic, r.process_id, r, self.codec) for r in records]
         await self._producer.commit(Batch(records=outs))
 
     async def history(self, process_id: str) -> list[Record]:
@@ -139,7 +139,7 @@ class Runtime:
         Records that cannot be decoded are left out: the processor dead-letters them.
         """
         topic = self.app.topics.process
-        parts = await self.transport.partitions(topic)
+        parts = await partitions(self.transport, topic)
         out: list[Record] = []
         for p in range(parts):
             for msg in await self.transport.read_partition(TopicPartition(topic, p)):
@@ -187,13 +187,10 @@ class Runtime:
                 await asyncio.sleep(0.002)
 
     def _check_alive(self) -> None:
-        crashed = self.processor.crashed
-        if crashed is not None and crashed.done():
-            raise RuntimeError("the processor died") from crashed.result()
-        failures = [("router", self.router.failure)] + [("worker", w.failure) for w in self.workers]
-        for name, failure in failures:
-            if failure is not None:
-                raise RuntimeError(f"the {name} stopped") from failure
+        parts = [("processor", self.processor), ("router", self.router)]
+        for name, part in [*parts, *(("worker", w) for w in self.workers)]:
+            if part.failure is not None:
+                raise RuntimeError(f"the {name} stopped") from part.failure
 
     async def advance(self, delta: timedelta) -> None:
         """Move a virtual clock forward and settle (tests and simulations)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 
 from procession.sagas._ids import derive_id
-from procession.sagas._state import Ended, ProcessState
+from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._records import TimerFired
 
 
@@ -26,7 +26,7 @@ class TimerQueue:
             if timer_id not in known:
                 heapq.heappush(self._heap, (timer.due_ms, pid, timer_id))
 
-    def prune(self, store: dict[str, ProcessState | Ended]) -> None:
+    def prune(self, store: dict[str, ProcessState | Ended | Parked]) -> None:
         """Drop entries of timers no state holds any more, once they are most of the heap."""
         if len(self._heap) < 1024 or len(self._heap) < 4 * self._live:
             return
@@ -37,7 +37,7 @@ class TimerQueue:
     def next_due(self) -> int | None:
         return self._heap[0][0] if self._heap else None
 
-    def due(self, now_ms: int, store: dict[str, ProcessState | Ended]) -> list[TimerFired]:
+    def due(self, now_ms: int, store: dict[str, ProcessState | Ended | Parked]) -> list[TimerFired]:
         """TimerFired inputs for every live timer due by ``now_ms``, each once."""
         out: list[TimerFired] = []
         while self._heap and self._heap[0][0] <= now_ms:

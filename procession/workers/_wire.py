@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from procession._errors import DecodeError
-from procession.sagas._state import Ended, ProcessState
+from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import Codec
 from procession.topics._layout import Topics
 from procession.topics._records import Record
@@ -34,16 +34,24 @@ def encode(
     return Outgoing(topic, key, codec.encode(record), headers, partition)
 
 
-def encode_state(state: ProcessState | Ended | None) -> bytes | None:
-    """A changelog value: a process state, an end marker, or a tombstone (None)."""
+Stored = ProcessState | Ended | Parked
+
+
+def encode_state(state: Stored | None) -> bytes | None:
+    """A changelog value: a process state, an end or parking marker, or a tombstone.
+
+    Raises ``TypeError`` when the state holds something JSON cannot carry.
+    """
     if state is None:
         return None
     if isinstance(state, Ended):
         return orjson.dumps({"ended": state.status})
+    if isinstance(state, Parked):
+        return orjson.dumps({"parked": [state.reason, state.input_id, state.offset]})
     return orjson.dumps({"state": state.to_json()})
 
 
-def state_of(value: bytes | None) -> ProcessState | Ended | None:
+def state_of(value: bytes | None) -> Stored | None:
     """The inverse of :func:`encode_state`; raises :class:`DecodeError` for bad bytes."""
     if value is None:
         return None
@@ -51,6 +59,8 @@ def state_of(value: bytes | None) -> ProcessState | Ended | None:
         data: dict[str, Any] = orjson.loads(value)
         if "ended" in data:
             return Ended.of(data["ended"])
+        if "parked" in data:
+            return Parked(*data["parked"])
         return ProcessState.from_json(data["state"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DecodeError(f"changelog value: {type(exc).__name__}: {exc}") from exc

@@ -1,32 +1,42 @@
 """Task workers: a consumer group on task topics that runs handlers and reports back.
 
-Each fetched batch (at most ``concurrency`` tasks) runs concurrently; the
-results go to the process topic, keyed by process id, in one transaction with
-the batch's offsets. Retries are the processor's decision, never a loop here.
+Tasks run concurrently, up to ``concurrency`` at a time. Each task-topic
+partition has its own transactional producer (a static id, see
+:class:`Writers`) and commits results as tasks finish, with the offset up to
+which every task has finished: a slow task never holds a fast one's result.
+Retries are the processor's decision, never a loop here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
+import logging
+from collections import Counter
 from collections.abc import Sequence
 
-from procession._errors import DecodeError, RegistrationError
+from procession._errors import DecodeError, FencedError, RegistrationError
 from procession.topics._codec import DEFAULT_CODEC, Codec
-from procession.topics._records import CompensationPlanned, TaskFailed, TransitionPlanned
+from procession.topics._records import (
+    CompensationPlanned,
+    TaskCompleted,
+    TaskFailed,
+    TransitionPlanned,
+)
 
 from ._app import App
 from ._clock import Clock, SystemClock
-from ._execute import execute
-from ._loop import BatchLoop
-from ._port import Batch, Message, Outgoing, Transport
-from ._wire import dead_letter, record_of
+from ._component import Component
+from ._port import Consumer, Message, Outgoing, TopicPartition, Transport
+from ._task_partition import TaskPartition
+from ._topic_check import verify
+from ._wire import dead_letter, encode, record_of, without_value
+from ._writers import Writers
 
-_instances = itertools.count(1)
+log = logging.getLogger("procession.worker")
+TaskRequest = TransitionPlanned | CompensationPlanned
 
 
-class Worker(BatchLoop):
+class Worker(Component):
     """Runs task handlers for some (default: all) task types of an app.
 
     Example::
@@ -45,46 +55,156 @@ class Worker(BatchLoop):
         concurrency: int = 16,
         codec: Codec = DEFAULT_CODEC,
         poll_s: float = 0.1,
-        name: str | None = None,
+        revoke_deadline_s: float = 10.0,
     ) -> None:
         task_types = list(task_types or app.task_types())
         missing = [t for t in task_types if t not in app.handlers]
         if missing:
-            raise RegistrationError("*", f"worker has no handler for task types {missing}")
-        name = name or f"{app.topics.prefix}.worker.{os.getpid()}.{next(_instances)}"
-        super().__init__(transport, f"{app.topics.prefix}.workers", name, poll_s, concurrency)
-        self.app, self.codec, self.task_types = app, codec, task_types
+            known = app.task_types()
+            raise RegistrationError(
+                "*", f"no handler for task types {missing}; the app has {known}"
+            )
+        self.app, self.transport, self.codec, self.task_types = app, transport, codec, task_types
         self.clock = clock or SystemClock()
+        self.concurrency, self.poll_s = concurrency, poll_s
+        self.revoke_deadline_s = revoke_deadline_s
+        prefix = app.topics.prefix
+        self.name, self.group = f"{prefix}.worker", f"{prefix}.workers"
+        self.metrics: Counter[str] = Counter()
+        self.writers = Writers(transport, self.name)
+        self.parts: dict[TopicPartition, TaskPartition] = {}
+        self.limits: dict[str, int] = {}
+        self.freed = asyncio.Event()
+        self._consumer: Consumer | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.task_types:  # an app without tasks needs no worker
-            await self.start_loop([self.app.topics.tasks(t) for t in self.task_types])
+        if not self.task_types:  # an app without tasks needs no worker
+            return
+        t = self.app.topics
+        names = {t.process, t.dead_letter, *(t.tasks(x) for x in self.task_types)}
+        specs = [s for s in t.specs(self.app.task_types()) if s.name in names]
+        found = await verify(self.transport, specs)
+        self.limits = {name: info.max_message_bytes for name, info in found.items()}
+        self.arm()
+        self._consumer = await self.transport.consumer(
+            self.group, [t.tasks(x) for x in self.task_types], self._on_assign, self._on_revoke
+        )
+        self._task = asyncio.create_task(self._loop(), name=f"procession-{self.name}")
+
+    async def stop(self) -> None:
+        """Let running tasks finish (within the revoke deadline), commit, leave the group."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._on_revoke(list(self.parts))
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self.writers.close()
 
     def busy(self) -> bool:
-        return bool(self.task_types) and super().busy()
+        if not self.task_types:
+            return False
+        if self._consumer is None or not self._consumer.caught_up():
+            return True
+        return any(p.busy() for p in self.parts.values())
 
-    async def handle(self, msgs: list[Message]) -> Batch:
-        """Run the batch's tasks concurrently; their results, and dead letters."""
-        batch = Batch()
-        jobs: list[tuple[Message, TransitionPlanned | CompensationPlanned]] = []
-        for msg in msgs:
-            try:
-                rec = record_of(msg, self.codec)
-            except DecodeError as exc:
-                batch.records.append(dead_letter(msg, str(exc), self.app.topics, self.codec))
-                continue
-            if not isinstance(rec, TransitionPlanned | CompensationPlanned) or not rec.task_type:
-                why = f"not a task request: {rec.type_name}"
-                batch.records.append(dead_letter(msg, why, self.app.topics, self.codec))
-                continue
-            jobs.append((msg, rec))
-        results = await asyncio.gather(
-            *(execute(self.app, r, self.clock.now_ms()) for _, r in jobs)
-        )
-        for (msg, _), result in zip(jobs, results, strict=True):
-            batch.records.append(Outgoing(self.app.topics.process, result.process_id, result))
-            self.metrics["failed" if isinstance(result, TaskFailed) else "completed"] += 1
-            if isinstance(result, TaskFailed) and not result.retryable:
-                why = f"non-retryable failure: {result.reason}"
-                batch.records.append(dead_letter(msg, why, self.app.topics, self.codec))
-        return batch
+    def running(self) -> int:
+        return sum(len(p.pending) for p in self.parts.values())
+
+    async def _loop(self) -> None:
+        assert self._consumer is not None
+        try:
+            while True:
+                room = self.concurrency - self.running()
+                if room <= 0:  # every slot busy: wait for one to free up
+                    self.freed.clear()
+                    await _wait(self.freed, self.poll_s)
+                    continue
+                for msg in await self._consumer.fetch(self.poll_s, room):
+                    part = self.parts.get(msg.tp)
+                    if part is not None:  # else revoked since the fetch
+                        part.add(msg)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported
+            self.died(exc)
+
+    async def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
+        for tp in tps:
+            self.parts[tp] = TaskPartition(self, tp)
+
+    async def _on_revoke(self, tps: Sequence[TopicPartition]) -> None:
+        parts = [self.parts.pop(tp) for tp in tps if tp in self.parts]
+        try:
+            await asyncio.gather(*(p.close(self.revoke_deadline_s) for p in parts))
+            await self.writers.drop(tps)
+        except Exception as exc:  # noqa: BLE001 - the consumer's callback would only log it
+            self.died(exc)
+
+    def fenced(self, part: TaskPartition, error: FencedError) -> None:
+        """A partition's producer was fenced: fine once it moved on, fatal if still ours."""
+        if self.parts.get(part.tp) is part:
+            self.died(error)
+        else:
+            log.info("%s: partition %s moved on before its commit", self.name, part.tp)
+
+    # ------------------------------------------------------------ one task
+
+    def request_of(self, msg: Message) -> TaskRequest | str:
+        """The task request a message holds, or why it is not one."""
+        try:
+            rec = record_of(msg, self.codec)
+        except DecodeError as exc:
+            return str(exc)
+        if not isinstance(rec, TransitionPlanned | CompensationPlanned) or not rec.task_type:
+            return f"not a task request: {rec.type_name}"
+        if rec.task_type not in self.app.handlers:
+            return f"no handler for task type {rec.task_type!r}"
+        return rec
+
+    def dead(self, msg: Message, reason: str) -> list[Outgoing]:
+        log.warning("dead letter from %s@%s: %s", msg.partition, msg.offset, reason)
+        self.metrics["dead_lettered"] += 1
+        out = dead_letter(msg, reason, self.app.topics)
+        limit = self.limits[self.app.topics.dead_letter]
+        return [out if out.size() <= limit else without_value(out, limit)]
+
+    def results(self, msg: Message, result: TaskCompleted | TaskFailed) -> list[Outgoing]:
+        """The result record for the process topic (and a dead letter for a final failure)."""
+        topic, limit = self.app.topics.process, self.limits[self.app.topics.process]
+        out = encode(topic, result.process_id, result, self.codec)
+        if out.size() > limit:
+            reason = f"result of {out.size()} bytes is over {topic!r}'s max.message.bytes ({limit})"
+            result = _too_large(result, reason)
+            out = encode(topic, result.process_id, result, self.codec)
+        self.metrics["failed" if isinstance(result, TaskFailed) else "completed"] += 1
+        if isinstance(result, TaskFailed) and not result.retryable:
+            return [out, *self.dead(msg, f"non-retryable failure: {result.reason}")]
+        return [out]
+
+
+def _too_large(result: TaskCompleted | TaskFailed, reason: str) -> TaskFailed:
+    """What is recorded when a result is too large to record: a final failure."""
+    return TaskFailed(
+        event_id=result.event_id,
+        process_id=result.process_id,
+        correlation_id=result.correlation_id,
+        causation_id=result.causation_id,
+        time_ms=result.time_ms,
+        machine_id=result.machine_id,
+        task_id=result.task_id,
+        task_type=result.task_type,
+        attempt=result.attempt,
+        reason=reason,
+        error_type="RecordTooLargeError",
+        retryable=False,
+    )
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        pass

@@ -1,0 +1,48 @@
+"""What every long-lived part of the runtime shares: it can die, and says so."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+log = logging.getLogger("procession")
+
+
+class Component:
+    """A router, processor or worker. When it cannot go on, ``crashed`` gets the
+    error, one line is logged, and whoever runs it (the CLI, a :class:`Runtime`)
+    stops the process: nothing dies quietly inside a living process.
+
+    Example::
+
+        await worker.start()
+        error = await worker.crashed  # resolves only if the worker dies
+    """
+
+    name = "component"
+    crashed: asyncio.Future[BaseException] | None = None
+
+    def arm(self) -> None:
+        """Called by ``start()``: from now on a death is reported."""
+        if self.crashed is None or self.crashed.done():
+            self.crashed = asyncio.get_running_loop().create_future()
+
+    def died(self, error: BaseException) -> None:
+        """Report that this component stopped for good (the first error wins)."""
+        if self.crashed is None:
+            self.crashed = asyncio.get_running_loop().create_future()
+        if not self.crashed.done():
+            log.error("%s stopped: %s", self.name, _one_line(error))
+            self.crashed.set_result(error)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that stopped this component, or None while it runs."""
+        if self.crashed is not None and self.crashed.done():
+            return self.crashed.result()
+        return None
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().replace("\n", " ")
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

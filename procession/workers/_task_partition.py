@@ -1,0 +1,98 @@
+"""The tasks of one task-topic partition: run concurrently, committed as they finish."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from procession._errors import FencedError
+
+from ._committer import commit
+from ._execute import execute
+from ._port import Batch, Message, Outgoing, TopicPartition
+
+if TYPE_CHECKING:
+    from ._worker import TaskRequest, Worker
+
+
+class TaskPartition:
+    """Runs a partition's tasks and commits their results as they finish.
+
+    Each commit carries the results ready so far and the offset below which
+    every task has finished, so a crash re-delivers only unfinished tasks (and
+    perhaps some finished after the last commit: at least once, never lost).
+    """
+
+    def __init__(self, worker: Worker, tp: TopicPartition) -> None:
+        self.worker, self.tp = worker, tp
+        self.pending: dict[int, asyncio.Task[None]] = {}  # offset -> running task
+        self.ready: list[Outgoing] = []
+        self.fetched = -1  # the highest offset handed over
+        self.committed = -1  # the offset committed last
+        self.wake = asyncio.Event()
+        self.closing = False
+        self.committing = False
+        self.committer = asyncio.create_task(self._commit_loop(), name=f"procession-commit-{tp}")
+
+    def busy(self) -> bool:
+        return bool(self.pending or self.ready or self.committing or self.wake.is_set())
+
+    def add(self, msg: Message) -> None:
+        self.fetched = msg.offset
+        request = self.worker.request_of(msg)
+        if isinstance(request, str):
+            self.ready += self.worker.dead(msg, request)
+            self.wake.set()
+            return
+        self.pending[msg.offset] = asyncio.create_task(self._run(msg, request))
+
+    async def _run(self, msg: Message, request: TaskRequest) -> None:
+        worker = self.worker
+        try:
+            result = await execute(worker.app, request, worker.clock.now_ms())
+            del self.pending[msg.offset]  # a cancelled task stays pending: not committed
+            self.ready += worker.results(msg, result)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - execute() reports handler errors; not this
+            worker.died(exc)
+            return
+        self.wake.set()
+        worker.freed.set()
+
+    async def _commit_loop(self) -> None:
+        try:
+            while not (self.closing and not self.wake.is_set()):
+                await self.wake.wait()
+                self.wake.clear()
+                self.committing = True
+                records, self.ready = self.ready, []
+                upto = min(self.pending) if self.pending else self.fetched + 1
+                if records or upto > self.committed:
+                    batch = Batch(records, {self.tp: upto}, self.worker.group)
+                    producer = await self.worker.writers.get(self.tp)
+                    await commit(producer, batch, self.worker.metrics, self.worker.name)
+                    self.committed = upto
+                self.committing = False
+        except asyncio.CancelledError:
+            raise
+        except FencedError as exc:
+            self.worker.fenced(self, exc)
+        except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported
+            self.worker.died(exc)
+        finally:
+            self.committing = False
+
+    async def close(self, deadline_s: float) -> None:
+        """Give running tasks until the deadline, commit what finished, stop."""
+        if self.pending:
+            _, late = await asyncio.wait(set(self.pending.values()), timeout=deadline_s)
+            for task in late:  # the next owner runs these again
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self.closing = True
+        self.wake.set()
+        _, late = await asyncio.wait({self.committer}, timeout=deadline_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(self.committer, return_exceptions=True)
