@@ -1,0 +1,230 @@
+"""Bad input never stops a partition, on every backend: dead letters and parked processes.
+
+Each case writes something the runtime cannot take, then a good process, and
+checks that the bad one left a reason (a dead letter, or ``ProcessParked``),
+that nothing of it was committed beside the reason, and that the good one
+completed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from pydantic import BaseModel
+
+from procession import Machine, Saga, State, Task
+from procession.examples import RebaseFailed, rebase_saga
+from procession.sagas import Parked
+from procession.topics import (
+    DEFAULT_CODEC,
+    ProcessCompleted,
+    ProcessParked,
+    TaskCompleted,
+    TransitionPlanned,
+)
+from procession.workers import App, Batch, Outgoing, Runtime
+from procession.workers._port import partition_for
+from procession.workers._wire import encode, state_of
+from tests.conftest import Backend, until
+
+LIMIT = 20_000  # max.message.bytes of the topics a case shrinks
+
+
+class Job(BaseModel):
+    job_id: str
+    blob: str = ""
+    bad: bool = False
+
+
+def job_saga(payload: Any = None, guard: Any = None) -> Saga:
+    todo, done = State("Todo", initial=True), State("Done", final=True)
+    task = Task("Run", payload=payload or (lambda c: {"job": c.event.job_id}))
+    return Saga(
+        "job",
+        machines=[
+            Machine(
+                "job",
+                states=[todo, done],
+                transitions=[todo.to(done, on=Job, task=task, guard=guard)],
+            )
+        ],
+        correlate={Job: lambda e: 1 // 0 if e.bad else e.job_id},
+        starts=[Job],
+    )
+
+
+async def start(backend: Backend, app: App, small: tuple[str, ...] = ()) -> Runtime:
+    """A runtime whose ``small`` topics refuse records over ``LIMIT`` bytes."""
+    specs = app.topics.specs(app.task_types())
+    await backend.transport().create_topics(
+        [replace(s, max_message_bytes=LIMIT) if s.name in small else s for s in specs]
+    )
+    return await backend.runtime(app)
+
+
+async def reasons(backend: Backend, app: App) -> list[str]:
+    dead = await backend.records(app.topics.dead_letter)
+    return [dict(m.headers)["dlq-reason"].decode() for m in dead]
+
+
+async def parked(rt: Runtime, pid: str) -> ProcessParked:
+    (rec,) = [r for r in await rt.history(pid) if isinstance(r, ProcessParked)]
+    return rec  # type: ignore[return-value]
+
+
+async def completes(rt: Runtime, pid: str) -> None:
+    await rt.settle()
+    assert isinstance((await rt.history(pid))[-1], ProcessCompleted)
+
+
+async def test_an_input_too_large_to_route_is_dead_lettered(backend: Backend) -> None:
+    app = backend.app([job_saga()], {"Run": lambda call: None})
+    rt = await start(backend, app, small=(app.topics.process,))
+    await rt.publish(Job(job_id="big", blob="x" * (LIMIT + 1)))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    (reason,) = await reasons(backend, app)
+    assert reason.startswith("routed record of ") and f"max.message.bytes ({LIMIT})" in reason
+    assert await rt.history("job:big") == []
+
+
+async def test_a_raising_correlation_rule_is_dead_lettered(backend: Backend) -> None:
+    app = backend.app([job_saga()], {"Run": lambda call: None})
+    rt = await start(backend, app)
+    await rt.publish(Job(job_id="x", bad=True))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    assert await reasons(backend, app) == [
+        "correlation rule for Job raised ZeroDivisionError('integer division or modulo by zero')"
+    ]
+
+
+async def test_a_decision_too_large_parks_its_process(backend: Backend) -> None:
+    big = job_saga(payload=lambda c: {"blob": "x" * (LIMIT + 1)} if c.event.blob else {})
+    app = backend.app([big], {"Run": lambda call: None})
+    rt = await start(backend, app, small=(app.topics.process,))
+    await rt.publish(Job(job_id="big", blob="y"))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    rec = await parked(rt, "job:big")
+    assert rec.input_type == "Job" and f"over '{app.topics.process}'" in rec.reason
+    assert not [r for r in await rt.history("job:big") if isinstance(r, TransitionPlanned)]
+
+
+async def test_a_task_request_too_large_for_its_task_topic_parks_its_process(
+    backend: Backend,
+) -> None:
+    big = job_saga(payload=lambda c: {"blob": "x" * (LIMIT + 1)} if c.event.blob else {})
+    app = backend.app([big], {"Run": lambda call: None})
+    rt = await start(backend, app, small=(app.topics.tasks("Run"),))
+    await rt.publish(Job(job_id="big", blob="y"))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    assert f"over '{app.topics.tasks('Run')}'" in (await parked(rt, "job:big")).reason
+    assert len(await backend.records(app.topics.tasks("Run"))) == 1  # the good one's request
+
+
+async def test_a_state_too_large_for_the_changelog_parks_and_holds_later_inputs(
+    backend: Backend,
+) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    rt = await start(backend, app, small=(app.topics.changelog,))
+    many = [f"instance-{n:04}" for n in range(400)]
+    await rt.publish(RebaseFailed(rebase_id="big", instances=many))
+    await rt.publish(RebaseFailed(rebase_id="ok", instances=["A"]))
+    await completes(rt, "rebase:ok")
+    rec = await parked(rt, "rebase:big")
+    assert "the state of " in rec.reason and f"over '{app.topics.changelog}'" in rec.reason
+    await rt.publish(RebaseFailed(rebase_id="big", instances=["late"]))
+    await until(lambda: _held(rt, 1))
+    history = await rt.history("rebase:big")
+    assert [type(r).__name__ for r in history] == ["DomainEvent", "ProcessParked", "DomainEvent"]
+    states = [state_of(m.value) for m in await backend.records(app.topics.changelog)]
+    assert Parked(rec.reason, rec.input_id, _offset(states)) in states
+
+
+def _offset(states: list[Any]) -> int:
+    return next(s.offset for s in states if isinstance(s, Parked))
+
+
+async def _held(rt: Runtime, n: int) -> bool:
+    return rt.processor.metrics["held"] >= n
+
+
+async def test_an_unencodable_payload_parks_its_process(backend: Backend) -> None:
+    sets = job_saga(payload=lambda c: {"tags": {c.event.job_id}} if c.event.blob else {})
+    app = backend.app([sets], {"Run": lambda call: None})
+    rt = await start(backend, app)
+    await rt.publish(Job(job_id="set", blob="y"))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    reason = (await parked(rt, "job:set")).reason
+    assert reason.startswith("procession.TransitionPlanned cannot be encoded: Type is not JSON")
+
+
+async def test_a_decision_that_raises_parks_its_process(backend: Backend) -> None:
+    def guard(c: Any) -> bool:
+        if c.event.blob:
+            raise ValueError("guard bug")
+        return True
+
+    app = backend.app([job_saga(guard=guard)], {"Run": lambda call: None})
+    rt = await start(backend, app)
+    await rt.publish(Job(job_id="bug", blob="y"))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    assert (await parked(rt, "job:bug")).reason == "decision failed: ValueError('guard bug')"
+
+
+async def test_a_record_on_the_wrong_partition_is_dead_lettered(backend: Backend) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    rt = await start(backend, app)
+    pid = "rebase:r1"
+    home = partition_for(pid, 3)
+    result = TaskCompleted(
+        event_id="e1",
+        process_id=pid,
+        correlation_id=pid,
+        machine_id="instance:A",
+        task_id="t",
+        task_type="CloseInstance",
+        attempt=1,
+    )
+    stray = replace(
+        encode(app.topics.process, pid, result, DEFAULT_CODEC), partition=(home + 1) % 3
+    )
+    await _write(backend, stray)
+    await rt.publish(RebaseFailed(rebase_id="r1", instances=["A"]))
+    await completes(rt, pid)
+    (reason,) = await reasons(backend, app)
+    assert reason == (
+        f"key 'rebase:r1' belongs on partition {home}, found on {(home + 1) % 3} "
+        "(written with another partitioner than murmur2?)"
+    )
+
+
+async def test_a_changelog_value_that_cannot_be_restored_parks_only_its_process(
+    backend: Backend,
+) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    specs = app.topics.specs(app.task_types())
+    await backend.transport().create_topics(specs)
+    pid = "rebase:broken"
+    part = partition_for(pid, 3)
+    await _write(backend, Outgoing(app.topics.changelog, pid, b"{not json", partition=part))
+    rt = await backend.runtime(app)
+    await rt.publish(RebaseFailed(rebase_id="ok", instances=["A"]))
+    await completes(rt, "rebase:ok")
+    (reason,) = await reasons(backend, app)
+    assert reason.startswith("cannot decode record: changelog value: JSONDecodeError")
+    assert (await parked(rt, pid)).reason == reason
+
+
+async def _write(backend: Backend, out: Outgoing) -> None:
+    producer = backend.transport().producer(f"{backend.prefix}.test-writer")
+    await producer.start()
+    try:
+        await producer.commit(Batch(records=[out]))
+    finally:
+        await producer.stop()
