@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from typing import Any
 
 from procession.examples import rebase_saga
@@ -32,3 +33,22 @@ def app() -> App:
         {"CloseInstance": close},
         topics=Topics(prefix, partitions=3, task_partitions=3),
     )
+
+
+def _die_in_transaction(role: str) -> None:
+    """Make this process SIGKILL itself inside its first transaction of ``role``
+    (after the records were sent, before the commit): a writer killed mid-transaction."""
+    from procession.workers import _kafka  # noqa: PLC0415 - test-only fault injection
+
+    send_all = _kafka.send_all
+
+    async def send_then_die(producer: Any, records: Any, partitions: Any) -> None:
+        await send_all(producer, records, partitions)
+        if f".{role}." in producer._txn_manager.transactional_id:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    _kafka.send_all = send_then_die  # type: ignore[assignment]
+
+
+if os.environ.get("PROCESSION_TEST_DIE_IN_TXN"):
+    _die_in_transaction(os.environ["PROCESSION_TEST_DIE_IN_TXN"])

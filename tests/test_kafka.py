@@ -9,13 +9,22 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from procession.examples import RebaseFailed
-from procession.topics import Codec, ProcessCompleted, Record, TaskCompleted, TransitionPlanned
+from procession.topics import (
+    Codec,
+    DomainEvent,
+    InputIgnored,
+    ProcessCompleted,
+    Record,
+    TaskCompleted,
+    TransitionPlanned,
+)
 from procession.workers import Batch, Outgoing, Processor, Router, Runtime, Worker
 from procession.workers._router import event_headers
 from tests import kafka_app
@@ -31,6 +40,8 @@ async def stream(backend: Backend, app: Any) -> list[Record]:
 
 
 def exactly_once(records: list[Record], processes: int) -> None:
+    """Every process completed once; no decision recorded twice, no input decided
+    twice, no domain event routed twice."""
     planned = Counter(
         (r.process_id, r.machine_id, r.transition, r.attempt)
         for r in records
@@ -43,6 +54,14 @@ def exactly_once(records: list[Record], processes: int) -> None:
     assert not duplicated, f"decisions recorded more than once: {list(duplicated.items())[:5]}"
     first = {k for k in planned if k[3] == 1}
     assert len(first) == 3 * processes
+    decisions = Counter(r.event_id for r in records if r.IS_DECISION)
+    twice = [e for e, n in decisions.items() if n > 1]
+    assert not twice, f"inputs decided twice (same decision ids): {twice[:5]}"
+    routed = Counter((r.process_id, r.event_id) for r in records if isinstance(r, DomainEvent))
+    again = [k for k, n in routed.items() if n > 1]
+    assert not again, f"domain events routed twice: {again[:5]}"
+    copies = [r for r in records if isinstance(r, InputIgnored) and r.reason == "duplicate"]
+    assert not copies, f"inputs decided as duplicates: {copies[:5]}"
 
 
 def make_app(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -50,9 +69,13 @@ def make_app(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Any:
     return kafka_app.app()
 
 
-def spawn(role: str, backend: Backend, **env: str) -> subprocess.Popen[bytes]:
+def spawn(
+    role: str, backend: Backend, *args: str, wrap: Sequence[str] = (), **env: str
+) -> subprocess.Popen[bytes]:
+    """``procession ROLE tests.kafka_app:app ARGS`` in a subprocess (``wrap`` goes first)."""
     return subprocess.Popen(
         [
+            *wrap,
             sys.executable,
             "-m",
             "procession._cli",
@@ -60,6 +83,7 @@ def spawn(role: str, backend: Backend, **env: str) -> subprocess.Popen[bytes]:
             "WARNING",
             role,
             "tests.kafka_app:app",
+            *args,
         ],
         cwd=ROOT,
         env={**os.environ, "PROCESSION_TEST_PREFIX": backend.prefix, **env},

@@ -66,6 +66,12 @@ async def send_all(
     """
     builders: dict[tuple[str, int], Any] = {}
     sent: list[asyncio.Future[Any]] = []
+    queued: list[Any] = []
+
+    async def send(builder: Any, topic: str, partition: int) -> None:
+        sent.append(await producer.send_batch(builder, topic, partition=partition))
+        queued.append(producer._message_accumulator._batches[KafkaTP(topic, partition)][-1])
+
     for topic, given, key, value, headers in records:
         partition = given
         if partition is None:
@@ -77,13 +83,16 @@ async def send_all(
         if builder is None:
             builder = builders[topic, partition] = producer.create_batch()
         if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-            sent.append(await producer.send_batch(builder, topic, partition=partition))
+            await send(builder, topic, partition)
             builder = builders[topic, partition] = producer.create_batch()
             builder.append(key=key, value=value, timestamp=None, headers=headers)
     for (topic, partition), builder in builders.items():
-        sent.append(await producer.send_batch(builder, topic, partition=partition))
+        await send(builder, topic, partition)
     for outcome in await asyncio.gather(*sent, return_exceptions=True):
         if isinstance(outcome, BaseException):
+            for batch in queued:  # aiokafka leaves the error in a waiter nobody awaits
+                if batch._drain_waiter.done():
+                    batch._drain_waiter.exception()
             raise outcome
 
 
@@ -187,7 +196,18 @@ class KafkaProducer:
                 await asyncio.shield(self._abort())
             finally:
                 await self._p.stop()
+                _observe_fatal(self._p)
                 self._p = None
+
+
+def _observe_fatal(producer: AIOKafkaProducer) -> None:
+    """A fenced producer's sender ends with the error and aiokafka parks it in
+    futures nobody awaits; we raised it already (FencedError), so mark it seen."""
+    manager = producer._txn_manager
+    pending = [producer._sender.sender_task, manager and manager._transaction_waiter]
+    for fut in pending:
+        if fut is not None and fut.done() and not fut.cancelled():
+            fut.exception()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -230,6 +250,9 @@ class KafkaConsumer:
         return True
 
     async def stop(self) -> None:
+        """Give the partitions back (the revoke listener runs first), then leave."""
+        if self._listener.joined:
+            await self._listener.on_partitions_revoked(self._c.assignment())
         await self._c.stop()
 
 

@@ -1,0 +1,173 @@
+"""What only a real broker does: replicas as pid 1, writers killed mid-transaction,
+graceful stops, fencing. Each test names the figure it bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from asyncio.subprocess import PIPE
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procession import FencedError
+from procession.workers import Processor, Router, Worker
+from procession.workers._port import partition_for
+from tests.conftest import Backend, until
+from tests.test_kafka import _at_least, _lines, exactly_once, make_app, publish, spawn, stream
+
+pytestmark = pytest.mark.backends("kafka")
+
+#: The bound the issue sets for the next input on a partition whose writer was killed.
+RECOVERY_S = 15.0
+
+
+PID_NAMESPACE = ("unshare", "--pid", "--fork", "--mount-proc")
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM to the CLI process itself (inside ``unshare``, to its child), then its exit code."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    pids = children.read_text().split() if children.exists() else []
+    for pid in pids or [str(proc.pid)]:
+        os.kill(int(pid), signal.SIGTERM)
+    return proc.wait(timeout=60)
+
+
+async def test_two_processors_and_two_workers_all_pid_1_complete_every_process(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = await asyncio.create_subprocess_exec(
+        *PID_NAMESPACE, sys.executable, "-c", "import os; print(os.getpid())", stdout=PIPE
+    )
+    assert (await probe.communicate())[0].strip() == b"1"
+    app = make_app(backend, monkeypatch)
+    await backend.transport().create_topics(app.topics.specs(app.task_types()))
+    roles = ("processor", "processor", "worker", "worker")
+    procs = [spawn(r, backend, wrap=PID_NAMESPACE) for r in roles]
+    try:
+        await publish(app, backend.transport(), range(60))
+        await until(lambda: _at_least(backend, app, 60), timeout_s=120)
+        assert all(p.poll() is None for p in procs), [p.poll() for p in procs]
+    finally:
+        codes = [terminate(p) for p in procs]
+    assert codes == [0, 0, 0, 0]
+    exactly_once(await stream(backend, app), 60)
+
+
+@pytest.mark.parametrize("role", ["worker", "router", "processor"])
+async def test_a_writer_killed_mid_transaction_holds_its_partitions_up_for_seconds(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, role: str
+) -> None:
+    """The killed writer's replacement fences it and aborts its open transaction;
+    the next input on its partitions is decided within RECOVERY_S."""
+    app = make_app(backend, monkeypatch)
+    transport = backend.transport()
+    await transport.create_topics(app.topics.specs(app.task_types()))
+    make = {
+        "processor": lambda: Processor(app, transport),
+        "router": lambda: Router(app, transport),
+        "worker": lambda: Worker(app, transport, concurrency=8),
+    }
+    healthy = [make[r]() for r in make if r != role]
+    for part in healthy:
+        await part.start()
+    args = ("--no-router",) if role == "processor" else ()
+    doomed = spawn(role, backend, *args, PROCESSION_TEST_DIE_IN_TXN=role)
+    replacement: Any = None
+    try:
+        await publish(app, transport, range(3))
+        async with asyncio.timeout(60):
+            while doomed.poll() is None:
+                await asyncio.sleep(0.05)
+        assert doomed.returncode == -signal.SIGKILL  # it died inside its transaction
+        killed = time.monotonic()
+        replacement = make[role]()
+        await replacement.start()
+        await until(lambda: _at_least(backend, app, 3), timeout_s=60)
+        recovered = time.monotonic() - killed
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+        for part in [*healthy, replacement]:
+            if part is not None:
+                await part.stop()
+    print(f"\n{role} killed mid-transaction: every process completed {recovered:.1f} s later")
+    assert recovered < RECOVERY_S
+    exactly_once(await stream(backend, app), 3)
+
+
+async def test_a_graceful_stop_mid_work_leaves_nothing_to_wait_for(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SIGTERM: running tasks finish, results commit, the group moves on at once."""
+    app = make_app(backend, monkeypatch)
+    transport = backend.transport()
+    await transport.create_topics(app.topics.specs(app.task_types()))
+    processor, router = Processor(app, transport), Router(app, transport)
+    await processor.start()
+    await router.start()
+    started = tmp_path / "started"
+    worker = spawn(
+        "worker", backend, PROCESSION_TEST_SLOW_S="0.5", PROCESSION_TEST_STARTED_FILE=str(started)
+    )
+    replacement = Worker(app, transport, concurrency=64)
+    try:
+        await publish(app, transport, range(20))
+        await until(lambda: _lines(started, 3), timeout_s=60)
+        worker.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            while worker.poll() is None:
+                await asyncio.sleep(0.05)
+        stopped = time.monotonic()
+        await replacement.start()
+        await until(lambda: _at_least(backend, app, 20), timeout_s=60)
+        rest = time.monotonic() - stopped
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        for part in (replacement, router, processor):
+            await part.stop()
+    print(f"\nworker stopped with SIGTERM mid-work: the rest completed {rest:.1f} s later")
+    assert worker.returncode == 0
+    assert rest < 5.0  # a partition left behind would cost the 10 s session timeout
+    exactly_once(await stream(backend, app), 20)
+
+
+@pytest.mark.parametrize("role", ["processor", "router"])
+async def test_a_writer_fenced_while_it_owns_the_partition_stops_loudly(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, role: str
+) -> None:
+    app = make_app(backend, monkeypatch)
+    transport = backend.transport()
+    await transport.create_topics(app.topics.specs(app.task_types()))
+    router = Router(app, transport)
+    part = Processor(app, transport) if role == "processor" else router
+    for each in {part, router}:
+        await each.start()
+    try:
+        await publish(app, transport, range(1, 2))  # starts the producers of its partitions
+        await until(lambda: _busy_over(part), timeout_s=60)
+        if role == "processor":
+            zombie_of = f"{app.topics.prefix}.processor.{partition_for('rebase:1', 3)}"
+        else:
+            zombie_of = f"{app.topics.prefix}.router.{app.topics.inputs}.{partition_for('1', 3)}"
+        usurper = transport.producer(zombie_of)
+        await usurper.start()  # a newer owner of the same id, while the group says it is ours
+        await usurper.stop()
+        await publish(app, transport, range(1, 2))
+        assert part.crashed is not None
+        error = await asyncio.wait_for(asyncio.shield(part.crashed), 30)
+    finally:
+        for each in {part, router}:
+            await each.stop()
+    assert isinstance(error, FencedError) and error.transactional_id == zombie_of
+
+
+async def _busy_over(part: Any) -> bool:
+    return not part.busy()
