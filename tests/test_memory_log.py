@@ -1,10 +1,13 @@
-"""The in-memory log keeps the Kafka semantics the runtimes rely on."""
+"""What only the in-memory log does: compaction at once, retention, injected faults.
+
+The transport contract it shares with Kafka is tested in test_transport.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from procession import FencedError, TransactionAbortedError
+from procession import TransactionAbortedError
 from procession.topics._layout import TopicSpec
 from procession.workers import Batch, MemoryLog, MemoryTransport, Outgoing, TopicPartition
 from procession.workers._memory import Crash
@@ -21,18 +24,6 @@ async def transport() -> MemoryTransport:
 
 def out(key: str, value: bytes, topic: str = "out") -> Outgoing:
     return Outgoing(topic, key, value)
-
-
-async def test_commit_makes_records_and_offsets_visible_together(
-    transport: MemoryTransport,
-) -> None:
-    p = transport.producer("p")
-    await p.start()
-    tp = TopicPartition("in", 0)
-    await p.commit(Batch([out("k", b"1"), out("k", b"2")], {tp: 7}, "g"))
-    values = [m.value for m in transport.log.records("out")]
-    assert values == [b"1", b"2"]
-    assert transport.log.committed("g", tp) == 7
 
 
 @pytest.mark.parametrize("fault", ["abort", "crash"])
@@ -53,54 +44,7 @@ async def test_a_failed_commit_leaves_nothing(transport: MemoryTransport, fault:
     assert [m.value for m in transport.log.records("out")] == [b"y"]
 
 
-async def test_a_new_producer_with_the_same_id_fences_the_old_one(
-    transport: MemoryTransport,
-) -> None:
-    old, new = transport.producer("tx"), transport.producer("tx")
-    await old.start()
-    await new.start()
-    with pytest.raises(FencedError, match="'tx' was fenced"):
-        await old.commit(Batch([out("k", b"zombie")]))
-    await new.commit(Batch([out("k", b"live")]))
-    assert [m.value for m in transport.log.records("out")] == [b"live"]
-
-
-async def test_a_consumer_resumes_from_its_groups_committed_offset(
-    transport: MemoryTransport,
-) -> None:
-    p = transport.producer("p")
-    await p.start()
-    await p.commit(Batch([out(f"k{i}", str(i).encode(), "in") for i in range(10)]))
-    first = await transport.consumer("g", ["in"])
-    got = await first.fetch(0, 3)
-    offsets = {m.tp: m.offset + 1 for m in got}
-    await p.commit(Batch([], offsets, "g"))
-    await first.stop()
-    second = await transport.consumer("g", ["in"])
-    rest = await second.fetch(0, 100)
-    seen = {(m.tp, m.offset) for m in got} | {(m.tp, m.offset) for m in rest}
-    assert len(got) + len(rest) == 10 == len(seen)
-
-
-async def test_group_members_split_partitions_and_rebalance(transport: MemoryTransport) -> None:
-    events: list[tuple[str, str, list[int]]] = []
-
-    def listener(name: str, kind: str):  # type: ignore[no-untyped-def]
-        async def call(tps):  # type: ignore[no-untyped-def]
-            events.append((name, kind, [tp.partition for tp in tps]))
-
-        return call
-
-    a = await transport.consumer("g", ["in"], listener("a", "assign"), listener("a", "revoke"))
-    assert a.assignment == [TopicPartition("in", 0), TopicPartition("in", 1)]
-    b = await transport.consumer("g", ["in"], listener("b", "assign"), listener("b", "revoke"))
-    assert len(a.assignment) == len(b.assignment) == 1
-    assert ("a", "revoke", [0, 1]) in events
-    await b.stop()
-    assert len(a.assignment) == 2
-
-
-async def test_compacted_topic_keeps_the_last_value_per_key(transport: MemoryTransport) -> None:
+async def test_a_compacted_topic_is_compacted_at_once(transport: MemoryTransport) -> None:
     p = transport.producer("p")
     await p.start()
     await p.commit(

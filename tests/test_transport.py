@@ -1,0 +1,321 @@
+"""The transport contract (procession/workers/_port.py), on every transport.
+
+Each test runs on the in-memory log and on Kafka (``--backends memory,kafka``);
+the ones about open transactions exist only on Kafka, where a transaction can
+stay open between calls. Names are unique per test: topics, groups and
+transactional ids outlive a test on a broker.
+
+On Kafka, ``commit`` returns before the commit markers reach the partitions, so
+a reader may not see a batch for some milliseconds. A successor producer (same
+transactional id) starts only once they are written: tests read after
+:meth:`Bench.successor`, as a partition's new owner reads its changelog.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from procession._errors import FencedError, RecordTooLargeError
+from procession.topics._layout import RECORD_LIMIT, TopicSpec
+from procession.workers import Batch, MemoryTransport, Message, Outgoing, TopicPartition
+from procession.workers._kafka import KafkaProducer, KafkaTransport
+from procession.workers._port import Consumer, Listener, Producer, Transport, partition_for
+from tests.conftest import Backend, kafka_servers, until
+
+
+class Bench:
+    """One transport, names unique to the test, and what the test opened (closed after)."""
+
+    def __init__(self, transport: Transport, prefix: str) -> None:
+        self.transport, self.prefix = transport, prefix
+        self._opened: list[Producer | Consumer] = []
+
+    def name(self, short: str) -> str:
+        return f"{self.prefix}.{short}"
+
+    async def topic(self, short: str, partitions: int = 1, **kw: Any) -> str:
+        await self.transport.create_topics([TopicSpec(self.name(short), partitions, **kw)])
+        return self.name(short)
+
+    async def producer(self, short: str) -> Producer:
+        p = self.transport.producer(self.name(short))
+        await p.start()
+        self._opened.append(p)
+        return p
+
+    async def successor(self, short: str) -> Producer:
+        """A new producer with the same id; everything its predecessors committed is visible now.
+
+        (On Kafka, InitProducerId waits until their commit markers are written.)
+        """
+        return await self.producer(short)
+
+    async def consumer(self, group: str, topics: Sequence[str], *listeners: Listener) -> Consumer:
+        c = await self.transport.consumer(self.name(group), topics, *listeners)
+        self._opened.append(c)
+        return c
+
+    async def values(self, topic: str, partition: int = 0) -> list[bytes | None]:
+        return [
+            m.value for m in await self.transport.read_partition(TopicPartition(topic, partition))
+        ]
+
+    async def records(self, topic: str) -> list[Message]:
+        out: list[Message] = []
+        for p in range((await self.transport.describe([topic]))[topic].partitions):
+            out += await self.transport.read_partition(TopicPartition(topic, p))
+        return out
+
+    async def resumes_at(self, group: str, tp: TopicPartition) -> tuple[int, bytes | None]:
+        """The first record a new member of ``group`` reads from ``tp``: (offset, value)."""
+        c = await self.consumer(group, [tp.topic])
+        got: list[Message] = []
+
+        async def fetched() -> bool:
+            got.extend(m for m in await c.fetch(0.1) if m.tp == tp)
+            return bool(got)
+
+        await until(fetched)
+        await c.stop()
+        return got[0].offset, got[0].value
+
+    async def close(self) -> None:
+        for opened in reversed(self._opened):
+            await opened.stop()
+        if isinstance(self.transport, KafkaTransport):
+            await self.transport.close()
+
+
+@pytest.fixture
+async def bench(backend: Backend) -> AsyncIterator[Bench]:
+    if backend.name == "memory":
+        transport: Transport = MemoryTransport()
+    else:
+        transport = KafkaTransport(kafka_servers())
+    b = Bench(transport, backend.prefix)
+    yield b
+    await b.close()
+
+
+def at(topic: str, value: bytes | None, key: str = "k", partition: int | None = 0) -> Outgoing:
+    return Outgoing(topic, key, value, partition=partition)
+
+
+async def numbered(bench: Bench, producer: Producer, count: int) -> TopicPartition:
+    """A one-partition topic holding the values b"0", b"1", ... at offsets 0, 1, ..."""
+    src = await bench.topic("in")
+    await producer.commit(Batch([at(src, str(i).encode()) for i in range(count)]))
+    return TopicPartition(src, 0)
+
+
+async def test_commit_makes_records_and_offsets_visible_together(bench: Bench) -> None:
+    p = await bench.producer("p")
+    src = await numbered(bench, p, 6)
+    out = await bench.topic("out", 2)
+    await p.commit(
+        Batch([at(out, b"1", partition=1), at(out, b"2", partition=1)], {src: 4}, bench.name("g"))
+    )
+    await bench.successor("p")
+    assert await bench.values(out, 0) == []
+    assert await bench.values(out, 1) == [b"1", b"2"]
+    assert await bench.resumes_at("g", src) == (4, b"4")
+    assert await bench.resumes_at("other", src) == (0, b"0")
+
+
+async def test_keyed_records_land_where_murmur2_puts_their_key(bench: Bench) -> None:
+    topic = await bench.topic("keyed", 6)
+    keys = [f"rebase:r{i}" for i in range(40)]
+    p = await bench.producer("p")
+    await p.commit(Batch([at(topic, k.encode(), key=k, partition=None) for k in keys]))
+    await bench.successor("p")
+    placed = {m.key: m.partition for m in await bench.records(topic)}
+    assert placed == {k: partition_for(k, 6) for k in keys}
+    assert len(set(placed.values())) == 6
+
+
+async def test_a_record_over_the_topics_limit_writes_nothing_of_its_batch(bench: Bench) -> None:
+    p = await bench.producer("p")
+    src = await numbered(bench, p, 6)
+    big = await bench.topic("big", 2, max_message_bytes=20_000)
+    await p.commit(Batch([], {src: 2}, bench.name("g")))
+    records = [at(big, b"small"), at(big, b"x" * 30_000, partition=1), at(big, b"small")]
+    with pytest.raises(RecordTooLargeError) as refused:
+        await p.commit(Batch(records, {src: 5}, bench.name("g")))
+    assert (refused.value.topic, refused.value.limit) == (big, 20_000)
+    fits = at(big, b"y" * (20_000 - at(big, b"").size()), partition=1)
+    assert fits.size() == 20_000  # as large as size() allows: the broker takes it
+    await p.commit(Batch([at(big, b"fine"), fits]))
+    await bench.successor("p")
+    assert await bench.resumes_at("g", src) == (2, b"2")
+    assert await bench.values(big, 0) == [b"fine"]
+    assert await bench.values(big, 1) == [fits.value]
+
+
+async def test_a_new_producer_with_the_same_id_fences_the_old_one(bench: Bench) -> None:
+    topic = await bench.topic("out")
+    old = await bench.producer("tx")
+    await old.commit(Batch([at(topic, b"old")]))
+    new = await bench.producer("tx")
+    with pytest.raises(FencedError):
+        await old.commit(Batch([at(topic, b"zombie")]))
+    await new.commit(Batch([at(topic, b"live")]))
+    await bench.successor("tx")
+    assert await bench.values(topic) == [b"old", b"live"]
+
+
+async def test_folding_a_compacted_topic_gives_the_latest_value_per_key(bench: Bench) -> None:
+    topic = await bench.topic("log", 2, compacted=True)
+    p = await bench.producer("p")
+
+    def put(key: str, value: bytes | None) -> Outgoing:
+        return at(topic, value, key=key, partition=None)
+
+    await p.commit(Batch([put("a", b"1"), put("b", b"1"), put("c", b"1")]))
+    await p.commit(Batch([put("a", b"2"), put("b", None)]))
+    await p.commit(Batch([put("c", b"3"), put("d", None)]))
+    await bench.successor("p")
+    latest: dict[str | None, bytes] = {}
+    for m in await bench.records(topic):
+        if m.value is None:
+            latest.pop(m.key, None)
+        else:
+            latest[m.key] = m.value
+    assert latest == {"a": b"2", "c": b"3"}
+
+
+class Owners:
+    """Partitions each consumer holds, as its assign/revoke listeners were told."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, set[int]] = defaultdict(set)
+        self.calls: list[tuple[str, str, list[int]]] = []
+
+    def listeners(self, who: str) -> tuple[Listener, Listener]:
+        async def assign(tps: Sequence[TopicPartition]) -> None:
+            self.calls.append((who, "assign", sorted(tp.partition for tp in tps)))
+            self.held[who] |= {tp.partition for tp in tps}
+
+        async def revoke(tps: Sequence[TopicPartition]) -> None:
+            self.calls.append((who, "revoke", sorted(tp.partition for tp in tps)))
+            self.held[who] -= {tp.partition for tp in tps}
+
+        return assign, revoke
+
+
+async def settled(consumers: Sequence[Consumer], owners: Owners, want: dict[str, int]) -> None:
+    """Poll the consumers until each holds as many partitions as ``want`` says."""
+
+    async def check() -> bool:
+        for c in consumers:
+            await c.fetch(0.05)
+        return {who: len(owners.held[who]) for who in want} == want
+
+    await until(check, 30)
+
+
+async def test_group_members_split_partitions_and_rebalance(bench: Bench) -> None:
+    topic = await bench.topic("in", 4)
+    owners = Owners()
+    a = await bench.consumer("g", [topic], *owners.listeners("a"))
+    await settled([a], owners, {"a": 4})
+    assert owners.calls == [("a", "assign", [0, 1, 2, 3])]
+    b = await bench.consumer("g", [topic], *owners.listeners("b"))
+    await settled([a, b], owners, {"a": 2, "b": 2})
+    assert ("a", "revoke", [0, 1, 2, 3]) in owners.calls
+    assert owners.held["a"] | owners.held["b"] == {0, 1, 2, 3}
+    b_had = sorted(owners.held["b"])
+    await b.stop()
+    await settled([a], owners, {"a": 4})
+    assert owners.held["b"] == set(), f"b's revoke listener was not told: {owners.calls}"
+    assert ("b", "revoke", b_had) in owners.calls
+
+
+async def test_describe_tells_how_topics_were_created(bench: Bench) -> None:
+    plain = await bench.topic("plain", 3, max_message_bytes=20_000, retention_ms=3_600_000)
+    compacted = await bench.topic("compacted", 2, compacted=True)
+    found = await bench.transport.describe([plain, compacted, bench.name("missing")])
+    assert sorted(found) == sorted([plain, compacted])
+    p, c = found[plain], found[compacted]
+    assert (p.name, p.partitions, p.compacted, p.max_message_bytes) == (plain, 3, False, 20_000)
+    assert p.retention_ms == 3_600_000
+    assert (c.partitions, c.compacted, c.max_message_bytes) == (2, True, RECORD_LIMIT)
+
+
+# ---------------------------------------------------------------- open transactions (Kafka)
+
+
+async def blocked_behind_open_transaction(bench: Bench, topic: str) -> None:
+    """Commit b"after" with another producer: a read_committed reader cannot see it yet."""
+    other = await bench.producer("other")
+    await other.commit(Batch([at(topic, b"after")]))
+    await bench.successor("other")
+    assert await bench.values(topic) == []
+
+
+async def seconds_until_visible(bench: Bench, topic: str, values: list[bytes]) -> float:
+    began = time.monotonic()
+
+    async def visible() -> bool:
+        return await bench.values(topic) == values
+
+    await until(visible, 30)
+    return time.monotonic() - began
+
+
+@pytest.mark.backends("kafka")
+async def test_a_replacement_producer_unblocks_readers_of_an_abandoned_transaction(
+    bench: Bench,
+) -> None:
+    topic = await bench.topic("out")
+    servers = cast(KafkaTransport, bench.transport).bootstrap_servers
+    dead = AIOKafkaProducer(bootstrap_servers=servers, transactional_id=bench.name("tx"))
+    await dead.start()
+    await dead.begin_transaction()
+    await dead.send_and_wait(topic, b"abandoned", partition=0)
+    await dead.stop()  # closes its connections without ending the transaction, as a kill would
+    await blocked_behind_open_transaction(bench, topic)
+    began = time.monotonic()
+    await bench.producer("tx")
+    assert time.monotonic() - began + await seconds_until_visible(bench, topic, [b"after"]) < 5
+
+
+@pytest.mark.backends("kafka")
+async def test_stopping_a_producer_aborts_its_open_transaction(bench: Bench) -> None:
+    topic = await bench.topic("out")
+    p = cast(KafkaProducer, await bench.producer("tx"))
+    assert p._p is not None
+    await p._p.begin_transaction()
+    await p._p.send_and_wait(topic, b"open", partition=0)
+    await blocked_behind_open_transaction(bench, topic)
+    await p.stop()
+    assert await seconds_until_visible(bench, topic, [b"after"]) < 5
+
+
+@pytest.mark.backends("kafka")
+async def test_records_of_an_open_transaction_stay_invisible_until_commit(bench: Bench) -> None:
+    topic = await bench.topic("out")
+    await (await bench.producer("tx")).commit(Batch([at(topic, b"before")]))
+    raw = cast(KafkaProducer, await bench.successor("tx"))._p
+    assert raw is not None
+    await raw.begin_transaction()
+    await raw.send_and_wait(topic, b"pending", partition=0)
+    assert await bench.values(topic) == [b"before"]
+    reader = await bench.consumer("g", [topic])
+    seen: list[bytes | None] = []
+
+    async def read(until_caught_up: bool = False, count: int = 0) -> bool:
+        seen.extend(m.value for m in await reader.fetch(0.1))
+        return reader.caught_up() if until_caught_up else len(seen) >= count
+
+    await until(lambda: read(until_caught_up=True), 30)
+    assert seen == [b"before"]
+    await raw.commit_transaction()
+    await until(lambda: read(count=2), 30)
+    assert seen == [b"before", b"pending"]
+    assert await bench.values(topic) == [b"before", b"pending"]
