@@ -151,3 +151,25 @@ class TopicsError(ProcessionError):
             + " (`procession topics create MODULE:APP` creates missing topics; "
             "`procession topics check MODULE:APP` lists what differs)"
         )
+
+
+@dataclass
+class AppSpecError(ProcessionError):
+    """A ``MODULE:APP`` that names no usable application (the command line's fault)."""
+
+    spec: str
+    problem: str
+
+    def message(self) -> str:
+        return f"cannot load app {self.spec!r}: {self.problem}"
+
+
+@dataclass
+class KafkaUnreachableError(ProcessionError):
+    """No broker answered at the bootstrap servers."""
+
+    servers: str
+    reason: str
+
+    def message(self) -> str:
+        return f"cannot reach Kafka at {self.servers} ({self.reason})"
