@@ -73,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "topics":
             return asyncio.run(_topics(app, servers, args.action))
         return asyncio.run(_run(app, servers, args))
+    except KeyboardInterrupt:  # SIGINT before the components ran: nothing to stop
+        return OK
     except ProcessionError as exc:
         print(f"procession: {exc}", file=sys.stderr)
         return FAILED
