@@ -28,7 +28,7 @@ from benchmarks import order_app
 from benchmarks.kafka_load import create_topics, drive, running
 from benchmarks.load import Result
 from procession.topics._codec import DEFAULT_CODEC
-from procession.workers import MemoryLog, MemoryTransport, Runtime
+from procession.workers import Batch, MemoryLog, MemoryTransport, Outgoing, Runtime
 from procession.workers._kafka import TXN_RETRY_BACKOFF_MS, send_all
 
 Headers = list[tuple[str, bytes]]
@@ -49,12 +49,23 @@ class Templates:
         return self.changelog[min(step, len(self.changelog) - 2)]
 
 
-async def one_order(prefix: str) -> MemoryLog:
+class RecordingLog(MemoryLog):
+    """An in-memory log that also keeps every record committed, compacted or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[Outgoing] = []
+
+    def commit(self, transactional_id: str, epoch: int, batch: Batch, now_ms: int) -> None:
+        super().commit(transactional_id, epoch, batch, now_ms)
+        self.written += batch.records
+
+
+async def one_order(prefix: str) -> RecordingLog:
     """The log after one order ran through the in-memory runtime, every changelog
-    write kept (the changelog is not compacted here)."""
+    write kept (``written``)."""
     app = order_app.app(prefix)
-    log = MemoryLog()
-    log.create_topic(app.topics.changelog, app.topics.partitions, compacted=False)
+    log = RecordingLog()
     async with Runtime(app, MemoryTransport(log)) as rt:
         await rt.publish(order_app.order(0))
         await rt.settle()
@@ -75,7 +86,7 @@ async def templates() -> Templates:
         (m,) = log.records(app.topics.tasks(task_type))
         assert m.value is not None
         tasks[task_type] = (m.value, list(m.headers))
-    changelog = [m.value or b"" for m in log.records(app.topics.changelog)]
+    changelog = [o.value or b"" for o in log.written if o.topic == app.topics.changelog]
     return Templates(dict(process), tasks, changelog)
 
 

@@ -1,114 +1,57 @@
 """The ``procession`` command.
 
     procession demo [--bootstrap-servers HOST:PORT]
-    procession topics create MODULE:APP
+    procession topics create MODULE:APP [--partitions N] [--task-partitions N]
+        [--replication-factor N] [--min-insync-replicas N] [--retention-ms N]
+    procession topics check MODULE:APP [same overrides]
     procession processor MODULE:APP [--no-router]
     procession router MODULE:APP
     procession worker MODULE:APP [--task-types A,B] [--concurrency N]
 
 ``MODULE:APP`` names an :class:`procession.App` (or a function returning one).
 Kafka commands read ``--bootstrap-servers`` or ``KAFKA_BOOTSTRAP_SERVERS``.
+Exit codes: 0 done (or stopped by SIGTERM/SIGINT), 1 a failure at run time
+(Kafka unreachable, topics not as needed, a component stopped), 2 a bad
+command line (options, ``MODULE:APP``, task types). Every failure is one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
+import contextlib
+import dataclasses
 import logging
 import os
-import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
 
+from procession._errors import AppSpecError, KafkaUnreachableError, ProcessionError
+from procession._errors import one_line as reason
+from procession._load import check_task_types, load_app
+from procession._logs import limit_aiokafka
+from procession._supervise import Component, supervise
 
-def load_app(spec: str) -> Any:
-    """The App named by ``module:attribute`` (called first if it is a function)."""
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise SystemExit(f"expected MODULE:APP, got {spec!r}")
-    sys.path.insert(0, os.getcwd())
-    obj = getattr(importlib.import_module(module), attr)
-    return obj() if callable(obj) and not hasattr(obj, "sagas") else obj
+if TYPE_CHECKING:
+    from procession.topics._layout import TopicSpec
+    from procession.workers import App
+    from procession.workers._kafka import KafkaTransport
 
-
-def _servers(args: argparse.Namespace) -> str:
-    servers = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not servers:
-        raise SystemExit("give --bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS")
-    return str(servers)
-
-
-async def _run_until_signal(app: Any, servers: str, role: str, args: argparse.Namespace) -> int:
-    from procession.workers import Processor, Router, Worker  # noqa: PLC0415 - per command
-    from procession.workers._kafka import KafkaTransport  # noqa: PLC0415
-
-    transport = KafkaTransport(servers)
-    parts: list[Processor | Router | Worker] = []
-    if role == "processor":
-        parts.append(Processor(app, transport))
-    if role == "router" or (role == "processor" and not args.no_router):
-        parts.append(Router(app, transport))
-    if role == "worker":
-        types = [t for t in (args.task_types or "").split(",") if t] or None
-        parts.append(Worker(app, transport, task_types=types, concurrency=args.concurrency))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    for part in parts:
-        await part.start()
-    logging.getLogger("procession").info(
-        "%s running on %s", " and ".join(type(p).__name__.lower() for p in parts), servers
-    )
-    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
-    waits += [p.crashed for p in parts if isinstance(p, Processor) and p.crashed is not None]
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for part in reversed(parts):
-        await part.stop()
-    await transport.close()
-    return 0 if stop.is_set() else 1
-
-
-async def _create_topics(app: Any, servers: str) -> int:
-    from procession.workers._kafka import KafkaTransport  # noqa: PLC0415 - loaded per command
-
-    transport = KafkaTransport(servers)
-    specs = app.topics.specs(app.task_types())
-    await transport.create_topics(specs)
-    await transport.close()
-    for spec in specs:
-        kind = "compacted" if spec.compacted else f"retention {spec.retention_ms or 'default'} ms"
-        print(f"{spec.name}: {spec.partitions} partitions, {kind}")
-    return 0
+OK, FAILED, USAGE = 0, 1, 2
+#: How long the first contact with the cluster may take before giving up.
+CONNECT_TIMEOUT_S = 30.0
+_OVERRIDES = {  # option dest -> Topics field
+    "partitions": "partitions",
+    "task_partitions": "task_partitions",
+    "replication_factor": "replication",
+    "min_insync_replicas": "min_insync",
+    "retention_ms": "retention_ms",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="procession", description="Procession saga runtime")
-    parser.add_argument("--log-level", default=os.environ.get("PROCESSION_LOG_LEVEL", "INFO"))
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the rebase saga end to end, in memory by default")
-    demo.add_argument("--bootstrap-servers", help="run on this Kafka cluster instead")
-    topics = sub.add_parser("topics", help="manage an app's topics")
-    topics.add_argument("action", choices=["create"])
-    topics.add_argument("app", metavar="MODULE:APP")
-    topics.add_argument("--bootstrap-servers")
-    proc = sub.add_parser("processor", help="run the processor of an app (long-lived)")
-    proc.add_argument("app", metavar="MODULE:APP")
-    proc.add_argument("--bootstrap-servers")
-    proc.add_argument(
-        "--no-router", action="store_true", help="run no router here (run `router` elsewhere)"
-    )
-    router = sub.add_parser("router", help="run only the router of an app (long-lived)")
-    router.add_argument("app", metavar="MODULE:APP")
-    router.add_argument("--bootstrap-servers")
-    work = sub.add_parser("worker", help="run task workers of an app (long-lived)")
-    work.add_argument("app", metavar="MODULE:APP")
-    work.add_argument("--bootstrap-servers")
-    work.add_argument("--task-types", help="comma-separated; default: every task type")
-    work.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.command == "demo":
         from procession._demo import main as demo_main  # noqa: PLC0415 - keeps --help fast
 
@@ -116,11 +59,203 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    app = load_app(args.app)
-    servers = _servers(args)
-    if args.command == "topics":
-        return asyncio.run(_create_topics(app, servers))
-    return asyncio.run(_run_until_signal(app, servers, args.command, args))
+    limit_aiokafka()
+    try:
+        app = load_app(args.app)
+        if args.command == "topics":
+            app.topics = dataclasses.replace(app.topics, **_overrides(args))
+        if args.command == "worker":
+            check_task_types(args.app, app, _task_types(args))
+        servers = _servers(args)
+    except (AppSpecError, _UsageError) as exc:
+        print(f"procession: {exc}", file=sys.stderr)
+        return USAGE
+    try:
+        if args.command == "topics":
+            return asyncio.run(_topics(app, servers, args.action))
+        return asyncio.run(_run(app, servers, args))
+    except KeyboardInterrupt:  # SIGINT before the components ran: nothing to stop
+        return OK
+    except ProcessionError as exc:
+        print(f"procession: {exc}", file=sys.stderr)
+        return FAILED
+    except Exception as exc:  # e.g. a KafkaError: one line; the traceback at DEBUG
+        logging.getLogger("procession").debug("%s failed", args.command, exc_info=True)
+        print(f"procession: {args.command} failed: {reason(exc)}", file=sys.stderr)
+        return FAILED
+
+
+class _UsageError(Exception):
+    """A command line that cannot work (reported like argparse's own errors)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="procession", description="Procession saga runtime")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        default=os.environ.get("PROCESSION_LOG_LEVEL", "INFO").upper(),
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the rebase saga end to end, in memory by default")
+    demo.add_argument("--bootstrap-servers", help="run on this Kafka cluster instead")
+    topics = sub.add_parser("topics", help="create or check an app's topics")
+    topics.add_argument("action", choices=["create", "check"])
+    _app_args(topics)
+    for flag, help_ in [
+        ("--partitions", "partitions of the event, process and changelog topics"),
+        ("--task-partitions", "partitions of each task topic"),
+        ("--replication-factor", "replicas of every topic"),
+        ("--min-insync-replicas", "min.insync.replicas of every topic"),
+        ("--retention-ms", "retention.ms of the event and task topics"),
+    ]:
+        topics.add_argument(flag, type=_positive, metavar="N", help=help_)
+    proc = sub.add_parser("processor", help="run the processor of an app (long-lived)")
+    _app_args(proc)
+    proc.add_argument(
+        "--no-router", action="store_true", help="run no router here (run `router` elsewhere)"
+    )
+    _app_args(sub.add_parser("router", help="run only the router of an app (long-lived)"))
+    work = sub.add_parser("worker", help="run task workers of an app (long-lived)")
+    _app_args(work)
+    work.add_argument("--task-types", help="comma-separated; default: every task type")
+    work.add_argument("--concurrency", type=_positive, default=16, metavar="N")
+    return parser
+
+
+def _app_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", metavar="MODULE:APP")
+    parser.add_argument("--bootstrap-servers", metavar="HOST:PORT[,HOST:PORT]")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    given = {field: getattr(args, dest) for dest, field in _OVERRIDES.items()}
+    return {field: value for field, value in given.items() if value is not None}
+
+
+def _task_types(args: argparse.Namespace) -> list[str]:
+    return [t.strip() for t in (args.task_types or "").split(",") if t.strip()]
+
+
+def _servers(args: argparse.Namespace) -> str:
+    servers = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not servers:
+        raise _UsageError("give --bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS")
+    return str(servers)
+
+
+async def _topics(app: App, servers: str, action: str) -> int:
+    from procession.workers._topic_check import problems  # noqa: PLC0415 - per command
+
+    specs = app.topics.specs(app.task_types())
+    async with _connected(servers) as transport:
+        if action == "create":
+            await transport.create_topics(specs)
+            for spec in specs:
+                print(f"{spec.name}: {_settings(spec)}")
+        found = await transport.describe([s.name for s in specs])
+    listed = problems(specs, found, co_partitioned=[_co_partitioned(app)])
+    for problem in listed:
+        print(problem)
+    if listed:
+        if action == "create":
+            print(f"{len(listed)} problems: topics that existed keep their settings; fix them")
+        return FAILED
+    if action == "check":
+        print(f"all {len(specs)} topics as specified")
+    return OK
+
+
+def _settings(spec: TopicSpec) -> str:
+    many = "partition" if spec.partitions == 1 else "partitions"
+    parts = [f"{spec.partitions} {many}", f"replication {spec.replication}"]
+    if spec.min_insync is not None:
+        parts.append(f"min.insync.replicas {spec.min_insync}")
+    if spec.compacted:
+        parts.append("compacted")
+    else:
+        kept = f"{spec.retention_ms} ms" if spec.retention_ms is not None else "broker default"
+        parts.append(f"retention {kept}")
+    parts.append(f"max.message.bytes {spec.max_message_bytes}")
+    return ", ".join(parts)
+
+
+def _co_partitioned(app: App) -> tuple[str, str]:
+    return (app.topics.process, app.topics.changelog)
+
+
+async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
+    from procession.workers import Processor, Router, Worker  # noqa: PLC0415 - per command
+
+    async with _connected(servers) as transport:  # each component checks its topics
+        parts: list[tuple[str, Component]] = []
+        if args.command == "processor":
+            parts.append(("processor", Processor(app, transport)))
+        if args.command == "router" or (args.command == "processor" and not args.no_router):
+            parts.append(("router", Router(app, transport)))
+        if args.command == "worker":
+            worker = Worker(
+                app, transport, task_types=_task_types(args) or None, concurrency=args.concurrency
+            )
+            parts.append(("worker", worker))
+        return await supervise(parts, asyncio.Event())
+
+
+@contextlib.asynccontextmanager
+async def _connected(servers: str) -> AsyncIterator[KafkaTransport]:
+    """A :class:`KafkaTransport` whose cluster answered, closed on the way out.
+
+    An unreachable cluster is a :class:`KafkaUnreachableError` within
+    :data:`CONNECT_TIMEOUT_S`, whatever aiokafka makes of it.
+    """
+    from aiokafka.errors import KafkaConnectionError  # noqa: PLC0415 - per command
+
+    from procession.workers._kafka import KafkaTransport  # noqa: PLC0415
+
+    transport = KafkaTransport(servers)
+    try:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await _reach(servers)
+                await transport.describe([])  # starts the admin client: bootstraps
+        except KafkaConnectionError as exc:
+            raise KafkaUnreachableError(servers, reason(exc)) from exc
+        except TimeoutError as exc:
+            why = f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
+            raise KafkaUnreachableError(servers, why) from exc
+        yield transport
+    finally:
+        await transport.close()
+
+
+async def _reach(servers: str) -> None:
+    """Return once a TCP connection to one of ``servers`` opens; else say why not.
+
+    Checked before aiokafka tries, which would log an error per attempt first.
+    """
+    why = "no servers given"
+    for server in (s.strip() for s in servers.split(",") if s.strip()):
+        host, _, port = server.rpartition(":")
+        try:
+            _, writer = await asyncio.open_connection(host.strip("[]") or "localhost", int(port))
+        except (OSError, ValueError) as exc:
+            why = f"{server}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise KafkaUnreachableError(servers, why)
 
 
 if __name__ == "__main__":

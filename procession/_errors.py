@@ -8,6 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: Procession's own say what they are; others get their type.
+
+    Example:
+        >>> one_line(ValueError("bad\\nthing"))
+        'ValueError: bad thing'
+    """
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ProcessionError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 @dataclass
 class ProcessionError(Exception):
     """Base class of Procession's errors."""
@@ -151,3 +164,25 @@ class TopicsError(ProcessionError):
             + " (`procession topics create MODULE:APP` creates missing topics; "
             "`procession topics check MODULE:APP` lists what differs)"
         )
+
+
+@dataclass
+class AppSpecError(ProcessionError):
+    """A ``MODULE:APP`` that names no usable application (the command line's fault)."""
+
+    spec: str
+    problem: str
+
+    def message(self) -> str:
+        return f"cannot load app {self.spec!r}: {self.problem}"
+
+
+@dataclass
+class KafkaUnreachableError(ProcessionError):
+    """No broker answered at the bootstrap servers."""
+
+    servers: str
+    reason: str
+
+    def message(self) -> str:
+        return f"cannot reach Kafka at {self.servers} ({self.reason})"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from procession._errors import one_line
+
 log = logging.getLogger("procession")
 
 
@@ -32,7 +34,7 @@ class Component:
         if self.crashed is None:
             self.crashed = asyncio.get_running_loop().create_future()
         if not self.crashed.done():
-            log.error("%s stopped: %s", self.name, _one_line(error))
+            log.error("%s stopped: %s", self.name, one_line(error))
             self.crashed.set_result(error)
 
     @property
@@ -41,8 +43,3 @@ class Component:
         if self.crashed is not None and self.crashed.done():
             return self.crashed.result()
         return None
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().replace("\n", " ")
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

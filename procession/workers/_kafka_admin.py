@@ -37,7 +37,7 @@ async def create(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None
     ]
     response = (await admin.create_topics(new)).to_object()
     problems = [
-        f"{e['topic']}: {e['error_message'] or 'error code ' + str(e['error_code'])}"
+        f"{e['topic']}: {_reason(e['error_code'], e['error_message'])}"
         for e in response["topic_errors"]
         if e["error_code"] not in (0, _EXISTS)
     ]
@@ -47,6 +47,11 @@ async def create(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None
     async with asyncio.timeout(30):  # metadata follows creation after a moment
         while len(await describe(admin, names)) < len(names):  # noqa: ASYNC110 - polls the broker
             await asyncio.sleep(0.05)
+
+
+def _reason(code: int, message: str | None) -> str:
+    """The broker's words for a refused topic, or at least its error code."""
+    return message or f"error code {code}"
 
 
 async def describe(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> dict[str, TopicInfo]:

@@ -66,10 +66,13 @@ class Processor(Component):
 
     async def start(self) -> None:
         t = self.topics
-        found = await verify(self.transport, t.specs(self.app.task_types()))
-        process, changelog = found[t.process].partitions, found[t.changelog].partitions
-        if process != changelog:
-            raise CoPartitionError(t.process, process, t.changelog, changelog)
+        pair = await self.transport.describe([t.process, t.changelog])
+        if len(pair) == 2 and pair[t.process].partitions != pair[t.changelog].partitions:
+            raise CoPartitionError(
+                t.process, pair[t.process].partitions, t.changelog, pair[t.changelog].partitions
+            )
+        found = await verify(self.transport, t.specs(self.app.task_types()), settings=False)
+        process = found[t.process].partitions
         self.limits = {name: info.max_message_bytes for name, info in found.items()}
         self.partition_count = process
         self.arm()

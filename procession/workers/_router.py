@@ -67,7 +67,7 @@ class Router(BatchLoop):
         t = self.app.topics
         names = {*self.inputs, t.process, t.dead_letter}
         specs = [s for s in t.specs(self.app.task_types()) if s.name in names]
-        found = await verify(self.transport, specs)
+        found = await verify(self.transport, specs, settings=False)
         self._limits = {name: info.max_message_bytes for name, info in found.items()}
         await self.start_loop(self.inputs)
 

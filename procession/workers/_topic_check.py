@@ -1,8 +1,15 @@
-"""Topics as the application needs them (a minimal check; see verify)."""
+"""Do an application's topics exist as it needs them? A pure comparison, and its check.
+
+A topic created by hand, or by an older version with other settings, breaks
+the runtimes in ways that show up late (a changelog that is not compacted
+loses state after retention; a changelog partitioned unlike its process topic
+restores the wrong keys). :func:`verify` finds such topics before anything
+runs, and names each one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from procession._errors import TopicsError
 from procession.topics._layout import TopicSpec
@@ -10,14 +17,79 @@ from procession.topics._layout import TopicSpec
 from ._port import TopicInfo, Transport
 
 
-async def verify(
-    transport: Transport, specs: Sequence[TopicSpec], co_partitioned: Sequence[tuple[str, str]] = ()
-) -> dict[str, TopicInfo]:
-    found = await transport.describe([s.name for s in specs])
-    problems = [f"{s.name}: missing" for s in specs if s.name not in found]
+def problems(
+    specs: Sequence[TopicSpec],
+    found: Mapping[str, TopicInfo],
+    *,
+    co_partitioned: Sequence[tuple[str, str]] = (),
+    settings: bool = True,
+) -> list[str]:
+    """One line per way the topics in ``found`` differ from ``specs``.
+
+    Checked: existence, partition count, compaction (either way), a
+    ``max.message.bytes`` below the spec, a replication factor below the spec,
+    and that each pair in ``co_partitioned`` has the same partition count.
+    With ``settings=False`` only what breaks correctness counts: a smaller
+    ``max.message.bytes`` or replication is the operator's choice (the runtimes
+    dead-letter or park what does not fit).
+
+    Example:
+        >>> spec = TopicSpec("shop.changelog", 6, compacted=True)
+        >>> problems([spec], {"shop.changelog": TopicInfo("shop.changelog", 3)})
+        ['shop.changelog: 3 partitions, expected 6', 'shop.changelog: not compacted, must be']
+    """
+    out: list[str] = []
+    for spec in specs:
+        info = found.get(spec.name)
+        if info is None:
+            out.append(f"{spec.name}: missing")
+            continue
+        if info.partitions != spec.partitions:
+            out.append(f"{spec.name}: {info.partitions} partitions, expected {spec.partitions}")
+        if spec.compacted and not info.compacted:
+            out.append(f"{spec.name}: not compacted, must be")
+        if info.compacted and not spec.compacted:
+            out.append(f"{spec.name}: compacted, must not be (records would be dropped by key)")
+        if not settings:
+            continue
+        if info.max_message_bytes < spec.max_message_bytes:
+            out.append(
+                f"{spec.name}: max.message.bytes {info.max_message_bytes}, "
+                f"expected at least {spec.max_message_bytes}"
+            )
+        if info.replication < spec.replication:
+            out.append(
+                f"{spec.name}: replication factor {info.replication}, "
+                f"expected at least {spec.replication}"
+            )
     for a, b in co_partitioned:
-        if a in found and b in found and found[a].partitions != found[b].partitions:
-            problems.append(f"{b}: {found[b].partitions} partitions, {a} has {found[a].partitions}")
-    if problems:
-        raise TopicsError(problems)
+        left, right = found.get(a), found.get(b)
+        if left is not None and right is not None and left.partitions != right.partitions:
+            out.append(
+                f"{b}: {right.partitions} partitions but {a} has {left.partitions}; "
+                "they must be co-partitioned"
+            )
+    return out
+
+
+async def verify(
+    transport: Transport,
+    specs: Sequence[TopicSpec],
+    co_partitioned: Sequence[tuple[str, str]] = (),
+    *,
+    settings: bool = True,
+) -> dict[str, TopicInfo]:
+    """Describe the topics of ``specs``; raise :class:`TopicsError` naming every problem.
+
+    Example::
+
+        found = await verify(transport, app.topics.specs(app.task_types()))
+    """
+    names = list(
+        dict.fromkeys([s.name for s in specs] + [t for pair in co_partitioned for t in pair])
+    )
+    found = await transport.describe(names)
+    listed = problems(specs, found, co_partitioned=co_partitioned, settings=settings)
+    if listed:
+        raise TopicsError(listed)
     return found

@@ -84,7 +84,7 @@ class Worker(Component):
         t = self.app.topics
         names = {t.process, t.dead_letter, *(t.tasks(x) for x in self.task_types)}
         specs = [s for s in t.specs(self.app.task_types()) if s.name in names]
-        found = await verify(self.transport, specs)
+        found = await verify(self.transport, specs, settings=False)
         self.limits = {name: info.max_message_bytes for name, info in found.items()}
         self.arm()
         self._consumer = await self.transport.consumer(

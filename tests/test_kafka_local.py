@@ -1,0 +1,84 @@
+"""scripts/kafka-local reads its options strictly: a mistyped one starts nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent.parent / "scripts" / "kafka-local"
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> dict[str, str]:
+    """An environment where java and mvn only leave a mark, and the home is empty."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("java", "mvn"):
+        fake = bin_dir / tool
+        fake.write_text(f'#!/bin/sh\ntouch "{tmp_path}/{tool}-was-run"\nexit 1\n')
+        fake.chmod(0o755)
+    (tmp_path / "home").mkdir()
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "KAFKA_LOCAL_HOME": str(tmp_path / "home"),
+        "KAFKA_PORT": "19092",
+    }
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["start", "--bogus"], "unknown option --bogus"),
+        (["start", "--port"], "--port needs a value"),
+        (["start", "--data-dir"], "--data-dir needs a value"),
+        (["start", "--version", "--port", "1"], "--version needs a value"),
+        (["start", "--port="], "--port needs a value"),
+        (["start", "--port", "kafka"], "the port must be a number"),
+        (["begin"], "unknown command begin"),
+    ],
+)
+def test_a_bad_option_is_one_line_exit_2_and_starts_nothing(
+    guarded: dict[str, str], tmp_path: Path, args: list[str], says: str
+) -> None:
+    out = run(guarded, *args)
+    assert out.returncode == 2, out
+    assert out.stdout == ""
+    assert out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
+    assert not list(tmp_path.glob("*-was-run"))
+    assert not list((tmp_path / "home").iterdir())
+
+
+def test_the_port_option_wins_over_the_environment(guarded: dict[str, str], tmp_path: Path) -> None:
+    """``stop --port 5`` stops the broker whose pid file is for port 5, not KAFKA_PORT's."""
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    reaper = threading.Thread(target=stand_in.wait)  # so the script sees it gone, not a zombie
+    reaper.start()
+    try:
+        (tmp_path / "home" / "broker-5.pid").write_text(f"{stand_in.pid}\n")
+        out = run(guarded, "stop", "--port", "5")
+        assert (out.returncode, out.stdout) == (0, "kafka-local: stopped\n"), out
+        reaper.join(timeout=10)
+        assert stand_in.returncode == -signal.SIGTERM
+    finally:
+        if stand_in.poll() is None:
+            stand_in.kill()
+            stand_in.wait()
+    assert not (tmp_path / "home" / "broker-5.pid").exists()

@@ -1,0 +1,87 @@
+"""The rate limit that keeps a broker outage from flooding the log, on a fake clock."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from procession._logs import RateLimit, limit_aiokafka
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.s = 1000.0
+
+    def __call__(self) -> float:
+        return self.s
+
+
+def record(msg: str, *args: object, name: str = "aiokafka.conn") -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+
+
+def test_first_of_a_template_passes_then_one_per_interval_with_a_count() -> None:
+    clock = FakeTime()
+    limit = RateLimit(interval_s=30, now=clock)
+    assert limit.filter(record("Unable connect to %r", "node-1"))
+    passed = []
+    for second in range(1, 61):  # a minute of the same error, ten a second
+        clock.s = 1000.0 + second
+        for node in range(10):
+            r = record("Unable connect to %r", f"node-{node}")
+            if limit.filter(r):
+                passed.append((second, r.getMessage()))
+    assert passed == [
+        (30, "Unable connect to 'node-0' (290 more like this suppressed)"),
+        (60, "Unable connect to 'node-0' (299 more like this suppressed)"),
+    ]
+
+
+def test_each_template_and_logger_is_limited_on_its_own() -> None:
+    limit = RateLimit(interval_s=30, now=FakeTime())
+    assert limit.filter(record("a %s", 1))
+    assert limit.filter(record("b %s", 1))
+    assert limit.filter(record("a %s", 1, name="aiokafka.consumer"))
+    assert not limit.filter(record("a %s", 2))
+
+
+def test_a_template_quiet_for_an_interval_passes_without_a_count() -> None:
+    clock = FakeTime()
+    limit = RateLimit(interval_s=30, now=clock)
+    assert limit.filter(record("lost %s", 1))
+    clock.s += 31
+    r = record("lost %s", 2)
+    assert limit.filter(r)
+    assert r.getMessage() == "lost 2"
+
+
+def test_other_loggers_are_never_limited() -> None:
+    limit = RateLimit(interval_s=30, now=FakeTime())
+    assert all(limit.filter(record("stopped", name="procession.processor")) for _ in range(5))
+    assert all(limit.filter(record("x", name="aiokafkaish")) for _ in range(5))
+
+
+def test_a_record_seen_by_several_handlers_is_decided_once() -> None:
+    limit = RateLimit(interval_s=30, now=FakeTime())
+    r = record("once")
+    assert limit.filter(r)
+    assert limit.filter(r)  # the second handler sees the same record
+    assert not limit.filter(record("once"))
+
+
+def test_installed_on_the_root_handlers_it_limits_records_of_aiokafka_children(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root = logging.getLogger()
+    limit = limit_aiokafka(interval_s=30)
+    try:
+        assert limit in caplog.handler.filters
+        for _ in range(100):
+            logging.getLogger("aiokafka.conn").error("Unable connect to %s", "x")
+        logging.getLogger("procession.cli").error("kept")
+    finally:
+        for handler in root.handlers:
+            handler.removeFilter(limit)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["Unable connect to x", "kept"]

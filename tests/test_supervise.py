@@ -1,0 +1,114 @@
+"""The supervisor of a long-lived command, with stand-in components (no broker needed):
+the first crash stops everything and exits 1; a stop request exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from procession._errors import FencedError
+from procession._supervise import supervise
+from procession.workers._component import Component
+
+
+class Part(Component):
+    """A component that records its life and can be made to crash or fail to start."""
+
+    def __init__(self, life: list[str], name: str, *, fails: BaseException | None = None) -> None:
+        self.life, self.name, self.fails = life, name, fails
+
+    async def start(self) -> None:
+        self.life.append(f"start {self.name}")
+        if self.fails is not None:
+            raise self.fails
+        self.arm()
+
+    async def stop(self) -> None:
+        self.life.append(f"stop {self.name}")
+
+
+async def running(life: list[str], n: int) -> None:
+    async with asyncio.timeout(5):
+        while sum(e.startswith("start") for e in life) < n:
+            await asyncio.sleep(0)
+
+
+async def test_the_first_crash_of_any_part_stops_all_and_exits_1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    life: list[str] = []
+    parts = [Part(life, "a"), Part(life, "b"), Part(life, "c")]
+    run = asyncio.create_task(supervise([(p.name, p) for p in parts], asyncio.Event()))
+    await running(life, 3)
+    await asyncio.sleep(0)
+    assert not run.done()
+    parts[1].died(FencedError("shop.router.1"))
+    assert await asyncio.wait_for(run, 5) == 1
+    assert life == ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "b stopped: producer 'shop.router.1' was fenced by a newer instance"
+    ]
+    assert errors[0].exc_info is None
+
+
+async def test_a_foreign_exception_is_named_by_its_type(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    life: list[str] = []
+    part = Part(life, "worker")
+    run = asyncio.create_task(supervise([("worker", part)], asyncio.Event()))
+    await running(life, 1)
+    part.died(ConnectionResetError())
+    assert await asyncio.wait_for(run, 5) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["worker stopped: ConnectionResetError"]
+
+
+async def test_a_stop_request_stops_every_part_and_exits_0(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    life: list[str] = []
+    stop = asyncio.Event()
+    parts = [Part(life, "processor"), Part(life, "router")]
+    run = asyncio.create_task(supervise([(p.name, p) for p in parts], stop))
+    await running(life, 2)
+    stop.set()
+    assert await asyncio.wait_for(run, 5) == 0
+    assert life[-2:] == ["stop router", "stop processor"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_part_that_cannot_start_stops_those_started_and_exits_1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    life: list[str] = []
+    parts = [Part(life, "processor"), Part(life, "router", fails=OSError("no route"))]
+    ok = Part(life, "never")
+    code = await asyncio.wait_for(
+        supervise([*((p.name, p) for p in parts), ("never", ok)], asyncio.Event()), 5
+    )
+    assert code == 1
+    assert life == ["start processor", "start router", "stop router", "stop processor"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "router could not start: OSError: no route"
+    ]
+
+
+async def test_a_part_without_a_crash_report_is_run_until_stopped() -> None:
+    life: list[str] = []
+    quiet = Part(life, "worker")
+    stop = asyncio.Event()
+
+    async def start_without_report() -> None:
+        life.append("start worker")
+
+    quiet.start = start_without_report  # type: ignore[method-assign]
+    run = asyncio.create_task(supervise([("worker", quiet)], stop))
+    await running(life, 1)
+    await asyncio.sleep(0)
+    assert not run.done()
+    stop.set()
+    assert await asyncio.wait_for(run, 5) == 0
