@@ -111,6 +111,17 @@ class FencedError(ProcessionError):
 
 
 @dataclass
+class WriterFailedError(ProcessionError):
+    """A transactional producer that can neither commit nor abort: its component stops."""
+
+    transactional_id: str
+    reason: str
+
+    def message(self) -> str:
+        return f"producer {self.transactional_id!r} cannot go on: {self.reason}"
+
+
+@dataclass
 class TransactionAbortedError(ProcessionError):
     """A transaction could not commit; nothing of it is visible."""
 

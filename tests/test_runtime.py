@@ -370,3 +370,25 @@ async def test_a_changelog_not_co_partitioned_is_refused_at_start(backend: Backe
         f"topic '{app.topics.changelog}' has 2 partitions but '{app.topics.process}' has 3: "
         "they must be co-partitioned"
     )
+
+
+async def test_a_slow_task_does_not_hold_back_the_results_of_fast_ones(backend: Backend) -> None:
+    """Results commit as tasks finish: the fast machines move on while the slow one runs."""
+    release = asyncio.Event()
+
+    async def close(call: TaskCall) -> None:
+        if call.payload["instance"] == "slow":
+            await release.wait()
+
+    rt = await backend.runtime(backend.app([rebase_saga()], {"CloseInstance": close}))
+    await rt.publish(RebaseFailed(rebase_id="r1", instances=["slow", "fast-1", "fast-2"]))
+    await until(lambda: _results(rt, "rebase:r1", 2))
+    done = {r.machine_id for r in records_of(await rt.history("rebase:r1"), TaskCompleted)}  # type: ignore[attr-defined]
+    assert done == {"instance:fast-1", "instance:fast-2"}  # all three tasks share a partition
+    release.set()
+    await rt.settle()
+    assert isinstance((await rt.history("rebase:r1"))[-1], ProcessCompleted)
+
+
+async def _results(rt: Any, pid: str, n: int) -> bool:
+    return len(records_of(await rt.history(pid), TaskCompleted)) >= n

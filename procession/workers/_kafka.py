@@ -25,7 +25,12 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from procession._errors import FencedError, RecordTooLargeError, TransactionAbortedError
+from procession._errors import (
+    FencedError,
+    RecordTooLargeError,
+    TransactionAbortedError,
+    WriterFailedError,
+)
 from procession.topics._layout import TopicSpec
 
 from . import _kafka_admin
@@ -165,14 +170,13 @@ class KafkaProducer:
             raise TransactionAbortedError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _recover(self, exc: BaseException) -> None:
-        """Abort the open transaction; a producer in a fatal state is made anew."""
+        """Abort the open transaction. A producer that cannot abort (a fatal state)
+        is not made anew here: starting it again would fence whoever owns the
+        partition now. The component stops instead, and its restart rejoins."""
         if self._p is None:
             return
-        if await self._abort():
-            return
-        log.warning("producer %s restarts after %r", self.transactional_id, exc)
-        await self._p.stop()
-        await self.start()
+        if not await self._abort():
+            raise WriterFailedError(self.transactional_id, f"{type(exc).__name__}: {exc}") from exc
 
     async def _abort(self) -> bool:
         """Abort a transaction left open; False if the producer cannot (fatal state)."""
