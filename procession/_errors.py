@@ -122,6 +122,26 @@ class WriterFailedError(ProcessionError):
 
 
 @dataclass
+class UnroutableError(ProcessionError):
+    """A domain event the router cannot route (its rule raised, or it is too large)."""
+
+    reason: str
+
+    def message(self) -> str:
+        return self.reason
+
+
+@dataclass
+class UnwritableError(ProcessionError):
+    """What a process decided cannot be written (too large, not JSON): it is parked."""
+
+    reason: str
+
+    def message(self) -> str:
+        return self.reason
+
+
+@dataclass
 class TransactionAbortedError(ProcessionError):
     """A transaction could not commit; nothing of it is visible."""
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
@@ -34,6 +34,7 @@ from procession._errors import (
 from procession.topics._layout import TopicSpec
 
 from . import _kafka_admin
+from ._kafka_consumer import KafkaConsumer, RebalanceListener, message_of
 from ._port import DEFAULT_MAX_MESSAGE_BYTES, Batch, Listener, Message, TopicInfo, TopicPartition
 
 log = logging.getLogger("procession.kafka")
@@ -214,64 +215,6 @@ def _observe_fatal(producer: AIOKafkaProducer) -> None:
             fut.exception()
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_assign: Listener | None, on_revoke: Listener | None) -> None:
-        self._assign, self._revoke = on_assign, on_revoke
-        self.joined = False
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.joined = False
-        if self._revoke is not None and revoked:
-            await self._revoke([TopicPartition(tp.topic, tp.partition) for tp in revoked])
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.joined = True
-        if self._assign is not None and assigned:
-            await self._assign([TopicPartition(tp.topic, tp.partition) for tp in assigned])
-
-
-class KafkaConsumer:
-    """A group member reading committed records only; offsets are committed in transactions."""
-
-    def __init__(self, consumer: AIOKafkaConsumer, listener: _Listener) -> None:
-        self._c, self._listener = consumer, listener
-
-    async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
-        got = await self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        return [_message(r) for records in got.values() for r in records]
-
-    def caught_up(self) -> bool:
-        """Joined, and at the last stable offset of the latest fetch on every partition."""
-        if not self._listener.joined:
-            return False
-        sub = self._c._subscription.subscription
-        if sub is None or sub.assignment is None:
-            return False
-        for tp in self._c.assignment():
-            state = sub.assignment.state_value(tp)
-            if not state.has_valid_position or state.lso is None or state.position < state.lso:
-                return False
-        return True
-
-    async def stop(self) -> None:
-        """Give the partitions back (the revoke listener runs first), then leave."""
-        if self._listener.joined:
-            await self._listener.on_partitions_revoked(self._c.assignment())
-        await self._c.stop()
-
-
-def _message(r: Any) -> Message:
-    return Message(
-        r.topic,
-        r.partition,
-        r.offset,
-        None if r.key is None else r.key.decode(),
-        r.value,
-        tuple(r.headers or ()),
-        r.timestamp,
-    )
-
-
 class KafkaTransport:
     """The :class:`Transport` over a Kafka cluster.
 
@@ -308,7 +251,7 @@ class KafkaTransport:
             max_poll_interval_ms=300_000,
         )
         await c.start()
-        listener = _Listener(on_assign, on_revoke)
+        listener = RebalanceListener(on_assign, on_revoke)
         c.subscribe(list(topics), listener=listener)
         return KafkaConsumer(c, listener)
 
@@ -331,7 +274,7 @@ class KafkaTransport:
             async with asyncio.timeout(120):
                 while await c.position(ktp) < end:
                     got = await c.getmany(ktp, timeout_ms=200, max_records=5000)
-                    out += [_message(r) for r in got.get(ktp, [])]
+                    out += [message_of(r) for r in got.get(ktp, [])]
             return out
         finally:
             await c.stop()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from procession._errors import DecodeError, UnknownEventTypeError
+from procession._errors import DecodeError, UnknownEventTypeError, UnroutableError
 from procession.sagas._ids import derive_id
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import DomainEvent
@@ -21,7 +21,7 @@ from ._clock import Clock, SystemClock
 from ._loop import BatchLoop
 from ._port import Batch, Headers, Message, Outgoing, Transport
 from ._topic_check import verify
-from ._wire import dead_letter, encode, without_value
+from ._wire import dead_letter, encode
 
 log = logging.getLogger("procession.router")
 
@@ -76,12 +76,10 @@ class Router(BatchLoop):
         for msg in msgs:
             try:
                 batch.records += self._route(msg)
-            except (DecodeError, UnknownEventTypeError, _Unroutable) as exc:
+            except (DecodeError, UnknownEventTypeError, UnroutableError) as exc:
                 self.metrics["dead_lettered"] += 1
                 log.warning("dead letter from %s@%s: %s", msg.partition, msg.offset, exc)
-                out = dead_letter(msg, str(exc), self.app.topics)
-                limit = self._limits[self.app.topics.dead_letter]
-                batch.records.append(out if out.size() <= limit else without_value(out, limit))
+                batch.records.append(dead_letter(msg, str(exc), self.app.topics, self._limits))
         return batch
 
     def _route(self, msg: Message) -> list[Outgoing]:
@@ -89,7 +87,7 @@ class Router(BatchLoop):
         try:
             pids = self.app.route(event)
         except Exception as exc:
-            raise _Unroutable(f"correlation rule for {event_type} raised {exc!r}") from exc
+            raise UnroutableError(f"correlation rule for {event_type} raised {exc!r}") from exc
         if not pids:
             self.metrics["unrouted"] += 1
             log.info("event %s at %s@%s has no process key", event_type, msg.partition, msg.offset)
@@ -110,7 +108,7 @@ class Router(BatchLoop):
             )
             routed = encode(process, pid, rec, self.codec)
             if routed.size() > limit:
-                raise _Unroutable(
+                raise UnroutableError(
                     f"routed record of {routed.size()} bytes is over {process!r}'s "
                     f"max.message.bytes ({limit})"
                 )
@@ -132,10 +130,6 @@ class Router(BatchLoop):
         except ValidationError as exc:
             raise DecodeError(str(exc).replace("\n", " "), event_type) from exc
         return event_type, event, event.model_dump(mode="json")
-
-
-class _Unroutable(Exception):  # noqa: N818 - internal signal, carries the dead letter's reason
-    pass
 
 
 def _text(raw: bytes | None) -> str:

@@ -12,7 +12,9 @@ from ._execute import execute
 from ._port import Batch, Message, Outgoing, TopicPartition
 
 if TYPE_CHECKING:
-    from ._worker import TaskRequest, Worker
+    from procession.topics._records import TaskRequest
+
+    from ._worker import Worker
 
 
 class TaskPartition:

@@ -66,8 +66,13 @@ def state_of(value: bytes | None) -> Stored | None:
         raise DecodeError(f"changelog value: {type(exc).__name__}: {exc}") from exc
 
 
-def dead_letter(msg: Message, reason: str, topics: Topics) -> Outgoing:
-    """The original bytes and headers of ``msg``, plus where it came from and why."""
+def dead_letter(msg: Message, reason: str, topics: Topics, limits: dict[str, int]) -> Outgoing:
+    """The original bytes and headers of ``msg``, plus where it came from and why.
+
+    A dead letter over the dead-letter topic's limit keeps its headers and loses
+    its value (``dlq-value-omitted``): the original still stands at the offset
+    its headers name.
+    """
     headers = (
         *msg.headers,
         ("dlq-reason", reason.encode()),
@@ -75,11 +80,9 @@ def dead_letter(msg: Message, reason: str, topics: Topics) -> Outgoing:
         ("dlq-partition", str(msg.partition).encode()),
         ("dlq-offset", str(msg.offset).encode()),
     )
-    return Outgoing(topics.dead_letter, msg.key, msg.value, headers)
-
-
-def without_value(out: Outgoing, limit: int) -> Outgoing:
-    """A dead letter too large for its topic keeps its headers and loses its value:
-    the original still stands at the offset its headers name."""
+    out = Outgoing(topics.dead_letter, msg.key, msg.value, headers)
+    limit = limits[topics.dead_letter]
+    if out.size() <= limit:
+        return out
     note = ("dlq-value-omitted", f"{out.size()} bytes over the limit of {limit}".encode())
-    return Outgoing(out.topic, out.key, None, (*out.headers, note), out.partition)
+    return Outgoing(out.topic, out.key, None, (*headers, note))

@@ -20,6 +20,7 @@ from procession.topics._records import (
     CompensationPlanned,
     TaskCompleted,
     TaskFailed,
+    TaskRequest,
     TransitionPlanned,
 )
 
@@ -29,11 +30,10 @@ from ._component import Component
 from ._port import Consumer, Message, Outgoing, TopicPartition, Transport
 from ._task_partition import TaskPartition
 from ._topic_check import verify
-from ._wire import dead_letter, encode, record_of, without_value
+from ._wire import dead_letter, encode, record_of
 from ._writers import Writers
 
 log = logging.getLogger("procession.worker")
-TaskRequest = TransitionPlanned | CompensationPlanned
 
 
 class Worker(Component):
@@ -166,9 +166,7 @@ class Worker(Component):
     def dead(self, msg: Message, reason: str) -> list[Outgoing]:
         log.warning("dead letter from %s@%s: %s", msg.partition, msg.offset, reason)
         self.metrics["dead_lettered"] += 1
-        out = dead_letter(msg, reason, self.app.topics)
-        limit = self.limits[self.app.topics.dead_letter]
-        return [out if out.size() <= limit else without_value(out, limit)]
+        return [dead_letter(msg, reason, self.app.topics, self.limits)]
 
     def results(self, msg: Message, result: TaskCompleted | TaskFailed) -> list[Outgoing]:
         """The result record for the process topic (and a dead letter for a final failure)."""

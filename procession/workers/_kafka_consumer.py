@@ -1,0 +1,67 @@
+"""Group consumers on Kafka (aiokafka), reading committed records only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+from ._port import Listener, Message, TopicPartition
+
+
+class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_assign: Listener | None, on_revoke: Listener | None) -> None:
+        self._assign, self._revoke = on_assign, on_revoke
+        self.joined = False
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.joined = False
+        if self._revoke is not None and revoked:
+            await self._revoke([TopicPartition(tp.topic, tp.partition) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.joined = True
+        if self._assign is not None and assigned:
+            await self._assign([TopicPartition(tp.topic, tp.partition) for tp in assigned])
+
+
+class KafkaConsumer:
+    """A group member reading committed records only; offsets are committed in transactions."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, listener: RebalanceListener) -> None:
+        self._c, self._listener = consumer, listener
+
+    async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        got = await self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [message_of(r) for records in got.values() for r in records]
+
+    def caught_up(self) -> bool:
+        """Joined, and at the last stable offset of the latest fetch on every partition."""
+        if not self._listener.joined:
+            return False
+        sub = self._c._subscription.subscription
+        if sub is None or sub.assignment is None:
+            return False
+        for tp in self._c.assignment():
+            state = sub.assignment.state_value(tp)
+            if not state.has_valid_position or state.lso is None or state.position < state.lso:
+                return False
+        return True
+
+    async def stop(self) -> None:
+        """Give the partitions back (the revoke listener runs first), then leave."""
+        if self._listener.joined:
+            await self._listener.on_partitions_revoked(self._c.assignment())
+        await self._c.stop()
+
+
+def message_of(r: Any) -> Message:
+    return Message(
+        r.topic,
+        r.partition,
+        r.offset,
+        None if r.key is None else r.key.decode(),
+        r.value,
+        tuple(r.headers or ()),
+        r.timestamp,
+    )

@@ -1,0 +1,178 @@
+"""One transaction of a partition of the process topic, decided input by input."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from procession._errors import DecodeError, UnwritableError
+from procession.sagas._fold import after_decisions
+from procession.sagas._state import Ended, Parked, ProcessState
+from procession.topics._records import (
+    RECORD_TYPES,
+    Record,
+    TaskRequest,
+    is_task_request,
+)
+
+from ._port import Batch, Message, Outgoing, TopicPartition, partition_for
+from ._wire import Stored, dead_letter, encode, record_of
+from ._writes import decision_records, parking, state_record
+
+if TYPE_CHECKING:
+    from ._processor import Processor
+
+log = logging.getLogger("procession.processor")
+
+#: The type headers of decision records. The processor reads its own decisions
+#: back from the process topic; it recognises them by the codec's first header
+#: and skips them without decoding (more than half of the topic's records).
+_DECISION_TYPES = frozenset(cls.TYPE.encode() for cls in RECORD_TYPES.values() if cls.IS_DECISION)
+
+
+class Step:
+    """What one transaction of a partition writes, gathered process by process.
+
+    :meth:`add` decides each fetched record against the partition's ``store``
+    (never changing it); :meth:`finish` gives the batch to commit. A process
+    whose input cannot be decided or written is parked; bad records become
+    dead letters. After the commit, ``staged`` holds the new states,
+    ``requests`` the inline tasks to run and ``decided`` what to count.
+    """
+
+    def __init__(self, owner: Processor, tp: TopicPartition, store: dict[str, Stored]) -> None:
+        self.owner, self.tp, self.store = owner, tp, store
+        self.out = Batch(group=owner.group)
+        self.staged: dict[str, Stored | None] = {}
+        self.writes: dict[str, list[Outgoing]] = {}  # decisions and task requests
+        self.firsts: dict[str, tuple[Record, int]] = {}  # first input here, its offset
+        self.requests: dict[str, list[TaskRequest]] = {}  # inline tasks
+        self.parks: dict[str, list[Outgoing]] = {}
+        self.decided: list[list[Record]] = []
+
+    def add(self, msg: Message) -> None:
+        if (
+            msg.headers
+            and msg.headers[0][0] == "procession-type"
+            and (msg.headers[0][1] in _DECISION_TYPES)
+        ):
+            return  # our own decision, read back (already applied): not decoded
+        rec = self._input(msg)
+        if rec is not None:
+            self._decide(rec, msg.offset)
+
+    def finish(self, first: list[Outgoing]) -> Batch:
+        """The transaction: ``first`` (timer firings, inline results, notes), then
+        each process's decisions and new state."""
+        self.out.records.extend(first)
+        for pid in list(self.staged):
+            self._write_state(pid)
+        return self.out
+
+    def _decide(self, rec: Record, offset: int) -> None:
+        """Decide one input; a process whose input cannot be decided
+        or written is parked."""
+        pid = rec.process_id
+        before = self.staged[pid] if pid in self.staged else self.store.get(pid)
+        if isinstance(before, Parked):
+            self.owner.metrics["held"] += 1  # stays in the stream until the process resumes
+            return
+        self.firsts.setdefault(pid, (rec, offset))
+        saga = self.owner.app.saga_for(pid)
+        assert saga is not None  # checked by _input
+        try:
+            decisions = saga.decide(before, rec)
+            owner = self.owner
+            mine = decision_records(pid, decisions, owner.topics, owner.codec, owner.limits)
+        except UnwritableError as exc:
+            self.staged[pid] = self._park(rec, offset, before, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a failing decision parks its process
+            self.staged[pid] = self._park(rec, offset, before, f"decision failed: {exc!r}")
+            return
+        self.staged[pid] = after_decisions(before, rec, decisions)
+        self.writes.setdefault(pid, []).extend(mine)
+        self.decided.append(decisions)
+        for d in decisions:
+            if is_task_request(d) and d.mode == "inline":  # type: ignore[attr-defined]
+                self.requests.setdefault(pid, []).append(d)  # type: ignore[arg-type]
+
+    def _write_state(self, pid: str) -> None:
+        """Add a process's writes and its new state to the transaction, or park it
+        when the state cannot be written (then none of its inputs here is decided)."""
+        state = self.staged[pid]
+        if state is None:
+            return  # nothing to keep (an input for no process)
+        if not isinstance(state, Parked):
+            state = self._keep(state)
+            assert state is not None
+            try:
+                change = self._state_record(pid, state)
+            except UnwritableError as exc:
+                rec, offset = self.firsts[pid]
+                self.writes.pop(pid, None)
+                state = self._park(rec, offset, self.store.get(pid), str(exc))
+        if isinstance(state, Parked):
+            self.requests.pop(pid, None)
+            change = self._state_record(pid, state)
+        self.staged[pid] = state
+        self.out.records.extend(self.writes.get(pid, ()))
+        self.out.records.extend(self.parks.get(pid, ()))  # after the decisions it follows
+        self.out.records.append(change)
+
+    def _input(self, msg: Message) -> Record | None:
+        """The input record ``msg`` holds, or None (dead-lettered, or a decision)."""
+        try:
+            rec = record_of(msg, self.owner.codec)
+        except DecodeError as exc:
+            self._dead(msg, str(exc))
+            return None
+        if rec.IS_DECISION:
+            return None  # our own decisions, read back: already applied
+        pid = rec.process_id
+        why = ""
+        if self.owner.app.saga_for(pid) is None:
+            why = f"no saga for process {pid!r}"
+        elif msg.key != pid:
+            why = f"key {msg.key!r} is not {pid!r}"
+        elif (home := partition_for(pid, self.owner.partition_count)) != self.tp.partition:
+            why = (
+                f"key {pid!r} belongs on partition {home}, found on {self.tp.partition} "
+                "(written with another partitioner than murmur2?)"
+            )
+        if why:
+            self._dead(msg, why)
+            return None
+        return rec
+
+    def _park(self, rec: Record, offset: int, before: Stored | None, reason: str) -> Parked:
+        """Set a process aside: record why, hold its later inputs; the partition goes on."""
+        pid, owner = rec.process_id, self.owner
+        log.error("process %s parked at %s@%s: %s", pid, self.tp.partition, offset, reason)
+        owner.metrics["parked"] += 1
+        state = before if isinstance(before, ProcessState) else None
+        record, marker = parking(
+            pid,
+            correlation_id=state.correlation_id if state else rec.correlation_id,
+            seq=state.seq if state else 0,
+            reason=reason,
+            time_ms=owner.clock.now_ms(),
+            cause=rec,
+            offset=offset,
+        )
+        self.parks[pid] = [encode(owner.topics.process, pid, record, owner.codec)]
+        return marker
+
+    def _state_record(self, pid: str, state: Stored) -> Outgoing:
+        topic = self.owner.topics.changelog
+        return state_record(pid, state, topic, self.tp.partition, self.owner.limits)
+
+    def _dead(self, msg: Message, reason: str) -> None:
+        log.warning("dead letter from %s@%s: %s", msg.partition, msg.offset, reason)
+        self.owner.metrics["dead_lettered"] += 1
+        self.out.records.append(dead_letter(msg, reason, self.owner.topics, self.owner.limits))
+
+    def _keep(self, state: Stored | None) -> Stored | None:
+        if isinstance(state, ProcessState) and state.terminal and not self.owner.app.keep_completed:
+            return Ended.of(state.status)
+        return state
