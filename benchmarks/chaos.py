@@ -65,7 +65,10 @@ class Result:
     exit_codes: dict[str, int | None]
     publish_retries: int
     broker: str
+    visible_stall: tuple[float, float] = (0.0, 0.0)  # seconds, from (s after start)
+    lso_block: tuple[float, int, float] = (0.0, -1, 0.0)  # seconds, partition, from
     notes: list[str] = field(default_factory=list)
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)  # s, published, done
 
     @property
     def ok(self) -> bool:
@@ -127,6 +130,9 @@ class Run:
         self.restart: asyncio.Future[float] | None = None
         self.restarted_at = 0.0
         self.all_completed_s: float | None = None
+        self.visible_stall = (0.0, 0.0)  # seconds, from (after start)
+        self.timeline: list[tuple[float, int, int]] = []
+        self.t0 = 0.0
         self.broker_note = "not restarted (--no-broker-restart)"
         if cfg.broker_restart and broker is None:
             self.broker_note = "not restarted: this run does not own the broker"
@@ -146,7 +152,7 @@ class Run:
     async def _run(self) -> Result:
         create_topics(self.env, self.run_dir)
         self.fleet.start()
-        t0 = time.monotonic()
+        t0 = self.t0 = time.monotonic()
         publishing = asyncio.create_task(self.publisher.run(self.cfg.orders, self.cfg.rate))
         supervisor = asyncio.create_task(supervise(self.fleet, self.cfg, self.log))
         try:
@@ -171,7 +177,7 @@ class Run:
 
     async def _wait(self, t0: float, publishing: asyncio.Task[None]) -> None:
         """Until every process completed and the broker restart is done, or the deadline."""
-        cfg, last_report = self.cfg, t0
+        cfg, last_report, seen, progress_at = self.cfg, t0, 0, 0.0
         owns = self.broker is not None and cfg.broker_restart
         while time.monotonic() - t0 < cfg.deadline_s:
             done = await self.completions.poll()
@@ -185,6 +191,13 @@ class Run:
                     asyncio.to_thread(self.broker.kill9_and_start, self.run_dir)
                 )
                 self.restarted_at = now
+            if done > seen or self.publisher.sent <= seen:  # progress, or nothing owed
+                progress_at = now
+            elif now - progress_at > self.visible_stall[0]:
+                self.visible_stall = (now - progress_at, progress_at)
+            seen = done
+            if not self.timeline or now - self.timeline[-1][0] >= 1.0:
+                self.timeline.append((round(now, 1), self.publisher.sent, done))
             if done >= cfg.orders and self.all_completed_s is None:
                 self.all_completed_s = now
             owed = owns and (self.restart is None or not self.restart.done())
@@ -197,6 +210,7 @@ class Run:
                 )
 
     def _result(self, a: Audit, seconds: float, codes: dict[str, int | None]) -> Result:
+        block = self.completions.longest_block
         result = Result(
             self.cfg,
             self.prefix,
@@ -213,7 +227,10 @@ class Run:
             codes,
             self.publisher.retries,
             self.broker_note,
+            self.visible_stall,
+            (block[0], block[1], max(0.0, block[2] - self.t0)),
             self.log,
+            self.timeline,
         )
         payload = json.dumps(dataclasses.asdict(result), indent=2, default=str)
         (self.run_dir / "result.json").write_text(payload)
@@ -250,7 +267,18 @@ def table(r: Result) -> str:
         ("unplanned exits (restarted)", ", ".join(r.unplanned_exits) or "none"),
         ("broker", r.broker),
         ("publisher retries", r.publish_retries),
-        ("longest stall", f"{a.longest_stall_s:.1f} s (from {a.longest_stall_at_s:.0f} s)"),
+        (
+            "longest stall (record timestamps)",
+            f"{a.longest_stall_s:.1f} s (from {a.longest_stall_at_s:.0f} s)",
+        ),
+        (
+            "longest stall a read_committed reader saw",
+            f"{r.visible_stall[0]:.1f} s (from {r.visible_stall[1]:.0f} s)",
+        ),
+        (
+            "longest open-transaction block (LSO < high watermark)",
+            f"{r.lso_block[0]:.1f} s (partition {r.lso_block[1]}, from {r.lso_block[2]:.0f} s)",
+        ),
         ("all completed after", done),
         ("process-topic records", f"{a.process_records:,}"),
         ("exit codes after SIGTERM", ", ".join(f"{n} {c}" for n, c in r.exit_codes.items())),

@@ -115,12 +115,31 @@ class Publisher:
 
 
 class Completions:
-    """Counts processes with a ProcessCompleted record; reconnects from the start on errors."""
+    """Counts processes with a ProcessCompleted record; reconnects from the start on errors.
+
+    It also notes how long a partition stayed unreadable with records behind
+    it: caught up to the last stable offset while the high watermark is past
+    it, which is a transaction left open (one a killed producer never ended
+    holds every later record until the broker's transaction timeout).
+    """
 
     def __init__(self, servers: str, topic: str) -> None:
         self.servers, self.topic = servers, topic
         self.done: set[bytes] = set()
         self.consumer: AIOKafkaConsumer | None = None
+        self.blocked_since: dict[int, float] = {}
+        self.longest_block: tuple[float, int, float] = (0.0, -1, 0.0)  # s, partition, since
+
+    async def _note_blocks(self, c: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        for tp in c.assignment():
+            lso, high = c.last_stable_offset(tp), c.highwater(tp)
+            if lso is None or high is None or lso >= high or await c.position(tp) < lso:
+                self.blocked_since.pop(tp.partition, None)
+                continue
+            since = self.blocked_since.setdefault(tp.partition, now)
+            if now - since > self.longest_block[0]:
+                self.longest_block = (now - since, tp.partition, since)
 
     async def poll(self) -> int:
         try:
@@ -128,6 +147,7 @@ class Completions:
                 if self.consumer is None:
                     self.consumer = await self._open()
                 got = await self.consumer.getmany(timeout_ms=500, max_records=10000)
+                await self._note_blocks(self.consumer)
             for records in got.values():
                 self.done.update(
                     r.key for r in records if (("procession-type", COMPLETED) in r.headers)
