@@ -180,7 +180,8 @@ class Run:
         cfg, last_report, seen, progress_at = self.cfg, t0, 0, 0.0
         owns = self.broker is not None and cfg.broker_restart
         while time.monotonic() - t0 < cfg.deadline_s:
-            done = await self.completions.poll()
+            restarting = self.restart is not None and not self.restart.done()
+            done = await self.completions.poll(broker_up=not restarting)
             now = time.monotonic() - t0
             if publishing.done() and publishing.exception() is not None:
                 raise RuntimeError("the publisher failed") from publishing.exception()

@@ -141,13 +141,18 @@ class Completions:
             if now - since > self.longest_block[0]:
                 self.longest_block = (now - since, tp.partition, since)
 
-    async def poll(self) -> int:
+    async def poll(self, *, broker_up: bool = True) -> int:
+        """Read what is new; ``broker_up=False`` while the broker is restarted, when the
+        offsets last fetched are stale and no block is counted."""
+        if not broker_up:
+            self.blocked_since.clear()
         try:
             async with asyncio.timeout(30):
                 if self.consumer is None:
                     self.consumer = await self._open()
                 got = await self.consumer.getmany(timeout_ms=500, max_records=10000)
-                await self._note_blocks(self.consumer)
+                if broker_up:
+                    await self._note_blocks(self.consumer)
             for records in got.values():
                 self.done.update(
                     r.key for r in records if (("procession-type", COMPLETED) in r.headers)
