@@ -40,7 +40,7 @@ class Audit:
     completed_twice: int = 0
     failed: int = 0
     duplicated_decisions: int = 0
-    inputsdecided_twice: int = 0
+    inputs_decided_twice: int = 0
     duplicates_recognised: int = 0
     routed_twice: int = 0
     task_reexecutions: int = 0
@@ -119,7 +119,7 @@ def audit(topics: dict[str, list[ConsumerRecord]], prefix: str, end_ms: int) -> 
         if isinstance(r, TransitionPlanned | CompensationPlanned)
     )
     a.duplicated_decisions = _twice(planned)
-    a.inputsdecided_twice = decided_twice(records)
+    a.inputs_decided_twice = decided_twice(records)
     a.duplicates_recognised = sum(
         1 for r in records if isinstance(r, InputIgnored) and r.reason == "duplicate"
     )

@@ -32,7 +32,7 @@ async def test_a_tiny_chaos_run_completes_every_order_deciding_each_input_once(
     result = await run(cfg, os.environ["KAFKA_BOOTSTRAP_SERVERS"])
     a = result.audit
     assert (a.published, a.started, a.completed) == (20, 20, 20)
-    assert (a.duplicated_decisions, a.inputsdecided_twice, a.completed_twice) == (0, 0, 0)
+    assert (a.duplicated_decisions, a.inputs_decided_twice, a.completed_twice) == (0, 0, 0)
     assert len(result.kills) == 1
     assert result.exit_codes == {"processor-1": 0, "worker-1": 0}
     assert result.ok
@@ -45,7 +45,7 @@ def test_the_longest_stall_counts_only_time_with_orders_outstanding() -> None:
     assert longest_stall(publish, done[:2], end_ms=30_000) == (10.0, 20.0)  # still owed at end
 
 
-def test_an_input_decided_at_two_positions_counts_once_asdecided_twice() -> None:
+def test_an_input_decided_at_two_positions_counts_once_as_decided_twice() -> None:
     def planned(seq: int, cause: str) -> TransitionPlanned:
         return TransitionPlanned(
             event_id=f"d-{seq}-{cause}",
