@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import TopicPartition as KafkaTP
 
 from ._port import Listener, Message, TopicPartition
 
@@ -34,6 +35,16 @@ class KafkaConsumer:
     async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
         got = await self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         return [message_of(r) for records in got.values() for r in records]
+
+    async def rewind(self, tp: TopicPartition) -> None:
+        ktp = KafkaTP(tp.topic, tp.partition)
+        if ktp not in self._c.assignment():
+            return  # revoked meanwhile
+        committed = await self._c.committed(ktp)  # asks the coordinator now
+        if committed is None:
+            await self._c.seek_to_beginning(ktp)
+        else:
+            self._c.seek(ktp, committed)
 
     def caught_up(self) -> bool:
         """Joined, and at the last stable offset of the latest fetch on every partition."""

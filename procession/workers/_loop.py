@@ -32,6 +32,7 @@ class BatchLoop(Component):
         self.metrics: Counter[str] = Counter()
         self._writers = Writers(transport, prefix)
         self._owned: set[TopicPartition] = set()
+        self._unclaimed: set[TopicPartition] = set()  # assigned, previous owner not fenced yet
         self._batch = asyncio.Lock()  # a revocation waits for the batch in flight
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -64,9 +65,11 @@ class BatchLoop(Component):
 
     async def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
         self._owned.update(tps)
+        self._unclaimed.update(tps)
 
     async def _on_revoke(self, tps: Sequence[TopicPartition]) -> None:
         self._owned.difference_update(tps)
+        self._unclaimed.difference_update(tps)
         try:
             async with self._batch:
                 await self._writers.drop(tps)
@@ -77,7 +80,11 @@ class BatchLoop(Component):
         assert self._consumer is not None
         try:
             while True:
+                if self._unclaimed:
+                    async with self._batch:
+                        await claim(self._unclaimed, self._writers, self._consumer)
                 msgs = await self._consumer.fetch(self.poll_s, self.max_batch)
+                msgs = [m for m in msgs if m.tp in self._owned and m.tp not in self._unclaimed]
                 if not msgs:
                     continue
                 async with self._batch:
@@ -112,3 +119,16 @@ class BatchLoop(Component):
             if tp in self._owned:
                 raise  # a newer owner while the group says it is ours: a zombie; stop
             log.info("%s: partition %s moved on before its commit", self.name, tp)
+
+
+async def claim(unclaimed: set[TopicPartition], writers: Writers, consumer: Consumer) -> None:
+    """Take over newly assigned partitions: start their producers (fencing the
+    previous owner and aborting its open transaction), then read each again
+    from its committed offset, which that owner's last commit may have moved."""
+    for tp in list(unclaimed):
+        await writers.get(tp)
+        if tp not in unclaimed:  # revoked while its producer started
+            await writers.drop([tp])
+            continue
+        await consumer.rewind(tp)
+        unclaimed.discard(tp)

@@ -327,6 +327,10 @@ class MemoryConsumer:
                 break
         return out
 
+    async def rewind(self, tp: TopicPartition) -> None:
+        if tp in self._positions:
+            self._positions[tp] = self._log.committed(self.group, tp)
+
     def caught_up(self) -> bool:
         return all(pos >= self._log.end_offset(tp) for tp, pos in self._positions.items())
 

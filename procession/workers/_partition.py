@@ -49,6 +49,7 @@ class PartitionProcessor:
         self.inline: set[asyncio.Task[None]] = set()
         self.alive = True
         self.started = False
+        self.rewound = False  # records fetched before are dropped; they come again
         self._working = False
         self._task: asyncio.Task[None] | None = None
 
@@ -64,6 +65,8 @@ class PartitionProcessor:
     async def _main(self) -> None:
         try:
             await self.producer.start()  # fences a zombie before we read anything
+            await self.owner.rewind(self.tp)  # its last commit counts from here
+            self.rewound = True
             await self._restore()
             self.started = True
             await self._run()
@@ -115,7 +118,7 @@ class PartitionProcessor:
         await self.producer.stop()  # aborts a transaction still open
 
     def feed(self, msg: Message) -> None:
-        if self.alive:
+        if self.alive and self.rewound:
             self.queue.append(msg)
             self.wake.set()
 

@@ -140,6 +140,16 @@ class Consumer(Protocol):
 
     async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]: ...
 
+    async def rewind(self, tp: TopicPartition) -> None:
+        """Read ``tp`` again from its group's committed offset, as the log says now.
+
+        A member that takes a partition over calls it once it has fenced the
+        previous owner: the offset fetched at assignment may predate that
+        owner's last commit (Kafka writes commit markers after answering), and
+        records fetched before this call must be dropped.
+        """
+        ...
+
     def caught_up(self) -> bool:
         """Read up to the end of every assigned partition (as last seen)."""
         ...

@@ -105,6 +105,12 @@ class Processor(Component):
             self._stopping = True
             self._cleanup = asyncio.create_task(self.stop())
 
+    async def rewind(self, tp: TopicPartition) -> None:
+        """Read ``tp`` again from its committed offset (called once its producer fenced
+        the previous owner)."""
+        assert self._consumer is not None
+        await self._consumer.rewind(tp)
+
     def fenced(self, part: PartitionProcessor, error: FencedError) -> None:
         """A partition's producer was fenced: fine once it moved on, fatal while ours."""
         if self.partitions.get(part.tp) is part:

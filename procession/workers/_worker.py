@@ -27,6 +27,7 @@ from procession.topics._records import (
 from ._app import App
 from ._clock import Clock, SystemClock
 from ._component import Component
+from ._loop import claim
 from ._port import Consumer, Message, Outgoing, TopicPartition, Transport
 from ._task_partition import TaskPartition
 from ._topic_check import verify
@@ -73,6 +74,7 @@ class Worker(Component):
         self.metrics: Counter[str] = Counter()
         self.writers = Writers(transport, self.name)
         self.parts: dict[TopicPartition, TaskPartition] = {}
+        self.unclaimed: set[TopicPartition] = set()  # assigned, previous owner not fenced yet
         self.limits: dict[str, int] = {}
         self.freed = asyncio.Event()
         self._consumer: Consumer | None = None
@@ -121,9 +123,11 @@ class Worker(Component):
                     self.freed.clear()
                     await _wait(self.freed, self.poll_s)
                     continue
+                if self.unclaimed:
+                    await claim(self.unclaimed, self.writers, self._consumer)
                 for msg in await self._consumer.fetch(self.poll_s, room):
                     part = self.parts.get(msg.tp)
-                    if part is not None:  # else revoked since the fetch
+                    if part is not None and msg.tp not in self.unclaimed:  # else not ours yet
                         part.add(msg)
         except asyncio.CancelledError:
             raise
@@ -133,8 +137,10 @@ class Worker(Component):
     async def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
         for tp in tps:
             self.parts[tp] = TaskPartition(self, tp)
+        self.unclaimed.update(tps)
 
     async def _on_revoke(self, tps: Sequence[TopicPartition]) -> None:
+        self.unclaimed.difference_update(tps)
         parts = [self.parts.pop(tp) for tp in tps if tp in self.parts]
         try:
             await asyncio.gather(*(p.close(self.revoke_deadline_s) for p in parts))
