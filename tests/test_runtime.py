@@ -41,7 +41,7 @@ from procession.topics import (
     TransitionPlanned,
 )
 from procession.topics._layout import TopicSpec
-from procession.workers import Batch, Outgoing, Processor
+from procession.workers import Batch, Outgoing, Processor, Worker
 from procession.workers._memory import Crash
 from procession.workers._wire import encode
 from tests.conftest import Backend, until
@@ -392,3 +392,23 @@ async def test_a_slow_task_does_not_hold_back_the_results_of_fast_ones(backend: 
 
 async def _results(rt: Any, pid: str, n: int) -> bool:
     return len(records_of(await rt.history(pid), TaskCompleted)) >= n
+
+
+async def test_worker_rebalances_run_no_finished_task_again(backend: Backend) -> None:
+    """Workers joining and leaving hand partitions over at the committed offset;
+    a partition that got nothing new must not move its offset back."""
+    rt = await backend.runtime(backend.app([rebase_saga()], {"CloseInstance": lambda call: None}))
+    app = rt.app
+    for round_ in range(4):
+        extra = Worker(app, rt.transport, backend.clock, concurrency=4)
+        await extra.start()
+        await rt.publish(RebaseFailed(rebase_id=f"r{round_}", instances=["A", "B", "C"]))
+        await rt.settle()
+        await extra.stop()
+    await rt.publish(RebaseFailed(rebase_id="last", instances=["A"]))
+    await rt.settle()
+    results: Counter[tuple[str, int]] = Counter()
+    for pid in [*(f"rebase:r{n}" for n in range(4)), "rebase:last"]:
+        for r in records_of(await rt.history(pid), TaskCompleted):
+            results[(r.task_id, r.attempt)] += 1  # type: ignore[attr-defined]
+    assert len(results) == 13 and set(results.values()) == {1}, results

@@ -109,6 +109,7 @@ class KafkaProducer:
         self._t, self.transactional_id = transport, transactional_id
         self._p: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
+        self._one_at_a_time = asyncio.Lock()  # a transaction, or the stop that aborts it
 
     async def start(self) -> None:
         self._p = AIOKafkaProducer(
@@ -129,6 +130,10 @@ class KafkaProducer:
             raise
 
     async def commit(self, batch: Batch) -> None:
+        async with self._one_at_a_time:
+            await self._commit(batch)
+
+    async def _commit(self, batch: Batch) -> None:
         p = self._p
         if p is None:
             raise RuntimeError(f"producer {self.transactional_id!r} used before start()")
@@ -196,6 +201,10 @@ class KafkaProducer:
 
     async def stop(self) -> None:
         """Abort a transaction still open (readers are not held up), then close."""
+        async with self._one_at_a_time:
+            await self._stop()
+
+    async def _stop(self) -> None:
         if self._p is not None:
             try:
                 await asyncio.shield(self._abort())

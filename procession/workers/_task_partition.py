@@ -29,6 +29,7 @@ class TaskPartition:
         self.worker, self.tp = worker, tp
         self.pending: dict[int, asyncio.Task[None]] = {}  # offset -> running task
         self.ready: list[Outgoing] = []
+        self.first = -1  # the first offset handed over: nothing to commit before it
         self.fetched = -1  # the highest offset handed over
         self.committed = -1  # the offset committed last
         self.wake = asyncio.Event()
@@ -40,6 +41,8 @@ class TaskPartition:
         return bool(self.pending or self.ready or self.committing or self.wake.is_set())
 
     def add(self, msg: Message) -> None:
+        if self.first < 0:
+            self.first = msg.offset
         self.fetched = msg.offset
         request = self.worker.request_of(msg)
         if isinstance(request, str):
@@ -70,8 +73,10 @@ class TaskPartition:
                 self.committing = True
                 records, self.ready = self.ready, []
                 upto = min(self.pending) if self.pending else self.fetched + 1
-                if records or upto > self.committed:
-                    batch = Batch(records, {self.tp: upto}, self.worker.group)
+                moved = self.fetched >= 0 and upto > max(self.committed, self.first)
+                offsets = {self.tp: upto} if moved else {}
+                if records or offsets:
+                    batch = Batch(records, offsets, self.worker.group)
                     producer = await self.worker.writers.get(self.tp)
                     await commit(producer, batch, self.worker.metrics, self.worker.name)
                     self.committed = upto

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from ._port import Producer, TopicPartition, Transport
@@ -26,18 +27,20 @@ class Writers:
     def __init__(self, transport: Transport, prefix: str) -> None:
         self._transport, self._prefix = transport, prefix
         self._producers: dict[TopicPartition, Producer] = {}
+        self._starting = asyncio.Lock()
 
     def id_for(self, tp: TopicPartition) -> str:
         return f"{self._prefix}.{tp.topic}.{tp.partition}"
 
     async def get(self, tp: TopicPartition) -> Producer:
         """The partition's producer, started (and so fencing) on first use."""
-        producer = self._producers.get(tp)
-        if producer is None:
-            producer = self._transport.producer(self.id_for(tp))
-            await producer.start()
-            self._producers[tp] = producer
-        return producer
+        async with self._starting:  # one producer per id, even when two ask at once
+            producer = self._producers.get(tp)
+            if producer is None:
+                producer = self._transport.producer(self.id_for(tp))
+                await producer.start()
+                self._producers[tp] = producer
+            return producer
 
     async def drop(self, tps: Iterable[TopicPartition]) -> None:
         """Stop the producers of partitions this member no longer owns."""
