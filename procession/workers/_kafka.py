@@ -52,6 +52,11 @@ TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10
 #: until its replacement fences it or this passes; Kafka's default is 60 s.
 TRANSACTION_TIMEOUT_MS = int(os.environ.get("PROCESSION_TRANSACTION_TIMEOUT_MS", "10000"))
 
+#: How long the group waits for a silent member before moving its partitions
+#: (Kafka's minimum is 6 s). Shorter recovers a killed replica sooner; longer
+#: tolerates a longer-blocked event loop.
+SESSION_TIMEOUT_MS = int(os.environ.get("PROCESSION_SESSION_TIMEOUT_MS", "10000"))
+
 #: A record on its way out: topic, partition (None: by key), key, value, headers.
 WireRecord = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
 _partitioner = DefaultPartitioner()
@@ -255,7 +260,7 @@ class KafkaTransport:
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
         )
