@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections import Counter
 
 from procession._errors import TransactionAbortedError
@@ -13,14 +15,25 @@ from ._port import Batch, Producer
 log = logging.getLogger("procession.commit")
 
 
+#: How long a batch may keep failing before its component gives up and stops
+#: (its process exits and is restarted): retrying for ever would be a loop that
+#: died while the process lives on.
+COMMIT_DEADLINE_S = float(os.environ.get("PROCESSION_COMMIT_DEADLINE_S", "120"))
+
+
 async def commit(producer: Producer, batch: Batch, metrics: Counter[str], what: str) -> None:
-    """Commit ``batch``; an aborted transaction left nothing, so the same batch is retried."""
-    delay = 0.05
+    """Commit ``batch``; an aborted transaction left nothing, so the same batch is
+    retried with backoff, for at most ``COMMIT_DEADLINE_S``."""
+    delay, give_up = 0.05, time.monotonic() + COMMIT_DEADLINE_S
     while True:
         try:
             await producer.commit(batch)
             return
         except TransactionAbortedError as exc:
+            if time.monotonic() + delay > give_up:
+                raise TransactionAbortedError(
+                    f"{what}: still failing after {COMMIT_DEADLINE_S:g} s: {exc.reason}"
+                ) from exc
             log.warning("%s: %s; retrying in %.2fs", what, exc, delay)
             metrics["aborted"] += 1
             await asyncio.sleep(delay)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from procession._errors import one_line
+from procession._errors import FencedError, one_line
 
 log = logging.getLogger("procession")
 
@@ -43,3 +43,12 @@ class Component:
         if self.crashed is not None and self.crashed.done():
             return self.crashed.result()
         return None
+
+    def fenced(self, error: FencedError, *, still_ours: bool) -> None:
+        """A producer of ours was fenced. Once its partition moved on that is the
+        rebalance at work; while the group still says it is ours, a newer owner
+        exists and this one is a zombie: it stops."""
+        if still_ours:
+            self.died(error)
+        else:
+            log.info("%s: %s after its partition moved on", self.name, error)

@@ -115,10 +115,11 @@ class BatchLoop(Component):
         batch.offsets[tp] = msgs[-1].offset + 1
         try:
             await commit(await self._writers.get(tp), batch, self.metrics, self.name)
-        except FencedError:
-            if tp in self._owned:
-                raise  # a newer owner while the group says it is ours: a zombie; stop
-            log.info("%s: partition %s moved on before its commit", self.name, tp)
+        except FencedError as exc:
+            still_ours = tp in self._owned
+            self.fenced(exc, still_ours=still_ours)
+            if still_ours:
+                raise  # the loop ends with its component
 
 
 async def claim(unclaimed: set[TopicPartition], writers: Writers, consumer: Consumer) -> None:

@@ -74,7 +74,7 @@ class PartitionProcessor:
             raise
         except FencedError as exc:
             self.alive = False
-            self.owner.fenced(self, exc)
+            self.owner.fenced(exc, still_ours=self.owner.partitions.get(self.tp) is self)
         except BaseException as exc:  # noqa: BLE001 - whatever ends the partition is reported
             self.alive = False
             self.owner.died(exc)
@@ -226,7 +226,11 @@ class PartitionProcessor:
 
     def _run_inline(self, req: TaskRequest) -> None:
         async def run() -> None:
-            result = await execute(self.owner.app, req, self.owner.clock.now_ms())
+            try:
+                result = await execute(self.owner.app, req, self.owner.clock.now_ms())
+            except Exception as exc:  # noqa: BLE001 - execute() reports handler errors; not this
+                self.owner.died(exc)
+                return
             self.outbox.append(result)
             self.wake.set()
 

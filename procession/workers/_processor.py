@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from procession._errors import CoPartitionError, FencedError
+from procession._errors import CoPartitionError
 from procession.topics._codec import DEFAULT_CODEC, Codec
 
 from ._app import App
@@ -62,7 +62,7 @@ class Processor(Component):
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._cleanup: asyncio.Task[None] | None = None
+        self._cleanup: asyncio.Future[None] | None = None  # the one stop, once begun
 
     async def start(self) -> None:
         t = self.topics
@@ -82,7 +82,15 @@ class Processor(Component):
         self._task = asyncio.create_task(self._fetch_loop(), name="procession-processor-fetch")
 
     async def stop(self) -> None:
-        """Stop fetching, let every partition finish its transaction, then leave the group."""
+        """Stop fetching, let every partition finish its transaction, then leave the group.
+
+        Called again (or while a death is being cleaned up), it waits for the same stop.
+        """
+        if self._cleanup is None:
+            self._cleanup = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._cleanup)
+
+    async def _stop(self) -> None:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
@@ -101,22 +109,14 @@ class Processor(Component):
         """Something that must stop the whole processor, as a killed process would:
         nothing more is committed, the group moves on."""
         super().died(error)
-        if not self._stopping:
-            self._stopping = True
-            self._cleanup = asyncio.create_task(self.stop())
+        if self._cleanup is None:
+            self._cleanup = asyncio.ensure_future(self._stop())
 
     async def rewind(self, tp: TopicPartition) -> None:
         """Read ``tp`` again from its committed offset (called once its producer fenced
         the previous owner)."""
         assert self._consumer is not None
         await self._consumer.rewind(tp)
-
-    def fenced(self, part: PartitionProcessor, error: FencedError) -> None:
-        """A partition's producer was fenced: fine once it moved on, fatal while ours."""
-        if self.partitions.get(part.tp) is part:
-            self.died(error)  # a newer owner while the group says it is ours: a zombie
-        else:
-            log.info("partition %s moved on before its commit", part.tp.partition)
 
     async def _fetch_loop(self) -> None:
         assert self._consumer is not None

@@ -84,7 +84,7 @@ class TaskPartition:
         except asyncio.CancelledError:
             raise
         except FencedError as exc:
-            self.worker.fenced(self, exc)
+            self.worker.fenced(exc, still_ours=self.worker.parts.get(self.tp) is self)
         except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported
             self.worker.died(exc)
         finally:

@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from procession._errors import DecodeError, FencedError, RegistrationError
+from procession._errors import DecodeError, RegistrationError
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import (
     CompensationPlanned,
@@ -147,13 +147,6 @@ class Worker(Component):
             await self.writers.drop(tps)
         except Exception as exc:  # noqa: BLE001 - the consumer's callback would only log it
             self.died(exc)
-
-    def fenced(self, part: TaskPartition, error: FencedError) -> None:
-        """A partition's producer was fenced: fine once it moved on, fatal if still ours."""
-        if self.parts.get(part.tp) is part:
-            self.died(error)
-        else:
-            log.info("%s: partition %s moved on before its commit", self.name, part.tp)
 
     # ------------------------------------------------------------ one task
 
