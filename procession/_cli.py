@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from procession._errors import AppSpecError, KafkaUnreachableError, ProcessionError
@@ -52,14 +52,16 @@ _OVERRIDES = {  # option dest -> Topics field
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "demo":
-        from procession._demo import main as demo_main  # noqa: PLC0415 - keeps --help fast
-
-        return demo_main(args.bootstrap_servers)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    demo = args.command == "demo"
+    logging.basicConfig(  # the demo prints its own report: only trouble is logged
+        level="WARNING" if demo else args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     limit_aiokafka()
+    if demo:
+        from procession._demo import main as demo_main  # noqa: PLC0415 - keeps --help fast
+
+        return _one_line_on_failure("demo", lambda: demo_main(args.bootstrap_servers))
     try:
         app = load_app(args.app)
         if args.command == "topics":
@@ -70,18 +72,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AppSpecError, _UsageError) as exc:
         print(f"procession: {exc}", file=sys.stderr)
         return USAGE
+    if args.command == "topics":
+        return _one_line_on_failure(
+            "topics", lambda: asyncio.run(_topics(app, servers, args.action))
+        )
+    return _one_line_on_failure(args.command, lambda: asyncio.run(_run(app, servers, args)))
+
+
+def _one_line_on_failure(command: str, run: Callable[[], int]) -> int:
+    """``run()``'s exit code; a failure is one line on stderr (the traceback at DEBUG)."""
     try:
-        if args.command == "topics":
-            return asyncio.run(_topics(app, servers, args.action))
-        return asyncio.run(_run(app, servers, args))
+        return run()
     except KeyboardInterrupt:  # SIGINT before the components ran: nothing to stop
         return OK
     except ProcessionError as exc:
         print(f"procession: {exc}", file=sys.stderr)
         return FAILED
-    except Exception as exc:  # e.g. a KafkaError: one line; the traceback at DEBUG
-        logging.getLogger("procession").debug("%s failed", args.command, exc_info=True)
-        print(f"procession: {args.command} failed: {reason(exc)}", file=sys.stderr)
+    except Exception as exc:  # e.g. a KafkaError
+        logging.getLogger("procession").debug("%s failed", command, exc_info=True)
+        print(
+            f"procession: {command} failed: {reason(exc)} (--log-level DEBUG shows where)",
+            file=sys.stderr,
+        )
         return FAILED
 
 

@@ -3,43 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 import time
-from datetime import timedelta
 
-from ._errors import TaskError
 from ._timeline import summary, timeline
-from .examples import RebaseFailed, rebase_saga
-from .topics._layout import Topics
-from .workers import App, Runtime, TaskCall
+from .examples import RebaseFailed
+from .examples.apps import rebase_app
+from .workers import Runtime
 from .workers._port import Transport
-
-
-class FlakyCloser:
-    """Closes instances; the first attempt on ``flaky`` fails (a busy instance)."""
-
-    def __init__(self, flaky: str) -> None:
-        self.flaky = flaky
-        self.calls: list[tuple[str, int]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, call: TaskCall) -> dict[str, object]:
-        instance = call.payload["instance"]
-        with self._lock:
-            self.calls.append((instance, call.attempt))
-        if instance == self.flaky and call.attempt == 1:
-            raise TaskError(f"instance {instance} is busy (injected failure)", retryable=True)
-        return {"closed": instance}
 
 
 async def run_demo(transport: Transport | None = None, rebase_id: str = "r-1042") -> str:
     """Run the demo and return its report."""
-    app = App(
-        [rebase_saga(backoff=timedelta(milliseconds=200))],
-        {"CloseInstance": FlakyCloser(flaky="B")},
-        topics=Topics("procession-demo"),
-    )
+    app = rebase_app()
     async with Runtime(app, transport) as rt:
         await rt.publish(RebaseFailed(rebase_id=rebase_id, instances=["A", "B", "C"]))
         pid = app.sagas["rebase"].process_id(rebase_id)
@@ -63,7 +38,6 @@ async def run_demo(transport: Transport | None = None, rebase_id: str = "r-1042"
 
 
 def main(bootstrap_servers: str | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING)
     if bootstrap_servers:
         print(asyncio.run(_on_kafka(bootstrap_servers)))
     else:

@@ -8,12 +8,13 @@ traceback from deep inside an import.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from procession._errors import AppSpecError, ProcessionError
+from procession._errors import AppSpecError, ProcessionError, one_line
 
 if TYPE_CHECKING:
     from procession.workers import App
@@ -45,13 +46,14 @@ rebase_saga() returned a Saga, not an App
     if isinstance(obj, type) or not callable(obj):
         kind = "a class" if isinstance(obj, type) else f"a {type(obj).__name__}"
         raise AppSpecError(spec, f"{attr} is {kind}, not an App (nor a function returning one)")
+    if inspect.iscoroutinefunction(obj):
+        raise AppSpecError(spec, f"{attr} is an async function; name one that returns an App")
     try:
         made = obj()
     except ProcessionError as exc:
-        raise AppSpecError(spec, f"{attr}() failed: {_one_line(exc)}") from exc
+        raise AppSpecError(spec, f"{attr}() failed: {one_line(exc)}") from exc
     except Exception as exc:
-        why = f"{type(exc).__name__}: {_one_line(exc)}"
-        raise AppSpecError(spec, f"{attr}() raised {why}") from exc
+        raise AppSpecError(spec, f"{attr}() raised {one_line(exc)}") from exc
     if not isinstance(made, App):
         raise AppSpecError(spec, f"{attr}() returned a {type(made).__name__}, not an App")
     return made
@@ -77,11 +79,6 @@ def _import(spec: str, name: str) -> ModuleType:
             raise AppSpecError(
                 spec, f"no module named {exc.name!r} (searched the current directory and sys.path)"
             ) from exc
-        raise AppSpecError(spec, f"importing module {name!r} failed: {_one_line(exc)}") from exc
+        raise AppSpecError(spec, f"importing module {name!r} failed: {one_line(exc)}") from exc
     except Exception as exc:
-        why = f"{type(exc).__name__}: {_one_line(exc)}"
-        raise AppSpecError(spec, f"importing module {name!r} failed: {why}") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+        raise AppSpecError(spec, f"importing module {name!r} failed: {one_line(exc)}") from exc

@@ -107,7 +107,8 @@ def apps(tmp_path: Path) -> dict[str, str]:
     [
         (
             "broken_import:app",
-            "importing module 'broken_import' failed: No module named 'no_such_dependency_xyz'",
+            "importing module 'broken_import' failed: ModuleNotFoundError: "
+            "No module named 'no_such_dependency_xyz'",
         ),
         ("syntax_error:app", "importing module 'syntax_error' failed: SyntaxError"),
         ("not_an_app:app", "app is a int, not an App"),

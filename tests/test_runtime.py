@@ -21,8 +21,8 @@ from procession import (
     TaskCall,
     TaskError,
 )
-from procession._demo import FlakyCloser
 from procession.examples import RebaseFailed, rebase_saga
+from procession.examples.apps import FlakyCloser
 from procession.sagas import ProcessState, fold
 from procession.testing import records_of
 from procession.topics import (
