@@ -31,7 +31,7 @@ from procession._errors import AppSpecError, KafkaUnreachableError, ProcessionEr
 from procession._errors import one_line as reason
 from procession._load import check_task_types, load_app
 from procession._logs import limit_aiokafka
-from procession._supervise import Component, supervise
+from procession._supervise import Supervised, supervise
 
 if TYPE_CHECKING:
     from procession.topics._layout import TopicSpec
@@ -211,7 +211,7 @@ async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
     from procession.workers import Processor, Router, Worker  # noqa: PLC0415 - per command
 
     async with _connected(servers) as transport:  # each component checks its topics
-        parts: list[tuple[str, Component]] = []
+        parts: list[tuple[str, Supervised]] = []
         if args.command == "processor":
             parts.append(("processor", Processor(app, transport)))
         if args.command == "router" or (args.command == "processor" and not args.no_router):

@@ -21,7 +21,7 @@ log = logging.getLogger("procession")
 STOP_DEADLINE_S = 30.0
 
 
-class Component(Protocol):
+class Supervised(Protocol):
     """A processor, router or worker.
 
     After ``start()`` a component has ``crashed``, an ``asyncio.Future`` that
@@ -36,7 +36,7 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
-async def supervise(parts: Sequence[tuple[str, Component]], stop: asyncio.Event) -> int:
+async def supervise(parts: Sequence[tuple[str, Supervised]], stop: asyncio.Event) -> int:
     """Start ``parts`` (role, component) in order; 0 once ``stop`` is set, 1 on a failure.
 
     A failure is a component's ``start()`` raising or its ``crashed`` future
@@ -47,7 +47,7 @@ async def supervise(parts: Sequence[tuple[str, Component]], stop: asyncio.Event)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    started: list[tuple[str, Component]] = []
+    started: list[tuple[str, Supervised]] = []
     try:
         for role, part in parts:
             started.append((role, part))  # a half-started component has things to close
@@ -63,7 +63,7 @@ async def supervise(parts: Sequence[tuple[str, Component]], stop: asyncio.Event)
             loop.remove_signal_handler(sig)
 
 
-async def _watch(parts: Sequence[tuple[str, Component]], stop: asyncio.Event) -> int:
+async def _watch(parts: Sequence[tuple[str, Supervised]], stop: asyncio.Event) -> int:
     watched: dict[asyncio.Future[BaseException], str] = {}
     for role, part in parts:
         if part.crashed is not None:  # None: it runs nothing (a worker without task types)
@@ -81,7 +81,7 @@ async def _watch(parts: Sequence[tuple[str, Component]], stop: asyncio.Event) ->
     return 0
 
 
-async def _stop_all(parts: Sequence[tuple[str, Component]]) -> None:
+async def _stop_all(parts: Sequence[tuple[str, Supervised]]) -> None:
     for role, part in reversed(parts):
         try:
             async with asyncio.timeout(STOP_DEADLINE_S):

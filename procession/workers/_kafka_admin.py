@@ -12,9 +12,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from procession._errors import TopicsError
 from procession.topics._layout import TopicSpec
 
-from ._port import TopicInfo
+from ._port import DEFAULT_MAX_MESSAGE_BYTES, TopicInfo
 
-_EXISTS, _UNKNOWN = 36, 3  # TOPIC_ALREADY_EXISTS, UNKNOWN_TOPIC_OR_PARTITION
+_EXISTS = 36  # TOPIC_ALREADY_EXISTS
 
 
 def topic_configs(spec: TopicSpec) -> dict[str, str]:
@@ -81,7 +81,7 @@ def _info(name: str, meta: dict[str, Any], config: dict[str, str]) -> TopicInfo:
         name,
         len(partitions),
         compacted="compact" in config.get("cleanup.policy", "delete").split(","),
-        max_message_bytes=int(config.get("max.message.bytes", "1048588")),
+        max_message_bytes=int(config.get("max.message.bytes", DEFAULT_MAX_MESSAGE_BYTES)),
         replication=min((len(p["replicas"]) for p in partitions), default=0),
         retention_ms=None if retention in (None, "-1") else int(retention),
         min_insync=int(config["min.insync.replicas"]) if "min.insync.replicas" in config else None,
