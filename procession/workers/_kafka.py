@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
+    IllegalOperation,
     InvalidProducerEpoch,
     KafkaError,
     MessageSizeTooLargeError,
@@ -170,6 +171,11 @@ class KafkaProducer:
             await p.commit_transaction()
         except (ProducerFenced, InvalidProducerEpoch) as exc:
             raise FencedError(self.transactional_id) from exc
+        except IllegalOperation as exc:  # the transaction ended under us: aiokafka says why
+            cause = _fatal_cause(p)
+            if isinstance(cause, ProducerFenced | InvalidProducerEpoch):
+                raise FencedError(self.transactional_id) from cause
+            raise WriterFailedError(self.transactional_id, f"{cause or exc!r}") from exc
         except _TOO_LARGE as exc:  # the topic's limit changed since we looked
             await self._recover(exc)
             self._t.forget_limits()
@@ -217,6 +223,15 @@ class KafkaProducer:
                 await self._p.stop()
                 _observe_fatal(self._p)
                 self._p = None
+
+
+def _fatal_cause(producer: AIOKafkaProducer) -> BaseException | None:
+    """The error that put a producer's transactions in a fatal state, if one did."""
+    manager = producer._txn_manager
+    if manager is None or not manager.is_fatal_error():
+        return None
+    waiter = manager._transaction_waiter
+    return waiter.exception() if waiter.done() and not waiter.cancelled() else None
 
 
 def _observe_fatal(producer: AIOKafkaProducer) -> None:

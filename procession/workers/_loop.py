@@ -57,7 +57,9 @@ class BatchLoop(Component):
 
     def busy(self) -> bool:
         """Working on a batch, or not yet read up to the end of its partitions."""
-        return self._working or self._consumer is None or not self._consumer.caught_up()
+        if self._working or self._unclaimed or self._consumer is None:
+            return True
+        return not self._consumer.caught_up()
 
     async def handle(self, msgs: list[Message]) -> Batch:
         """The records that one partition's fetched records produce."""
@@ -100,7 +102,7 @@ class BatchLoop(Component):
                         if isinstance(outcome, BaseException):
                             raise outcome
                     self._working = False
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
             raise
         except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported
             self.died(exc)

@@ -70,7 +70,7 @@ class PartitionProcessor:
             await self._restore()
             self.started = True
             await self._run()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
             raise
         except FencedError as exc:
             self.alive = False

@@ -98,6 +98,7 @@ class Processor(Component):
         await self._on_revoke(list(self.partitions))
         if self._consumer is not None:
             await self._consumer.stop()
+        await self._on_revoke(list(self.partitions))  # assigned while the consumer was leaving
 
     def busy(self) -> bool:
         """True while some partition has work queued, in flight or due, or input is unread."""
@@ -128,7 +129,7 @@ class Processor(Component):
                         part.feed(msg)
                 for part in list(self.partitions.values()):
                     await part.wait_for_room(self.max_batch * 4)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
             raise
         except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported
             self.died(exc)

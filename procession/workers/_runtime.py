@@ -172,7 +172,12 @@ class Runtime:
 
     async def settle(self, timeout_s: float = 30.0, *, workers: bool = True) -> None:
         """Wait until :meth:`idle` holds for a quiet period (a few poll intervals, so
-        every consumer has fetched since), or raise ``TimeoutError``."""
+        every consumer has fetched since), or raise ``TimeoutError``.
+
+        It asks this runtime's own members. On Kafka, while a group rebalances
+        after another member left, a partition nobody owns yet looks idle:
+        wait for an outcome instead (a process's end) when members come and go.
+        """
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout_s):
             quiet_since = None

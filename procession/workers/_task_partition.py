@@ -57,7 +57,7 @@ class TaskPartition:
             result = await execute(worker.app, request, worker.clock.now_ms())
             del self.pending[msg.offset]  # a cancelled task stays pending: not committed
             self.ready += worker.results(msg, result)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
             raise
         except BaseException as exc:  # noqa: BLE001 - execute() reports handler errors; not this
             worker.died(exc)
@@ -81,7 +81,7 @@ class TaskPartition:
                     await commit(producer, batch, self.worker.metrics, self.worker.name)
                     self.committed = upto
                 self.committing = False
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
             raise
         except FencedError as exc:
             self.worker.fenced(exc, still_ours=self.worker.parts.get(self.tp) is self)

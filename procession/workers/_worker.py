@@ -102,12 +102,15 @@ class Worker(Component):
         await self._on_revoke(list(self.parts))
         if self._consumer is not None:
             await self._consumer.stop()
+        await self._on_revoke(list(self.parts))  # assigned while the consumer was leaving
         await self.writers.close()
 
     def busy(self) -> bool:
+        """Tasks running or results uncommitted, a partition not yet taken over, or
+        records unread."""
         if not self.task_types:
             return False
-        if self._consumer is None or not self._consumer.caught_up():
+        if self.unclaimed or self._consumer is None or not self._consumer.caught_up():
             return True
         return any(p.busy() for p in self.parts.values())
 
@@ -129,7 +132,7 @@ class Worker(Component):
                     part = self.parts.get(msg.tp)
                     if part is not None and msg.tp not in self.unclaimed:  # else not ours yet
                         part.add(msg)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
             raise
         except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported
             self.died(exc)
