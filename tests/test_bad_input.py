@@ -21,6 +21,7 @@ from procession.topics import (
     ProcessCompleted,
     ProcessParked,
     TaskCompleted,
+    TaskFailed,
     TransitionPlanned,
 )
 from procession.workers import App, Batch, Outgoing, Runtime
@@ -228,3 +229,18 @@ async def _write(backend: Backend, out: Outgoing) -> None:
         await producer.commit(Batch(records=[out]))
     finally:
         await producer.stop()
+
+
+async def test_a_result_too_large_to_record_fails_its_task_for_good(backend: Backend) -> None:
+    app = backend.app([job_saga()], {"Run": lambda call: {"blob": "x" * (LIMIT + 1)}})
+    rt = await start(backend, app, small=(app.topics.process,))
+    await rt.publish(Job(job_id="big"))
+    await until(lambda: _failed(rt, "job:big"))
+    (failed,) = [r for r in await rt.history("job:big") if isinstance(r, TaskFailed)]
+    assert not failed.retryable and failed.error_type == "RecordTooLargeError"
+    assert failed.reason.startswith("result of ") and f"({LIMIT})" in failed.reason
+    assert (await reasons(backend, app))[0].startswith("non-retryable failure: result of ")
+
+
+async def _failed(rt: Runtime, pid: str) -> bool:
+    return any(isinstance(r, TaskFailed) for r in await rt.history(pid))

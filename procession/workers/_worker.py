@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from procession._errors import DecodeError, RegistrationError
+from procession._errors import DecodeError, RecordTooLargeError, RegistrationError
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import (
     CompensationPlanned,
@@ -197,7 +197,7 @@ def _too_large(result: TaskCompleted | TaskFailed, reason: str) -> TaskFailed:
         task_type=result.task_type,
         attempt=result.attempt,
         reason=reason,
-        error_type="RecordTooLargeError",
+        error_type=RecordTooLargeError.__name__,
         retryable=False,
     )
 
