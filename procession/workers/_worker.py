@@ -139,7 +139,8 @@ class Worker(Component):
 
     async def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
         for tp in tps:
-            self.parts[tp] = TaskPartition(self, tp)
+            if tp not in self.parts:  # one per partition, however often it is told
+                self.parts[tp] = TaskPartition(self, tp)
         self.unclaimed.update(tps)
 
     async def _on_revoke(self, tps: Sequence[TopicPartition]) -> None:
