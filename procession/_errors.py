@@ -107,7 +107,10 @@ class FencedError(ProcessionError):
     transactional_id: str
 
     def message(self) -> str:
-        return f"producer {self.transactional_id!r} was fenced by a newer instance"
+        return (
+            f"producer {self.transactional_id!r} was fenced by a newer instance "
+            "(or the broker aborted its transaction after transaction.timeout.ms)"
+        )
 
 
 @dataclass

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from procession import FencedError
-from procession.workers import Processor, Router, Worker
+from procession.examples import RebaseFailed
+from procession.workers import Processor, Router, Runtime, Worker
 from procession.workers._port import partition_for
-from tests.conftest import Backend, until
+from tests.conftest import Backend, kafka_servers, until
 from tests.test_kafka import _at_least, _lines, exactly_once, make_app, publish, spawn, stream
 
 pytestmark = pytest.mark.backends("kafka")
@@ -171,3 +173,39 @@ async def test_a_writer_fenced_while_it_owns_the_partition_stops_loudly(
 
 async def _busy_over(part: Any) -> bool:
     return not part.busy()
+
+
+async def test_keys_and_headers_that_are_not_utf8_are_dead_lettered(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes no decoder accepts never stop a component: each record is a dead letter."""
+    app = make_app(backend, monkeypatch)
+    rt = Runtime(app, backend.transport(), workers=1)
+    await rt.start()
+    backend.runtimes.append(rt)
+    raw = AIOKafkaProducer(bootstrap_servers=kafka_servers())
+    await raw.start()
+    try:
+        body = b'{"rebase_id": "x", "instances": ["A"]}'
+        good = [("procession-type", b"RebaseFailed")]
+        await raw.send_and_wait(app.topics.inputs, body, key=b"\xff", headers=good)
+        await raw.send_and_wait(app.topics.inputs, body, headers=[("procession-type", b"\xff")])
+        await raw.send_and_wait(app.topics.inputs, body, headers=[*good, ("event-id", b"\xfe")])
+        await raw.send_and_wait(app.topics.process, b"{}", key=b"\xff\xfe", partition=0)
+    finally:
+        await raw.stop()
+    await rt.publish(RebaseFailed(rebase_id="ok", instances=["A"]))
+    await until(lambda: _completed(rt, 2), timeout_s=60)  # "x" and "ok"
+    dead = await backend.records(app.topics.dead_letter)
+    reasons = sorted(dict(m.headers)["dlq-reason"].decode() for m in dead)
+    assert [r.split(":")[:2] for r in reasons] == [
+        ["cannot decode record (None)", " unknown record type None"],
+        ["cannot decode record", " event-id header is not UTF-8"],
+        ["cannot decode record", " procession-type header is not UTF-8"],
+    ]
+    (stray,) = [m for m in dead if m.value == b"{}"]  # its key kept byte for byte
+    assert stray.key is not None and stray.key.encode("utf-8", "surrogateescape") == b"\xff\xfe"
+
+
+async def _completed(rt: Runtime, n: int) -> bool:
+    return rt.processor.metrics["ProcessCompleted"] >= n

@@ -49,7 +49,8 @@ async def test_the_first_crash_of_any_part_stops_all_and_exits_1(
     assert life == ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == [
-        "b stopped: producer 'shop.router.1' was fenced by a newer instance"
+        "b stopped: producer 'shop.router.1' was fenced by a newer instance "
+        "(or the broker aborted its transaction after transaction.timeout.ms)"
     ]
     assert errors[0].exc_info is None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     IllegalOperation,
     InvalidProducerEpoch,
+    KafkaConnectionError,
     KafkaError,
     MessageSizeTooLargeError,
     ProducerFenced,
@@ -35,7 +37,7 @@ from procession._errors import (
 from procession.topics._layout import TopicSpec
 
 from . import _kafka_admin
-from ._kafka_consumer import KafkaConsumer, RebalanceListener, message_of
+from ._kafka_consumer import KEY_ERRORS, KafkaConsumer, RebalanceListener, message_of
 from ._port import DEFAULT_MAX_MESSAGE_BYTES, Batch, Listener, Message, TopicInfo, TopicPartition
 
 log = logging.getLogger("procession.kafka")
@@ -52,6 +54,10 @@ TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10
 #: that dies mid-transaction blocks ``read_committed`` readers of its partitions
 #: until its replacement fences it or this passes; Kafka's default is 60 s.
 TRANSACTION_TIMEOUT_MS = int(os.environ.get("PROCESSION_TRANSACTION_TIMEOUT_MS", "10000"))
+
+#: How long starting a producer waits for a broker out of reach (a restart)
+#: before its component gives up.
+START_DEADLINE_S = float(os.environ.get("PROCESSION_START_DEADLINE_S", "60"))
 
 #: How long the group waits for a silent member before moving its partitions
 #: (Kafka's minimum is 6 s). Shorter recovers a killed replica sooner; longer
@@ -118,22 +124,35 @@ class KafkaProducer:
         self._one_at_a_time = asyncio.Lock()  # a transaction, or the stop that aborts it
 
     async def start(self) -> None:
-        self._p = AIOKafkaProducer(
-            bootstrap_servers=self._t.bootstrap_servers,
-            client_id=self.transactional_id,
-            transactional_id=self.transactional_id,
-            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=2,
-            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
-        )
-        try:
-            await self._p.start()  # InitProducerId: fences older owners, aborts their transaction
-        except BaseException:
-            await self._p.stop()
-            self._p = None
-            raise
+        """Start (InitProducerId: fence older owners, abort their transaction). A broker
+        out of reach is waited for, with backoff, for up to ``START_DEADLINE_S``."""
+        delay, give_up = 0.1, time.monotonic() + START_DEADLINE_S
+        while True:
+            self._p = AIOKafkaProducer(
+                bootstrap_servers=self._t.bootstrap_servers,
+                client_id=self.transactional_id,
+                transactional_id=self.transactional_id,
+                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
+            )
+            try:
+                await self._p.start()
+                return
+            except KafkaConnectionError:
+                await self._p.stop()
+                self._p = None
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning("producer %s: broker out of reach; retrying", self.transactional_id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except BaseException:
+                await self._p.stop()
+                self._p = None
+                raise
 
     async def commit(self, batch: Batch) -> None:
         async with self._one_at_a_time:
@@ -155,7 +174,7 @@ class KafkaProducer:
                     (
                         out.topic,
                         out.partition,
-                        None if out.key is None else out.key.encode(),
+                        None if out.key is None else out.key.encode("utf-8", KEY_ERRORS),
                         out.value,
                         list(out.headers),
                     )

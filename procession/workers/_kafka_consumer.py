@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -63,7 +64,19 @@ class KafkaConsumer:
         """Give the partitions back (the revoke listener runs first), then leave."""
         if self._listener.joined:
             await self._listener.on_partitions_revoked(self._c.assignment())
-        await self._c.stop()
+        try:
+            await self._c.stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled: let it through
+            # aiokafka's fetcher, stopped while it waits out a retry backoff (a
+            # broker down), ends with its own cancellation: the consumer is closed.
+
+
+#: A key that is not UTF-8 still makes a str (the bad bytes kept as surrogates),
+#: so the record is dead-lettered by whoever checks its key, with its key as it was.
+KEY_ERRORS = "surrogateescape"
 
 
 def message_of(r: Any) -> Message:
@@ -71,7 +84,7 @@ def message_of(r: Any) -> Message:
         r.topic,
         r.partition,
         r.offset,
-        None if r.key is None else r.key.decode(),
+        None if r.key is None else r.key.decode("utf-8", KEY_ERRORS),
         r.value,
         tuple(r.headers or ()),
         r.timestamp,

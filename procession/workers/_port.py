@@ -67,7 +67,7 @@ class Outgoing:
             >>> Outgoing("t", "k", b"x" * 100).size() < 200
             True
         """
-        key = len(self.key.encode()) if self.key is not None else 0
+        key = len(self.key.encode("utf-8", "surrogateescape")) if self.key is not None else 0
         value = len(self.value) if self.value is not None else 0
         headers = sum(len(k.encode()) + len(v) + 10 for k, v in self.headers)
         return _BATCH_OVERHEAD + key + value + headers

@@ -93,8 +93,10 @@ class Router(BatchLoop):
             log.info("event %s at %s@%s has no process key", event_type, msg.partition, msg.offset)
             return []
         headers = dict(msg.headers)
-        event_id = _text(headers.get("event-id")) or derive_id(msg.topic, msg.partition, msg.offset)
-        correlation = _text(headers.get("correlation-id")) or event_id
+        event_id = _text(headers.get("event-id"), "event-id header") or derive_id(
+            msg.topic, msg.partition, msg.offset
+        )
+        correlation = _text(headers.get("correlation-id"), "correlation-id header") or event_id
         process, limit = self.app.topics.process, self._limits[self.app.topics.process]
         out = []
         for pid in pids:
@@ -117,7 +119,7 @@ class Router(BatchLoop):
         return out
 
     def _decode(self, msg: Message) -> tuple[str, BaseModel, dict[str, object]]:
-        event_type = _text(dict(msg.headers).get("procession-type"))
+        event_type = _text(dict(msg.headers).get("procession-type"), "procession-type header")
         if not event_type:
             raise DecodeError("no procession-type header")
         cls = self.app.event_types.get(event_type)
@@ -132,5 +134,10 @@ class Router(BatchLoop):
         return event_type, event, event.model_dump(mode="json")
 
 
-def _text(raw: bytes | None) -> str:
-    return raw.decode() if raw else ""
+def _text(raw: bytes | None, name: str = "header") -> str:
+    if not raw:
+        return ""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"{name} is not UTF-8: {exc}") from exc
