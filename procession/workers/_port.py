@@ -9,6 +9,7 @@ in-memory log moves the very bytes Kafka would.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -67,10 +68,14 @@ class Outgoing:
             >>> Outgoing("t", "k", b"x" * 100).size() < 200
             True
         """
-        key = len(self.key.encode("utf-8", "surrogateescape")) if self.key is not None else 0
-        value = len(self.value) if self.value is not None else 0
-        headers = sum(len(k.encode()) + len(v) + 10 for k, v in self.headers)
-        return _BATCH_OVERHEAD + key + value + headers
+        size = _BATCH_OVERHEAD + 10 * len(self.headers)
+        if self.key is not None:  # str length: 4 bytes a character covers any UTF-8
+            size += len(self.key) if self.key.isascii() else 4 * len(self.key)
+        if self.value is not None:
+            size += len(self.value)
+        for k, v in self.headers:  # header names are ASCII
+            size += len(k) + len(v)
+        return size
 
 
 #: A record batch header (61 bytes) plus one record's own framing, generously.
@@ -189,6 +194,7 @@ async def partitions(transport: Transport, topic: str) -> int:
     return info.partitions if info is not None else 0
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a process's records share its key
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as Java's).
 
