@@ -1,0 +1,104 @@
+"""What only a broker that goes away shows: stopping while it is down.
+
+The test runs a broker of its own (``scripts/kafka-local`` on free ports), so
+it can kill it without disturbing the session's broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Backend, until
+from tests.test_kafka import ROOT
+
+KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
+
+
+def free_port_pair() -> int:
+    """A port whose neighbour (the controller's) is free too."""
+    while True:
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return int(port)
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[int]:
+    port = free_port_pair()
+    args = ["--port", str(port), "--data-dir", str(tmp_path / "data")]
+    subprocess.run([KAFKA_LOCAL, "start", *args], check=True, capture_output=True, timeout=120)
+    yield port
+    subprocess.run(
+        [KAFKA_LOCAL, "stop", "--port", str(port)], check=False, capture_output=True, timeout=60
+    )
+
+
+def cli(role: str, port: int, prefix: str, stderr: Path) -> subprocess.Popen[bytes]:
+    with stderr.open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "procession._cli", role, "tests.kafka_app:app"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+                "PROCESSION_TEST_PREFIX": prefix,
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+@pytest.mark.backends("kafka")
+async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceback(
+    backend: Backend, private_broker: int, tmp_path: Path
+) -> None:
+    port, prefix = private_broker, f"outage{os.getpid()}"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}
+    created = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "procession._cli", "topics", "create", "tests.kafka_app:app"],
+        check=False,
+        cwd=ROOT,
+        env={**env, "PROCESSION_TEST_PREFIX": prefix},
+        capture_output=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    logs = {role: tmp_path / f"{role}.err" for role in ("processor", "worker")}
+    procs = {role: cli(role, port, prefix, log) for role, log in logs.items()}
+    try:
+        for log in logs.values():  # "processor and router running", "worker running"
+            await until(lambda log=log: _has(log, " running"), timeout_s=60)  # type: ignore[misc]
+        broker = int((ROOT / ".kafka-local" / f"broker-{port}.pid").read_text())
+        os.kill(broker, signal.SIGKILL)
+        for log in logs.values():  # each has seen the broker go: its fetcher is retrying
+            await until(lambda log=log: _has(log, "ERROR aiokafka"), timeout_s=60)  # type: ignore[misc]
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        codes = {role: await asyncio.to_thread(p.wait, 90) for role, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    texts = {role: log.read_text() for role, log in logs.items()}
+    assert codes == {"processor": 0, "worker": 0}, texts
+    assert not any("Traceback" in t or "Unclosed" in t for t in texts.values()), texts
+
+
+async def _has(path: Path, text: str) -> bool:
+    return await asyncio.to_thread(lambda: path.exists() and text in path.read_text())
