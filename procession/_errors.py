@@ -177,10 +177,11 @@ class RecordTooLargeError(ProcessionError):
     topic: str
     size: int
     limit: int
+    what: str = "a record"
 
     def message(self) -> str:
         return (
-            f"a record of {self.size} bytes is over topic {self.topic!r}'s "
+            f"{self.what} of {self.size} bytes is over {self.topic!r}'s "
             f"max.message.bytes ({self.limit})"
         )
 

@@ -30,7 +30,6 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from procession._errors import (
     FencedError,
-    RecordTooLargeError,
     TransactionAbortedError,
     WriterFailedError,
 )
@@ -163,9 +162,8 @@ class KafkaProducer:
         if p is None:
             raise RuntimeError(f"producer {self.transactional_id!r} used before start()")
         for out in batch.records:  # before anything is sent: the broker would refuse it
-            limit = await self._t.limit(out.topic)
-            if out.size() > limit:
-                raise RecordTooLargeError(out.topic, out.size(), limit)
+            if too_large := out.too_large(await self._t.limit(out.topic)):
+                raise too_large
         try:
             await p.begin_transaction()
             await send_all(

@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from procession._errors import FencedError, RecordTooLargeError, TransactionAbortedError
+from procession._errors import FencedError, TransactionAbortedError
 from procession.topics._layout import RECORD_LIMIT, TopicSpec
 
 from ._port import Batch, Listener, Message, TopicInfo, TopicPartition, partition_for
@@ -179,10 +179,9 @@ class MemoryLog:
         if fault is not None:
             raise fault
         for out in batch.records:  # the broker refuses the whole transaction
-            limit = self._info[out.topic].max_message_bytes if out.topic in self._info else 0
-            if out.size() > limit:
-                self._topic(out.topic)  # an unknown topic fails as such
-                raise RecordTooLargeError(out.topic, out.size(), limit)
+            self._topic(out.topic)  # an unknown topic fails as such
+            if too_large := out.too_large(self._info[out.topic].max_message_bytes):
+                raise too_large
         for out in batch.records:
             parts = self._topic(out.topic)
             p = (

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from procession._errors import RecordTooLargeError
 from procession.topics._layout import TopicSpec
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -76,6 +77,16 @@ class Outgoing:
         for k, v in self.headers:  # header names are ASCII
             size += len(k) + len(v)
         return size
+
+    def too_large(self, limit: int, what: str = "a record") -> RecordTooLargeError | None:
+        """Why a topic whose ``max.message.bytes`` is ``limit`` refuses this record, or None.
+
+        Example:
+            >>> str(Outgoing("t", "k", b"x" * 100).too_large(50, "the state"))
+            "the state of 194 bytes is over 't''s max.message.bytes (50)"
+        """
+        size = self.size()
+        return RecordTooLargeError(self.topic, size, limit, what) if size > limit else None
 
 
 #: A record batch header (61 bytes) plus one record's own framing, generously.

@@ -109,11 +109,8 @@ class Router(BatchLoop):
                 data=data,
             )
             routed = encode(process, pid, rec, self.codec)
-            if routed.size() > limit:
-                raise UnroutableError(
-                    f"routed record of {routed.size()} bytes is over {process!r}'s "
-                    f"max.message.bytes ({limit})"
-                )
+            if too_large := routed.too_large(limit, "routed record"):
+                raise UnroutableError(str(too_large)) from too_large
             out.append(routed)
         self.metrics["routed"] += len(pids)
         return out

@@ -175,9 +175,8 @@ class Worker(Component):
         """The result record for the process topic (and a dead letter for a final failure)."""
         topic, limit = self.app.topics.process, self.limits[self.app.topics.process]
         out = encode(topic, result.process_id, result, self.codec)
-        if out.size() > limit:
-            reason = f"result of {out.size()} bytes is over {topic!r}'s max.message.bytes ({limit})"
-            result = _too_large(result, reason)
+        if too_large := out.too_large(limit, "result"):
+            result = _too_large(result, str(too_large))
             out = encode(topic, result.process_id, result, self.codec)
         self.metrics["failed" if isinstance(result, TaskFailed) else "completed"] += 1
         if isinstance(result, TaskFailed) and not result.retryable:

@@ -18,11 +18,8 @@ _REASON = 2000
 
 def checked(out: Outgoing, limits: dict[str, int], what: str = "a record") -> Outgoing:
     """``out`` if its topic takes it, else :class:`UnwritableError` saying why."""
-    limit = limits[out.topic]
-    if out.size() > limit:
-        raise UnwritableError(
-            f"{what} of {out.size()} bytes is over {out.topic!r}'s max.message.bytes ({limit})"
-        )
+    if too_large := out.too_large(limits[out.topic], what):
+        raise UnwritableError(str(too_large)) from too_large
     return out
 
 
