@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from procession.examples import rebase_saga
-from procession.sagas import evolve_all
+from procession.sagas._fold import after_decisions
 from procession.sagas._ids import derive_id
 from procession.topics import DomainEvent, Record, TaskCompleted, TransitionPlanned
 
@@ -31,7 +31,7 @@ def run_core(processes: int) -> dict[str, float]:
             rec = queue.pop(0)
             out = saga.decide(state, rec)
             decisions += 1
-            state = evolve_all(state, [rec, *out])
+            state = after_decisions(state, rec, out)
             queue += [_done(r) for r in out if isinstance(r, TransitionPlanned) and r.task_id]
     seconds = time.perf_counter() - start
     return {"decisions": decisions, "seconds": seconds, "decisions_per_s": decisions / seconds}

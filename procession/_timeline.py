@@ -90,7 +90,7 @@ def summary(state: AnyState) -> str:
     if isinstance(state, Ended):
         return f"status: {state.status}"
     lines = [f"status: {state.status}" + (f" ({state.reason})" if state.reason else "")]
-    for mid, m in state.machines.items():
+    for mid, m in state.ordered():
         pending = f" (waiting for {m.task.task_type} attempt {m.task.attempt})" if m.task else ""
         lines.append(f"  {mid}: {m.state}{pending}")
     return "\n".join(lines)

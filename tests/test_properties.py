@@ -13,6 +13,7 @@ from procession.sagas import ProcessState, Saga, evolve, evolve_all, fold, repla
 from procession.sagas._fold import after_decisions
 from procession.testing import SagaTest
 from procession.topics import Codec, Record, TaskCompleted, TaskFailed
+from procession.workers._wire import encode_state, state_of
 from tests.sagas import Deploy, deploy_saga
 
 MACHINES = {
@@ -80,8 +81,23 @@ def run(kind: str, actions: list[tuple[Any, ...]]) -> tuple[SagaTest, list[Any]]
             assert evolve_all(held[-1], [rec, *decisions]) == state_now
             # the processor's shortcut: the planner's scratch state, when it is the fold
             assert after_decisions(held[-1], rec, saga.decide(held[-1], rec)) == state_now
+            _indexes_agree(state_now)
             held.append(state_now)
     return t, held
+
+
+def _indexes_agree(state: Any) -> None:
+    """The indexes kept change by change equal those built from scratch, and the
+    state survives its changelog encoding."""
+    if not isinstance(state, ProcessState):
+        return
+    rebuilt = state_of(encode_state(state))
+    assert rebuilt == state
+    for name in ("order", "tasks", "members", "ready", "family_size", "inflight", "seen_ids"):
+        assert getattr(rebuilt, name) == getattr(state, name), name
+    assert {k: set(v) for k, v in rebuilt.timers_of.items()} == {
+        k: set(v) for k, v in state.timers_of.items()
+    }
 
 
 def _replay_into(held: list[Any], records: list[Record]) -> None:

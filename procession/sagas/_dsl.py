@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -187,8 +188,19 @@ class Machine:
     def state(self, name: str) -> State:
         return next(s for s in self.states if s.name == name)
 
-    def transitions_from(self, state: str) -> list[Transition]:
-        return [t for t in self.transitions if t.source.name == state]
+    def transitions_from(self, state: str) -> tuple[Transition, ...]:
+        return self._index[0].get(state, ())
 
     def transition(self, name: str) -> Transition:
-        return next(t for t in self.transitions if t.name == name)
+        """The transition called ``name``; ``LookupError`` naming the machine if none."""
+        t = self._index[1].get(name)
+        if t is None:
+            raise LookupError(f"machine {self.name!r} has no transition {name!r}")
+        return t
+
+    @cached_property
+    def _index(self) -> tuple[dict[str, tuple[Transition, ...]], dict[str, Transition]]:
+        by_source: dict[str, tuple[Transition, ...]] = {}
+        for t in self.transitions:
+            by_source[t.source.name] = (*by_source.get(t.source.name, ()), t)
+        return by_source, {t.name: t for t in self.transitions}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -31,20 +31,30 @@ from procession.topics._records import (
 from ._dsl import Context, Machine, Task, Transition
 from ._fold import AnyState, classify
 from ._planner import Planner
-from ._state import PendingTask, ProcessState
+from ._state import PendingTask, ProcessState, family
 
 if TYPE_CHECKING:
     from ._saga import Saga
 
-#: Eventless transitions taken in one decision before the saga is judged to loop.
-MAX_STEPS = 10_000
+#: Eventless transitions one machine takes in one decision before the saga is
+#: judged to loop.
+MAX_STEPS = 1_000
 
 
-@dataclass
 class Engine:
     """Runs one saga's rules against a planner."""
 
-    saga: Saga
+    def __init__(self, saga: Saga) -> None:
+        self.saga = saga
+        #: Eventless transitions by (machine family, source state).
+        self._auto: dict[tuple[str, str], tuple[Transition, ...]] = {}
+        for m in saga.machines:
+            for t in m.transitions:
+                if t.automatic:
+                    key = (m.name, t.source.name)
+                    self._auto[key] = (*self._auto.get(key, ()), t)
+        #: (family, state) pairs with a transition on an event class, filled on use.
+        self._on: dict[type[BaseModel], list[tuple[str, str]]] = {}
 
     def decide(self, state: AnyState, record: Record) -> list[Record]:
         reason = classify(state, record)
@@ -105,7 +115,7 @@ class Engine:
             self._cancel(p, mode, f"{record.event_type} received")
             return
         fired = 0
-        for mid in list(p.state.machines):
+        for mid in self._listening(p.state, type(event)):
             for t in self._machine(mid).transitions_from(p.state.machines[mid].state):
                 if t.on is not None and isinstance(event, t.on):
                     ctx = self._ctx(p, event, mid)
@@ -130,11 +140,12 @@ class Engine:
             if t.allows(ctx):
                 self._plan(p, timer.machine_id, t, ctx)
         elif timer.purpose == "retry":
-            task = p.state.pending().get(timer.task_id or "")
+            task = p.state.pending_task(timer.task_id or "")
             if task is not None:
                 self._replan(p, timer.machine_id, task, timer.attempt)
         else:
-            task = before.pending()[timer.task_id or ""]
+            task = before.pending_task(timer.task_id or "")
+            assert task is not None, f"timer {record.timer_id} for a task not pending"
             spec = self._task_spec(timer.machine_id, task)
             seconds = spec.timeout.total_seconds() if spec.timeout else 0
             self._on_failure(p, before, task.task_id, True, f"timed out after {seconds:g}s")
@@ -143,7 +154,8 @@ class Engine:
         self, p: Planner, before: AnyState, task_id: str, retryable: bool, reason: str
     ) -> None:
         assert isinstance(before, ProcessState)
-        task = before.pending()[task_id]
+        task = before.pending_task(task_id)
+        assert task is not None, f"result of task {task_id}, not pending"
         if before.status == "stopping" and task.compensates is None:
             return  # winding down: a failed task simply has nothing to compensate
         mid = task.machine_id
@@ -274,36 +286,70 @@ class Engine:
 
     def _progress(self, p: Planner) -> None:
         """Take eventless and join transitions, then complete, compensate or end."""
-        for _ in range(MAX_STEPS):
-            if p.state.status == "running":
-                if self._step_automatic(p):
-                    continue
-                if self.saga.complete(p.state):
-                    p.emit(ProcessCompleted)
-            elif p.state.status == "stopping":
-                self._step_stopping(p)
-            return
-        raise RuntimeError(f"saga {self.saga.name!r}: more than {MAX_STEPS} eventless steps")
+        if p.state.status == "running":
+            self._automatic(p)
+            if self.saga.complete(p.state):
+                p.emit(ProcessCompleted)
+        elif p.state.status == "stopping":
+            self._step_stopping(p)
 
-    def _step_automatic(self, p: Planner) -> bool:
-        for mid, machine in list(p.state.machines.items()):
+    def _automatic(self, p: Planner) -> None:
+        """Take every eventless transition that can be taken, lowest machine first.
+
+        A machine is looked at when it is settled in a state with eventless
+        transitions, and again after it moves; a whole group of machines waiting
+        on a join is looked at once the join holds. Work is proportional to the
+        machines that may move, never to the size of the process.
+        """
+        s = p.state
+        heap: list[tuple[int, str]] = []
+        queued: set[str] = set()
+        opened: dict[tuple[str, str], frozenset[Transition]] = {}
+        steps: dict[str, int] = {}
+
+        def offer(mid: str) -> None:
+            if mid not in queued:
+                queued.add(mid)
+                heapq.heappush(heap, (s.order[mid], mid))
+
+        def open_groups() -> None:
+            for key, ts in self._auto.items():
+                now = frozenset(t for t in ts if t.when is None or t.when.holds(s))
+                if now - opened.get(key, frozenset()):
+                    for mid in s.ready.get(key, ()):
+                        offer(mid)
+                opened[key] = now
+
+        open_groups()
+        while heap:
+            _, mid = heapq.heappop(heap)
+            queued.discard(mid)
+            machine = s.machines[mid]
             if not machine.settled:
                 continue
-            for t in self._machine(mid).transitions_from(machine.state):
-                if not t.automatic or (t.when is not None and not t.when.holds(p.state)):
+            for t in self._auto.get((family(mid), machine.state), ()):
+                if t.when is not None and not t.when.holds(s):
                     continue
                 ctx = self._ctx(p, p.cause, mid)
                 if t.allows(ctx):
+                    steps[mid] = steps.get(mid, 0) + 1
+                    if steps[mid] > MAX_STEPS:
+                        raise RuntimeError(
+                            f"saga {self.saga.name!r}: machine {mid!r} took more than "
+                            f"{MAX_STEPS} eventless transitions in one decision (a loop?), "
+                            f"the last {t.name!r}"
+                        )
                     self._plan(p, mid, t, ctx)
-                    return True
-        return False
+                    offer(mid)
+                    open_groups()
+                    break
 
     def _step_stopping(self, p: Planner) -> None:
         s = p.state
         if s.in_flight() or (s.compensation is not None and self._retry_waiting(s)):
             return
-        if s.completed:
-            done = s.completed[-1]
+        done = s.last_completed()
+        if done is not None:
             spec = self._machine(done.machine_id).transition(done.transition).task
             comp = spec.compensation if spec is not None else None
             assert comp is not None
@@ -333,9 +379,26 @@ class Engine:
 
     def _retry_waiting(self, s: ProcessState) -> bool:
         comp = s.compensation
-        return comp is not None and any(t.task_id == comp.task_id for t in s.timers.values())
+        return comp is not None and any(
+            t.task_id == comp.task_id for _, t in s.timers_of_machine(comp.machine_id)
+        )
 
     # ------------------------------------------------------------- lookups
+
+    def _listening(self, s: ProcessState, event: type[BaseModel]) -> list[str]:
+        """Machines in a state with a transition on ``event``, in creation order."""
+        keys = self._on.get(event)
+        if keys is None:
+            keys = self._on[event] = [
+                (m.name, t.source.name)
+                for m in self.saga.machines
+                for t in m.transitions
+                if t.on is not None and issubclass(event, t.on)
+            ]
+        found: dict[str, int] = {}
+        for key in dict.fromkeys(keys):
+            found.update(s.members.get(key, {}))
+        return sorted(found, key=found.__getitem__)
 
     def _machine(self, machine_id: str) -> Machine:
         return self.saga.machine_for(machine_id)

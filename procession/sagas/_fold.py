@@ -54,7 +54,7 @@ def classify(state: AnyState, record: Record) -> str | None:
     if isinstance(record, TimerFired):
         return None if record.timer_id in state.timers else "stale timer"
     if isinstance(record, TaskCompleted | TaskFailed):
-        pending = state.pending().get(record.task_id)
+        pending = state.pending_task(record.task_id)
         if pending is None:
             return "task not pending (duplicate or late result)"
         if pending.attempt != record.attempt:
@@ -147,14 +147,14 @@ def apply_input(state: ProcessState, record: Record) -> None:
     if reason is not None:
         return
     if isinstance(record, DomainEvent):
-        state.seen.add(record.event_id)
-        state.context[record.event_type] = record.data
+        state.add_seen(record.event_id)
+        state.set_context(record.event_type, record.data)
         if not state.correlation_id:
             state.correlation_id = record.correlation_id
     elif isinstance(record, CancelRequested):
-        state.seen.add(record.event_id)
+        state.add_seen(record.event_id)
     elif isinstance(record, TimerFired):
-        timer = state.timers.pop(record.timer_id)
+        timer = state.drop_timer(record.timer_id)
         if timer.purpose == "task-timeout":
             _stop_attempt(state, timer.task_id or "")
     elif isinstance(record, TaskCompleted):
@@ -170,33 +170,41 @@ def apply_decision(state: ProcessState, record: Record) -> None:
     if isinstance(record, ProcessStarted):
         state.saga, state.version, state.status = record.saga, record.version, "running"
         state.correlation_id = record.correlation_id
-        state.machines.update({k: MachineState(v) for k, v in record.machines.items()})
+        for mid, first in record.machines.items():
+            state.put_machine(mid, MachineState(first))
     elif isinstance(record, MachinesCreated):
-        state.machines.update({k: MachineState(v) for k, v in record.machines.items()})
+        for mid, first in record.machines.items():
+            state.put_machine(mid, MachineState(first))
     elif isinstance(record, TransitionPlanned):
         _apply_transition(state, record)
     elif isinstance(record, TimerScheduled):
-        state.timers[record.timer_id] = Timer(
-            record.due_ms,
-            record.purpose,
-            record.machine_id,
-            record.transition,
-            record.task_id,
-            record.attempt,
+        state.add_timer(
+            record.timer_id,
+            Timer(
+                record.due_ms,
+                record.purpose,
+                record.machine_id,
+                record.transition,
+                record.task_id,
+                record.attempt,
+            ),
         )
     elif isinstance(record, CompensationPlanned):
-        if state.completed and state.completed[-1].task_id == record.compensates:
-            state.completed.pop()
+        top = state.last_completed()
+        if top is not None and top.task_id == record.compensates:
+            state.pop_completed()
         _give_up_compensation(state, keep=record.task_id)
-        state.compensation = PendingTask(
-            record.task_id,
-            record.task_type,
-            record.machine_id,
-            record.transition,
-            record.attempt,
-            record.mode,
-            compensates=record.compensates,
-            payload=record.payload,
+        state.set_compensation(
+            PendingTask(
+                record.task_id,
+                record.task_type,
+                record.machine_id,
+                record.transition,
+                record.attempt,
+                record.mode,
+                compensates=record.compensates,
+                payload=record.payload,
+            )
         )
     elif isinstance(record, ProcessStopping):
         _begin_stopping(state, record)
@@ -208,15 +216,15 @@ def apply_decision(state: ProcessState, record: Record) -> None:
         state.status, state.reason = "cancelled", record.reason
     if state.terminal:
         _give_up_compensation(state, keep=None)
-        state.timers.clear()
+        state.clear_timers()
 
 
 def _give_up_compensation(state: ProcessState, keep: str | None) -> None:
     """A compensation replaced by another (or by the end) without completing failed."""
     comp = state.compensation
     if comp is not None and comp.task_id != keep:
-        state.failed_compensations.append(comp.task_type)
-        state.compensation = None
+        state.failed_compensations = (*state.failed_compensations, comp.task_type)
+        state.set_compensation(None)
 
 
 def _apply_transition(state: ProcessState, record: TransitionPlanned) -> None:
@@ -236,63 +244,71 @@ def _apply_transition(state: ProcessState, record: TransitionPlanned) -> None:
             payload=record.payload,
         )
         if retry:  # the same visit of the state, another attempt
-            state.machines[record.machine_id] = replace(machine, task=task)
+            state.put_machine(record.machine_id, replace(machine, task=task))
             return
     old = machine.task.task_id if machine.task else None
-    state.timers = {
-        k: t
-        for k, t in state.timers.items()
-        if t.machine_id != record.machine_id or (t.task_id is not None and t.task_id != old)
-    }
-    state.machines[record.machine_id] = MachineState(
-        record.to_state, machine.entries + 1, task, machine.result
+    for tid, t in state.timers_of_machine(record.machine_id):
+        if t.task_id is None or t.task_id == old:
+            state.drop_timer(tid)
+    state.put_machine(
+        record.machine_id, MachineState(record.to_state, machine.entries + 1, task, machine.result)
     )
 
 
 def _settle(state: ProcessState, record: TaskCompleted) -> None:
     comp = state.compensation
     if comp is not None and comp.task_id == record.task_id:
-        state.compensation = None
+        state.set_compensation(None)
         return
     machine = state.machines[record.machine_id]
     task = machine.task
     if task is not None and task.compensable:
-        state.completed.append(
+        state.push_completed(
             CompletedTask(
                 record.machine_id, task.transition, task.task_id, task.task_type, record.result
             )
         )
-    state.machines[record.machine_id] = replace(machine, task=None, result=record.result)
+    state.put_machine(record.machine_id, replace(machine, task=None, result=record.result))
 
 
 def _stop_attempt(state: ProcessState, task_id: str) -> None:
     """The current attempt of ``task_id`` can no longer report back."""
     comp = state.compensation
     if comp is not None and comp.task_id == task_id:
-        state.compensation = replace(comp, in_flight=False)
+        state.set_compensation(replace(comp, in_flight=False))
         return
-    for mid, machine in state.machines.items():
-        if machine.task is not None and machine.task.task_id == task_id:
-            if state.status == "stopping":  # no retries while winding down
-                state.machines[mid] = replace(machine, task=None)
-            else:
-                state.machines[mid] = replace(machine, task=replace(machine.task, in_flight=False))
-            return
+    mid = state.tasks.get(task_id)
+    if mid is None:
+        return
+    machine = state.machines[mid]
+    assert machine.task is not None
+    if state.status == "stopping":  # no retries while winding down
+        state.put_machine(mid, replace(machine, task=None))
+    else:
+        state.put_machine(mid, replace(machine, task=replace(machine.task, in_flight=False)))
 
 
 def _drop_task_timers(state: ProcessState, task_id: str) -> None:
-    state.timers = {k: t for k, t in state.timers.items() if t.task_id != task_id}
+    task = state.pending_task(task_id)
+    if task is None:
+        return
+    for tid, t in state.timers_of_machine(task.machine_id):
+        if t.task_id == task_id:
+            state.drop_timer(tid)
 
 
 def _begin_stopping(state: ProcessState, record: ProcessStopping) -> None:
+    """Wind down: tasks that cannot report back are dropped, and every timer
+    but the timeouts of attempts still in flight (O(pending + timers), once)."""
     state.status, state.outcome, state.reason = "stopping", record.outcome, record.reason
-    for mid, machine in state.machines.items():
+    for mid in list(state.tasks.values()):
+        machine = state.machines[mid]
         if machine.task is not None and not machine.task.in_flight:
-            state.machines[mid] = replace(machine, task=None)
+            state.put_machine(mid, replace(machine, task=None))
     live = {p.task_id for p in state.pending().values() if p.in_flight}
-    state.timers = {
-        k: t for k, t in state.timers.items() if t.purpose == "task-timeout" and t.task_id in live
-    }
+    for tid, t in list(state.timers.items()):
+        if t.purpose != "task-timeout" or t.task_id not in live:
+            state.drop_timer(tid)
 
 
 def fold(history: Iterable[Record]) -> AnyState:

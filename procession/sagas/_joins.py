@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,14 +9,6 @@ from ._state import ProcessState
 
 if TYPE_CHECKING:
     from ._dsl import Machine, State
-
-
-def machines_of(state: ProcessState, family: str) -> Iterator[tuple[str, str, bool]]:
-    """(machine id, state, settled) of every machine in ``family``."""
-    prefix = family + ":"
-    for mid, m in state.machines.items():
-        if mid == family or mid.startswith(prefix):
-            yield mid, m.state, m.settled
 
 
 class Join:
@@ -42,12 +33,11 @@ class InState(Join):
     at_least: int | None
 
     def holds(self, state: ProcessState) -> bool:
-        found = [s == self.target.name and ok for _, s, ok in machines_of(state, self.machine.name)]
-        if not found:
+        size = state.family_size.get(self.machine.name, 0)
+        if not size:
             return False
-        if self.at_least is None:
-            return all(found)
-        return sum(found) >= self.at_least
+        settled = state.settled(self.machine.name, self.target.name)
+        return settled == size if self.at_least is None else settled >= self.at_least
 
     def parts(self) -> tuple[InState, ...]:
         return (self,)

@@ -63,6 +63,9 @@ class Saga:
         self.start_types: frozenset[str] = frozenset(cls.__name__ for cls in starts)
         self.tasks: dict[str, Task] = check_task_types(name, _tasks(self.machines))
         self._by_name = {m.name: m for m in self.machines}
+        self._finals = frozenset(
+            (m.name, s.name) for m in self.machines for s in m.states if s.final
+        )
         self._engine = Engine(self)
 
     def __repr__(self) -> str:
@@ -91,12 +94,9 @@ class Saga:
         """Whether a running process has reached its goal."""
         if self.completes_when is not None:
             return self.completes_when.holds(state)
-        if not state.machines:
-            return False
-        return all(
-            m.settled and self.machine_for(mid).state(m.state).final
-            for mid, m in state.machines.items()
-        )
+        total = sum(state.family_size.values())
+        done = sum(len(group) for key, group in state.ready.items() if key in self._finals)
+        return total > 0 and done == total
 
 
 def _tasks(machines: Iterable[Machine]) -> Iterable[Task]:

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from procession._errors import DecodeError
+from procession.sagas._parts import assemble, snapshot
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import Codec
 from procession.topics._layout import Topics
@@ -48,7 +49,7 @@ def encode_state(state: Stored | None) -> bytes | None:
         return orjson.dumps({"ended": state.status})
     if isinstance(state, Parked):
         return orjson.dumps({"parked": [state.reason, state.input_id, state.offset]})
-    return orjson.dumps({"state": state.to_json()})
+    return orjson.dumps({"state": snapshot(state)})
 
 
 def state_of(value: bytes | None) -> Stored | None:
@@ -61,7 +62,8 @@ def state_of(value: bytes | None) -> Stored | None:
             return Ended.of(data["ended"])
         if "parked" in data:
             return Parked(*data["parked"])
-        return ProcessState.from_json(data["state"])
+        head = data["state"]
+        return assemble(head, head.get("parts", {}))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DecodeError(f"changelog value: {type(exc).__name__}: {exc}") from exc
 
