@@ -126,22 +126,36 @@ async def test_a_task_request_too_large_for_its_task_topic_parks_its_process(
     assert len(await backend.records(app.topics.tasks("Run"))) == 1  # the good one's request
 
 
-async def test_a_state_too_large_for_the_changelog_parks_and_holds_later_inputs(
+async def test_a_process_larger_than_the_changelog_limit_completes_part_by_part(
+    backend: Backend,
+) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None}, keep_completed=True)
+    rt = await start(backend, app, small=(app.topics.changelog,))
+    wide = [f"i{n}" for n in range(1000)]  # ~90 KB of state, every part well under 20 KB
+    await rt.publish(RebaseFailed(rebase_id="wide", instances=wide))
+    await completes(rt, "rebase:wide")
+    sizes = [len(m.value or b"") for m in await backend.records(app.topics.changelog)]
+    assert sum(sizes) > 4 * LIMIT and max(sizes) < LIMIT
+
+
+async def test_a_state_part_too_large_for_the_changelog_parks_and_holds_later_inputs(
     backend: Backend,
 ) -> None:
     app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
     rt = await start(backend, app, small=(app.topics.changelog,))
-    many = [f"instance-{n:04}" for n in range(400)]
+    many = [f"instance-{n:04}" for n in range(2000)]  # the event alone is over 20 KB
     await rt.publish(RebaseFailed(rebase_id="big", instances=many))
     await rt.publish(RebaseFailed(rebase_id="ok", instances=["A"]))
     await completes(rt, "rebase:ok")
     rec = await parked(rt, "rebase:big")
-    assert "the state of " in rec.reason and f"over '{app.topics.changelog}'" in rec.reason
+    assert "part 'c:RebaseFailed' of the state of " in rec.reason
+    assert f"over '{app.topics.changelog}'" in rec.reason
     await rt.publish(RebaseFailed(rebase_id="big", instances=["late"]))
     await until(lambda: _held(rt, 1))
     history = await rt.history("rebase:big")
     assert [type(r).__name__ for r in history] == ["DomainEvent", "ProcessParked", "DomainEvent"]
-    states = [state_of(m.value) for m in await backend.records(app.topics.changelog)]
+    heads = [m for m in await backend.records(app.topics.changelog) if "\x00" not in (m.key or "")]
+    states = [state_of(m.value) for m in heads]
     assert Parked(rec.reason, rec.input_id, _offset(states)) in states
 
 

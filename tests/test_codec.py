@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import ClassVar
 
+import orjson
 import pytest
 
 from procession import DecodeError
-from procession.sagas import ProcessState
+from procession.examples import order_saga
+from procession.sagas import ProcessState, fold
 from procession.testing import SagaTest
-from procession.topics import Codec, TaskFailed
+from procession.topics import Codec, TaskFailed, TimerFired
 from procession.topics._records import RECORD_TYPES
 from procession.workers._wire import encode_state, state_of
 from tests.sagas import Deploy, deploy_saga
@@ -101,6 +105,49 @@ def test_process_state_round_trips_through_the_changelog_encoding() -> None:
     state = t.state
     assert isinstance(state, ProcessState) and state.timers and state.seen
     assert state_of(encode_state(state)) == state
+
+
+def test_fields_a_newer_writer_added_are_ignored() -> None:
+    raw = (
+        b'{"type":"procession.TaskFailed","v":1,"event_id":"e","process_id":"p",'
+        b'"correlation_id":"c","machine_id":"m","task_id":"t","task_type":"T",'
+        b'"attempt":1,"reason":"boom","host":"worker-7"}'
+    )
+    rec = Codec().decode(raw)
+    assert isinstance(rec, TaskFailed) and rec.reason == "boom"
+
+
+def test_a_changelog_written_by_schema_1_restores_to_the_state_its_history_folds_to() -> None:
+    fixture = json.loads(
+        (Path(__file__).parent / "fixtures" / "changelog-schema1-order.json").read_text()
+    )
+    codec = Codec()
+    history = [codec.decode(line.encode()) for line in fixture["history"]]
+    restored = state_of(fixture["state"].encode())
+    assert isinstance(restored, ProcessState) and restored.timers and restored.machines
+    assert restored == fold(history)
+    again = orjson.loads(encode_state(restored) or b"")
+    assert again["state"]["v"] == 2 and state_of(encode_state(restored)) == restored
+    # it decides on: the payment's retry fires and is planned again
+    saga = order_saga()
+    (timer_id,) = [tid for tid, t in restored.timers.items() if t.purpose == "retry"]
+    due = restored.timers[timer_id].due_ms
+    fired = TimerFired(
+        event_id="f",
+        process_id=restored.process_id,
+        correlation_id=restored.correlation_id,
+        time_ms=due,
+        timer_id=timer_id,
+        due_ms=due,
+    )
+    kinds = [type(d).__name__ for d in saga.decide(restored, fired)]
+    assert kinds[0] == "TransitionPlanned"
+
+
+def test_a_changelog_of_a_newer_schema_is_refused_with_what_to_do() -> None:
+    value = orjson.dumps({"state": {"v": 3, "process_id": "p"}})
+    with pytest.raises(DecodeError, match=r"changelog schema 3 is newer .* reads \(2\)"):
+        state_of(value)
 
 
 def test_encoding_is_the_fields_in_order_then_type_and_version() -> None:

@@ -6,6 +6,7 @@ the ids also travel as headers so tools can route and trace without decoding.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -91,6 +92,9 @@ class Codec:
             raise DecodeError(f"unknown record type {name!r}", str(name))
         version = body.pop("v", 1)
         body = self._upcast(cls, version, body)
+        known = _fields(cls)
+        if not known.issuperset(body):  # written by a newer writer: its extra fields are dropped
+            body = {k: v for k, v in body.items() if k in known}
         try:
             return cls(**body)
         except TypeError as exc:
@@ -106,6 +110,16 @@ class Codec:
             body = step(body)
             version += 1
         return body
+
+
+_FIELDS: dict[str, frozenset[str]] = {}
+
+
+def _fields(cls: type[Record]) -> frozenset[str]:
+    known = _FIELDS.get(cls.TYPE)
+    if known is None:
+        known = _FIELDS[cls.TYPE] = frozenset(f.name for f in dataclasses.fields(cls))
+    return known
 
 
 def traceparent(correlation_id: str, event_id: str) -> str:

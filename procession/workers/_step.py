@@ -17,7 +17,7 @@ from procession.topics._records import (
 
 from ._port import Batch, Message, Outgoing, TopicPartition, partition_for
 from ._wire import Stored, dead_letter, encode, record_of
-from ._writes import decision_records, parking, state_record
+from ._writes import decision_records, parking, state_changes, state_record
 
 if TYPE_CHECKING:
     from ._processor import Processor
@@ -103,22 +103,26 @@ class Step:
         state = self.staged[pid]
         if state is None:
             return  # nothing to keep (an input for no process)
-        if not isinstance(state, Parked):
-            state = self._keep(state)
-            assert state is not None
+        changes: list[Outgoing] = []
+        if isinstance(state, ProcessState):
+            ended = None
+            if state.terminal and not self.owner.app.keep_completed:
+                ended = Ended.of(state.status)
             try:
-                change = self._state_record(pid, state)
+                changes = self._state_changes(pid, state, ended)
+                state = ended or state
             except UnwritableError as exc:
                 rec, offset = self.firsts[pid]
                 self.writes.pop(pid, None)
                 state = self._park(rec, offset, self.store.get(pid), str(exc))
-        if isinstance(state, Parked):
-            self.requests.pop(pid, None)
-            change = self._state_record(pid, state)
+        if not changes:
+            if isinstance(state, Parked):
+                self.requests.pop(pid, None)
+            changes = [self._state_record(pid, state)]
         self.staged[pid] = state
         self.out.records.extend(self.writes.get(pid, ()))
         self.out.records.extend(self.parks.get(pid, ()))  # after the decisions it follows
-        self.out.records.append(change)
+        self.out.records.extend(changes)
 
     def _input(self, msg: Message) -> Record | None:
         """The input record ``msg`` holds, or None (dead-lettered, or a decision)."""
@@ -167,12 +171,11 @@ class Step:
         topic = self.owner.topics.changelog
         return state_record(pid, state, topic, self.tp.partition, self.owner.limits)
 
+    def _state_changes(self, pid: str, state: ProcessState, ended: Ended | None) -> list[Outgoing]:
+        topic, limits = self.owner.topics.changelog, self.owner.limits
+        return state_changes(pid, state, topic, self.tp.partition, limits, ended=ended)
+
     def _dead(self, msg: Message, reason: str) -> None:
         log.warning("dead letter from %s@%s: %s", msg.partition, msg.offset, reason)
         self.owner.metrics["dead_lettered"] += 1
         self.out.records.append(dead_letter(msg, reason, self.owner.topics, self.owner.limits))
-
-    def _keep(self, state: Stored | None) -> Stored | None:
-        if isinstance(state, ProcessState) and state.terminal and not self.owner.app.keep_completed:
-            return Ended.of(state.status)
-        return state

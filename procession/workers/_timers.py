@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 
 from procession.sagas._ids import derive_id
-from procession.sagas._state import Ended, Parked, ProcessState
+from procession.sagas._state import Ended, Parked, ProcessState, Timer
 from procession.topics._records import TimerFired
+
+_NONE: dict[str, object] = {}
 
 
 class TimerQueue:
@@ -18,11 +21,22 @@ class TimerQueue:
         self._live = 0
 
     def add_from(self, pid: str, old: object, new: object) -> None:
-        """Queue the timers ``new`` has that ``old`` had not."""
-        known = old.timers if isinstance(old, ProcessState) else {}
-        now = new.timers if isinstance(new, ProcessState) else {}
-        self._live += len(now) - len(known)
-        for timer_id, timer in now.items():
+        """Queue the timers ``new`` has that ``old`` had not.
+
+        Only the machines ``new`` changed since ``old`` are looked at (its
+        ``dirty`` parts), unless there was no ``old`` state.
+        """
+        known = old.timers if isinstance(old, ProcessState) else _NONE
+        self._live -= len(known)
+        if not isinstance(new, ProcessState):
+            return
+        self._live += len(new.timers)
+        found: Iterable[tuple[str, Timer]] = new.timers.items()
+        if isinstance(old, ProcessState):
+            found = (
+                t for key in new.dirty if key[:2] == "m:" for t in new.timers_of_machine(key[2:])
+            )
+        for timer_id, timer in found:
             if timer_id not in known:
                 heapq.heappush(self._heap, (timer.due_ms, pid, timer_id))
 

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from procession._errors import DecodeError
-from procession.sagas._parts import assemble, snapshot
+from procession.sagas._parts import assemble, header, part, snapshot
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import Codec
 from procession.topics._layout import Topics
@@ -52,10 +52,35 @@ def encode_state(state: Stored | None) -> bytes | None:
     return orjson.dumps({"state": snapshot(state)})
 
 
-def state_of(value: bytes | None) -> Stored | None:
-    """The inverse of :func:`encode_state`; raises :class:`DecodeError` for bad bytes."""
+def encode_header(state: ProcessState) -> bytes:
+    """The changelog value under a process's own key: its header, without parts."""
+    return orjson.dumps({"state": header(state)})
+
+
+def encode_part(state: ProcessState, key: str) -> bytes | None:
+    """The changelog value of one part (None: a tombstone, the part is gone)."""
+    value = part(state, key)
+    return None if value is None else orjson.dumps({"part": value})
+
+
+def part_key(pid: str, key: str) -> str:
+    """The changelog key of a part of process ``pid``: ``pid``, NUL, the part's key."""
+    return f"{pid}\x00{key}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(process id, part key) of a changelog key; the part key is "" for a header."""
+    pid, _, part_name = key.partition("\x00")
+    return pid, part_name
+
+
+def state_of(value: bytes | None, parts: dict[str, bytes] | None = None) -> Stored | None:
+    """The inverse of :func:`encode_state`, or a header with its ``parts`` (values
+    by part key, as :func:`encode_part` wrote them); :class:`DecodeError` for bad
+    bytes, naming the part."""
     if value is None:
         return None
+    where = "changelog value"
     try:
         data: dict[str, Any] = orjson.loads(value)
         if "ended" in data:
@@ -63,9 +88,14 @@ def state_of(value: bytes | None) -> Stored | None:
         if "parked" in data:
             return Parked(*data["parked"])
         head = data["state"]
-        return assemble(head, head.get("parts", {}))
+        found: dict[str, Any] = dict(head.get("parts", {}))
+        for key, raw in (parts or {}).items():
+            where = f"changelog part {key!r}"
+            found[key] = orjson.loads(raw)["part"]
+        where = "changelog value"
+        return assemble(head, found)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DecodeError(f"changelog value: {type(exc).__name__}: {exc}") from exc
+        raise DecodeError(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
 def dead_letter(msg: Message, reason: str, topics: Topics, limits: dict[str, int]) -> Outgoing:

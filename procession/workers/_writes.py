@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from procession._errors import UnwritableError
 from procession.sagas._ids import derive_id
-from procession.sagas._state import Parked
+from procession.sagas._parts import all_parts
+from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import Codec
 from procession.topics._layout import Topics
 from procession.topics._records import ProcessParked, Record, is_task_request
 
 from ._port import Outgoing
-from ._wire import Stored, encode, encode_state
+from ._wire import Stored, encode, encode_header, encode_part, encode_state, part_key
 
 #: How much of a reason a parking keeps (a decision's error can be long).
 _REASON = 2000
@@ -44,12 +45,45 @@ def decision_records(
 def state_record(
     pid: str, state: Stored, topic: str, partition: int, limits: dict[str, int]
 ) -> Outgoing:
-    """The changelog record of a state; :class:`UnwritableError` if it cannot be written."""
+    """The changelog record of an end or parking marker (or a whole state, in one
+    value); :class:`UnwritableError` if it cannot be written."""
     try:
         value = encode_state(state)
     except TypeError as exc:
         raise UnwritableError(f"the state cannot be encoded: {exc}") from exc
     return checked(Outgoing(topic, pid, value, partition=partition), limits, "the state")
+
+
+def state_changes(
+    pid: str,
+    state: ProcessState,
+    topic: str,
+    partition: int,
+    limits: dict[str, int],
+    *,
+    ended: Ended | None = None,
+) -> list[Outgoing]:
+    """The changelog records of what changed in ``state`` since it was last written:
+    its header and its changed parts (or, when the process ``ended`` and its state
+    is released, the end marker and a tombstone for every part).
+
+    :class:`UnwritableError` if one cannot be written. Leaves ``state.dirty`` as
+    it is: the caller clears it once the records are committed.
+    """
+    try:
+        if ended is not None:
+            gone = dict.fromkeys([*all_parts(state), *state.dirty])
+            out = [Outgoing(topic, pid, encode_state(ended), partition=partition)]
+            out += [Outgoing(topic, part_key(pid, k), None, partition=partition) for k in gone]
+            return out
+        out = [Outgoing(topic, pid, encode_header(state), partition=partition)]
+        for key in sorted(state.dirty):
+            value = encode_part(state, key)
+            rec = Outgoing(topic, part_key(pid, key), value, partition=partition)
+            out.append(checked(rec, limits, f"part {key!r} of the state"))
+    except TypeError as exc:
+        raise UnwritableError(f"the state cannot be encoded: {exc}") from exc
+    return out
 
 
 def parking(
