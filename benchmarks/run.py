@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks import big
 from benchmarks.compare import N, add_load_options, compare, run_options, versions
 from benchmarks.core import run_core
 from benchmarks.memory import run_memory
@@ -28,6 +29,7 @@ from benchmarks.memory import run_memory
 DOC = Path(__file__).parent.parent / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- in-memory figures: begin -->", "<!-- in-memory figures: end -->"
 CBEGIN, CEND = "<!-- comparison: begin -->", "<!-- comparison: end -->"
+BBEGIN, BEND = "<!-- big process: begin -->", "<!-- big process: end -->"
 
 
 def machine() -> str:
@@ -82,12 +84,59 @@ def main(argv: list[str] | None = None) -> int:
         print(ctable)
         if not args.quick:
             _write(CBEGIN, CEND, f"{cstamp}\n\n{ctable}")
+        btable = big_table(args.quick, os.environ["KAFKA_BOOTSTRAP_SERVERS"])
+    else:
+        btable = big_table(args.quick, None)
+    print(btable)
+    if not args.quick:
+        _write(BBEGIN, BEND, f"{stamp}\n\n{btable}")
     table = in_memory_table(args.quick)
     print(stamp)
     print(table)
     if not args.quick:
         _write(BEGIN, END, f"{stamp}\n\n{table}")
     return 0
+
+
+def big_table(quick: bool, servers: str | None) -> str:
+    """One rebase process with thousands of machines, decided and run on Kafka."""
+    n = 200 if quick else 10_000
+    core = big.run_core(n)
+    rows = [
+        (
+            f"decide the fan-out of one RebaseFailed to {n:,} machines",
+            f"{core['fanout_s'] * 1000:,.0f} ms",
+            "< 1 s",
+            "decide and fold, one core",
+        ),
+        (
+            f"one later TaskCompleted in that {n:,}-machine process",
+            f"{core['completion_us']:,.1f} µs",
+            "at most twice the 3-machine figure",
+            f"3-machine process: {core['completion_small_us']:,.1f} µs (medians)",
+        ),
+        (
+            "changelog bytes written by that TaskCompleted",
+            f"{core['changelog_bytes']:,.0f} B",
+            "< 10 KB",
+            f"{core['changelog_records']:.0f} records: the header and the machine's part",
+        ),
+    ]
+    if servers is not None:
+        run = asyncio.run(big.run_kafka(servers, n))
+        rows.append(
+            (
+                f"the {n:,}-instance rebase end to end on Kafka",
+                f"{run['seconds']:,.1f} s",
+                "completes",
+                "broker defaults (1 MB records); processor peak RSS "
+                f"{run['rss_processor_mib']:,.0f} MiB, worker {run['rss_worker_mib']:,.0f} MiB",
+            )
+        )
+    return "\n".join(
+        ["| measure | figure | target | how |", "|---|---|---|---|"]
+        + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    )
 
 
 def in_memory_table(quick: bool) -> str:

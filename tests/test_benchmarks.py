@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import floor, order_app, procession_memory
+from benchmarks import big, floor, order_app, procession_memory
 from benchmarks.compare import SYSTEMS
 from benchmarks.core import run_core
 from benchmarks.memory import run_memory
@@ -74,6 +74,19 @@ def test_the_comparison_runs_every_system_end_to_end(backend: Backend) -> None:
     assert len(rows) == len(SYSTEMS)
     assert "% of its records/s" in out.stdout
     assert "Best of each across the windows" in out.stdout
+
+
+def test_big_process_benchmark_decides_and_writes_a_part_per_completion() -> None:
+    result = big.run_core(300)
+    assert result["machines"] == 300
+    assert result["changelog_records"] == 2  # the header and the completed machine's part
+
+
+@pytest.mark.backends("kafka")
+async def test_big_process_benchmark_completes_on_kafka(backend: Backend) -> None:
+    backend.transport()  # the session's broker
+    result = await big.run_kafka(os.environ["KAFKA_BOOTSTRAP_SERVERS"], 300)
+    assert result["seconds"] > 0 and result["rss_processor_mib"] > 0
 
 
 def test_percentiles_are_taken_from_the_sorted_latencies() -> None:
