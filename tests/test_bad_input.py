@@ -55,13 +55,13 @@ def job_saga(payload: Any = None, guard: Any = None) -> Saga:
     )
 
 
-async def start(backend: Backend, app: App, small: tuple[str, ...] = ()) -> Runtime:
+async def start(backend: Backend, app: App, small: tuple[str, ...] = (), **kw: Any) -> Runtime:
     """A runtime whose ``small`` topics refuse records over ``LIMIT`` bytes."""
     specs = app.topics.specs(app.task_types())
     await backend.transport().create_topics(
         [replace(s, max_message_bytes=LIMIT) if s.name in small else s for s in specs]
     )
-    return await backend.runtime(app)
+    return await backend.runtime(app, **kw)
 
 
 async def reasons(backend: Backend, app: App) -> list[str]:
@@ -157,6 +157,20 @@ async def test_a_state_part_too_large_for_the_changelog_parks_and_holds_later_in
     heads = [m for m in await backend.records(app.topics.changelog) if "\x00" not in (m.key or "")]
     states = [state_of(m.value) for m in heads]
     assert Parked(rec.reason, rec.input_id, _offset(states)) in states
+
+
+async def test_a_decision_over_its_budget_parks_its_process_and_the_partition_goes_on(
+    backend: Backend,
+) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    rt = await start(backend, app, decision_budget_s=0.1)
+    wide = [f"env-{n:05}" for n in range(20_000)]  # a fan-out of ~1 s on this machine kind
+    await rt.publish(RebaseFailed(rebase_id="wide", instances=wide))
+    await rt.publish(RebaseFailed(rebase_id="ok", instances=["A"]))
+    await completes(rt, "rebase:ok")
+    rec = await parked(rt, "rebase:wide")
+    assert rec.reason.startswith("decision over its budget of 0.1 s after ")
+    assert not [r for r in await rt.history("rebase:wide") if isinstance(r, TransitionPlanned)]
 
 
 def _offset(states: list[Any]) -> int:

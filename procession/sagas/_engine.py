@@ -28,6 +28,7 @@ from procession.topics._records import (
     TransitionPlanned,
 )
 
+from ._budget import check
 from ._dsl import Context, Machine, Task, Transition
 from ._fold import AnyState, classify
 from ._planner import Planner
@@ -116,6 +117,7 @@ class Engine:
             return
         fired = 0
         for mid in self._listening(p.state, type(event)):
+            check()
             for t in self._machine(mid).transitions_from(p.state.machines[mid].state):
                 if t.on is not None and isinstance(event, t.on):
                     ctx = self._ctx(p, event, mid)
@@ -324,6 +326,7 @@ class Engine:
         while heap:
             _, mid = heapq.heappop(heap)
             queued.discard(mid)
+            check()
             machine = s.machines[mid]
             if not machine.settled:
                 continue

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from procession.topics._records import Decided, Record
 
+from ._budget import check
 from ._fold import AnyState, apply_decision, evolve
 from ._ids import derive_id
 from ._state import Ended, ProcessState
@@ -66,6 +67,7 @@ class Planner:
 
     def emit(self, kind: type[D], **fields: Any) -> D:
         """Record a decision of ``kind`` and apply it to the scratch state."""
+        check()
         record = kind(
             event_id=derive_id(
                 self.cause.process_id, self.cause.event_id, self.seq, len(self.records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from ._processor import Processor
 
 log = logging.getLogger("procession.processor")
+
+
+#: Longest stretch of deciding before the partition yields the event loop.
+_TURN_S = 0.05
 
 
 class PartitionProcessor:
@@ -172,8 +177,12 @@ class PartitionProcessor:
     async def _process(self, batch: list[Message]) -> None:
         owner = self.owner
         step = Step(owner, self.tp, self.store)
+        turn = time.monotonic() + _TURN_S
         for msg in batch:
             step.add(msg)
+            if time.monotonic() > turn:  # let heartbeats and other partitions run
+                await asyncio.sleep(0)
+                turn = time.monotonic() + _TURN_S
         sent, self.outbox = self.outbox, []
         notes, self.notes = self.notes, []
         out = step.finish(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 
@@ -24,6 +25,10 @@ from ._port import Consumer, TopicPartition, Transport
 from ._topic_check import verify
 
 log = logging.getLogger("procession.processor")
+
+#: Wall-clock seconds one input's decision may take before its process is
+#: parked (the event loop must keep heartbeating: well under the session timeout).
+DECISION_BUDGET_S = float(os.environ.get("PROCESSION_DECISION_BUDGET_S", "5"))
 
 
 class Processor(Component):
@@ -47,6 +52,7 @@ class Processor(Component):
         poll_s: float = 0.1,
         max_batch: int = 500,
         revoke_deadline_s: float = 10.0,
+        decision_budget_s: float = DECISION_BUDGET_S,
     ) -> None:
         self.app, self.transport, self.codec = app, transport, codec
         self.clock = clock or SystemClock()
@@ -54,6 +60,7 @@ class Processor(Component):
         self.name = self.group = f"{self.topics.prefix}.processor"
         self.poll_s, self.max_batch = poll_s, max_batch
         self.revoke_deadline_s = revoke_deadline_s
+        self.decision_budget_s = decision_budget_s
         self.metrics: Counter[str] = Counter()
         self.partitions: dict[TopicPartition, PartitionProcessor] = {}
         #: max.message.bytes of every topic the processor writes to.

@@ -51,6 +51,7 @@ class Runtime:
         concurrency: int = 16,
         codec: Codec = DEFAULT_CODEC,
         poll_s: float | None = None,
+        decision_budget_s: float | None = None,
     ) -> None:
         self.app, self.codec = app, codec
         self.clock = clock or SystemClock()
@@ -60,6 +61,8 @@ class Runtime:
         self._quiet_s = 0.005 if memory else 3 * poll
         self.router = Router(app, self.transport, self.clock, codec=codec, poll_s=poll)
         self.processor = Processor(app, self.transport, self.clock, codec=codec, poll_s=poll)
+        if decision_budget_s is not None:
+            self.processor.decision_budget_s = decision_budget_s
         self.workers = [
             Worker(
                 app, self.transport, self.clock, concurrency=concurrency, codec=codec, poll_s=poll

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from procession._errors import DecodeError, UnwritableError
+from procession.sagas._budget import OverBudget, within
 from procession.sagas._fold import after_decisions
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._records import (
@@ -28,6 +30,18 @@ log = logging.getLogger("procession.processor")
 #: back from the process topic; it recognises them by the codec's first header
 #: and skips them without decoding (more than half of the topic's records).
 _DECISION_TYPES = frozenset(cls.TYPE.encode() for cls in RECORD_TYPES.values() if cls.IS_DECISION)
+
+
+class _Deadline:
+    """A decision's budget on the wall clock (the event loop's time, not the saga's)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    def spent(self) -> bool:
+        return time.monotonic() > self.at
 
 
 class Step:
@@ -80,12 +94,20 @@ class Step:
         self.firsts.setdefault(pid, (rec, offset))
         saga = self.owner.app.saga_for(pid)
         assert saga is not None  # checked by _input
+        owner = self.owner
         try:
-            decisions = saga.decide(before, rec)
-            owner = self.owner
+            with within(_Deadline(owner.decision_budget_s)):
+                decisions = saga.decide(before, rec)
             mine = decision_records(pid, decisions, owner.topics, owner.codec, owner.limits)
         except UnwritableError as exc:
             self.staged[pid] = self._park(rec, offset, before, str(exc))
+            return
+        except OverBudget as exc:
+            why = (
+                f"decision over its budget of {owner.decision_budget_s:g} s after "
+                f"{exc.work:,} steps (PROCESSION_DECISION_BUDGET_S)"
+            )
+            self.staged[pid] = self._park(rec, offset, before, why)
             return
         except Exception as exc:  # noqa: BLE001 - a failing decision parks its process
             self.staged[pid] = self._park(rec, offset, before, f"decision failed: {exc!r}")
