@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import CoPartitionError as CoPartitionError
 from ._errors import DecodeError as DecodeError
 from ._errors import DefinitionError as DefinitionError
+from ._errors import DefinitionMismatchError as DefinitionMismatchError
 from ._errors import FencedError as FencedError
 from ._errors import ProcessionError as ProcessionError
 from ._errors import RegistrationError as RegistrationError
@@ -22,10 +23,12 @@ from ._errors import TransactionAbortedError as TransactionAbortedError
 from ._errors import UnknownEventTypeError as UnknownEventTypeError
 from .sagas import ForEach as ForEach
 from .sagas import Machine as Machine
+from .sagas import Migration as Migration
 from .sagas import RetryPolicy as RetryPolicy
 from .sagas import Saga as Saga
 from .sagas import State as State
 from .sagas import Task as Task
+from .sagas import Versions as Versions
 from .sagas import all_of as all_of
 from .sagas import any_of as any_of
 from .sagas import at_least as at_least
@@ -55,10 +58,12 @@ __all__ = [
     "CoPartitionError",
     "DecodeError",
     "DefinitionError",
+    "DefinitionMismatchError",
     "FencedError",
     "ForEach",
     "Machine",
     "MemoryTransport",
+    "Migration",
     "ProcessionError",
     "RegistrationError",
     "RetryPolicy",
@@ -70,6 +75,7 @@ __all__ = [
     "TaskError",
     "TransactionAbortedError",
     "UnknownEventTypeError",
+    "Versions",
     "VirtualClock",
     "all_of",
     "any_of",

@@ -54,6 +54,28 @@ class DefinitionError(ProcessionError):
 
 
 @dataclass
+class DefinitionMismatchError(ProcessionError):
+    """A running process met a definition that has no place for it: a version
+    that is not registered, or a machine, state or transition it no longer has.
+
+    Example: ``DefinitionMismatchError("rebase:42", "rebase", 2, "machine 'instance'
+    has no transition 'Working->Closing'")``.
+    """
+
+    process_id: str
+    saga: str
+    version: int
+    problem: str
+
+    def message(self) -> str:
+        return (
+            f"process {self.process_id!r} (saga {self.saga!r} v{self.version}): {self.problem}; "
+            "a running process decides with the version it started on: register that "
+            "version beside the new one, or a Migration to it"
+        )
+
+
+@dataclass
 class RegistrationError(ProcessionError):
     """An application that cannot run, e.g. a task type with no handler."""
 

@@ -31,6 +31,8 @@ from ._state import PendingTask as PendingTask
 from ._state import ProcessState as ProcessState
 from ._steps import Steps as Steps
 from ._steps import steps as steps
+from ._versions import Migration as Migration
+from ._versions import Versions as Versions
 
 __all__ = [
     "Context",
@@ -42,6 +44,7 @@ __all__ = [
     "Join",
     "Machine",
     "MachineState",
+    "Migration",
     "Parked",
     "PendingTask",
     "Planner",
@@ -53,6 +56,7 @@ __all__ = [
     "Steps",
     "Task",
     "Transition",
+    "Versions",
     "all_of",
     "any_of",
     "at_least",

@@ -29,6 +29,11 @@ from ._state import MachineState, ProcessState
 E = TypeVar("E", bound=BaseModel)
 
 
+class UnknownPartError(LookupError):
+    """A machine, state or transition a definition does not have (a record of a
+    process names it: the process was planned with another definition)."""
+
+
 @dataclass(frozen=True)
 class Context:
     """What guards and payload builders see: the process, the trigger and the machine.
@@ -186,16 +191,20 @@ class Machine:
         return next(s for s in self.states if s.initial)
 
     def state(self, name: str) -> State:
-        return next(s for s in self.states if s.name == name)
+        """The state called ``name``; :class:`UnknownPartError` naming the machine if none."""
+        found = next((s for s in self.states if s.name == name), None)
+        if found is None:
+            raise UnknownPartError(f"machine {self.name!r} has no state {name!r}")
+        return found
 
     def transitions_from(self, state: str) -> tuple[Transition, ...]:
         return self._index[0].get(state, ())
 
     def transition(self, name: str) -> Transition:
-        """The transition called ``name``; ``LookupError`` naming the machine if none."""
+        """The transition called ``name``; :class:`UnknownPartError` naming the machine if none."""
         t = self._index[1].get(name)
         if t is None:
-            raise LookupError(f"machine {self.name!r} has no transition {name!r}")
+            raise UnknownPartError(f"machine {self.name!r} has no transition {name!r}")
         return t
 
     @cached_property

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from procession._errors import DecodeError
+from procession._errors import DecodeError, DefinitionMismatchError
 from procession.topics._records import (
     CancelMode,
     CancelRequested,
@@ -29,7 +29,7 @@ from procession.topics._records import (
 )
 
 from ._budget import check
-from ._dsl import Context, Machine, Task, Transition
+from ._dsl import Context, Machine, Task, Transition, UnknownPartError
 from ._fold import AnyState, classify
 from ._planner import Planner
 from ._state import PendingTask, ProcessState, family
@@ -57,17 +57,37 @@ class Engine:
         #: (family, state) pairs with a transition on an event class, filled on use.
         self._on: dict[type[BaseModel], list[tuple[str, str]]] = {}
 
-    def decide(self, state: AnyState, record: Record) -> list[Record]:
+    def decide(
+        self, state: AnyState, record: Record, planner: Planner | None = None
+    ) -> list[Record]:
+        """The decisions for ``record``; ``planner`` continues one that already holds
+        decisions of this input (a migration), ``state`` being the state it migrated."""
+        saga = self.saga
+        try:
+            return self._decide(state, record, planner)
+        except UnknownPartError as exc:
+            raise DefinitionMismatchError(
+                record.process_id, saga.name, saga.version, str(exc)
+            ) from exc
+
+    def _decide(self, state: AnyState, record: Record, planner: Planner | None) -> list[Record]:
         reason = classify(state, record)
         starting = state is None or (isinstance(state, ProcessState) and state.status == "new")
         if reason is None and starting and not self._starts(record):
             reason = "no process instance"
-        p = Planner(state, record)
+        p = planner or Planner(state, record)
         if reason is not None:
             p.emit(
                 InputIgnored, input_type=record.type_name, input_id=record.event_id, reason=reason
             )
             return p.records
+        if isinstance(state, ProcessState) and not starting and state.version != self.saga.version:
+            raise DefinitionMismatchError(
+                state.process_id,
+                self.saga.name,
+                state.version,
+                f"this definition is v{self.saga.version} and no other version is registered",
+            )
         assert isinstance(state, ProcessState) or starting
         if isinstance(record, DomainEvent):
             self._on_event(p, record, starting)

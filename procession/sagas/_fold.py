@@ -21,6 +21,7 @@ from procession.topics._records import (
     ProcessCancelled,
     ProcessCompleted,
     ProcessFailed,
+    ProcessMigrated,
     ProcessParked,
     ProcessStarted,
     ProcessStopping,
@@ -32,7 +33,15 @@ from procession.topics._records import (
     TransitionPlanned,
 )
 
-from ._state import CompletedTask, Ended, MachineState, PendingTask, ProcessState, Timer
+from ._state import (
+    CompletedTask,
+    Ended,
+    MachineState,
+    PendingTask,
+    ProcessState,
+    Timer,
+    family,
+)
 
 AnyState = ProcessState | Ended | None
 
@@ -208,6 +217,8 @@ def apply_decision(state: ProcessState, record: Record) -> None:
         )
     elif isinstance(record, ProcessStopping):
         _begin_stopping(state, record)
+    elif isinstance(record, ProcessMigrated):
+        migrate(state, record)
     elif isinstance(record, ProcessCompleted):
         state.status = "completed"
     elif isinstance(record, ProcessFailed):
@@ -217,6 +228,37 @@ def apply_decision(state: ProcessState, record: Record) -> None:
     if state.terminal:
         _give_up_compensation(state, keep=None)
         state.clear_timers()
+
+
+def migrate(state: ProcessState, record: ProcessMigrated) -> None:
+    """Apply a migration's renames and its new version to ``state`` in place
+    (O(machines of the renamed families), once)."""
+    state.version = record.to_version
+    states, transitions = record.states, record.transitions
+
+    def task_of(task: PendingTask | None) -> PendingTask | None:
+        if task is None:
+            return None
+        fam = family(task.machine_id)
+        names = transitions.get(fam, {})
+        source = states.get(fam, {}).get(task.source, task.source)
+        return replace(task, transition=names.get(task.transition, task.transition), source=source)
+
+    for fam in {*states, *transitions}:
+        for mid in [m for m in state.order if family(m) == fam]:
+            m = state.machines[mid]
+            renamed = states.get(fam, {}).get(m.state, m.state)
+            state.put_machine(mid, replace(m, state=renamed, task=task_of(m.task)))
+        for tid, t in list(state.timers.items()):
+            if family(t.machine_id) == fam and t.transition is not None:
+                new = transitions.get(fam, {}).get(t.transition, t.transition)
+                state.add_timer(tid, replace(t, transition=new))
+        for i, done in list(state.completed.items()):
+            if family(done.machine_id) == fam:
+                new = transitions.get(fam, {}).get(done.transition, done.transition)
+                state.completed = state.completed.set(i, replace(done, transition=new))
+                state.touch(f"k:{i}")
+    state.set_compensation(task_of(state.compensation))
 
 
 def _give_up_compensation(state: ProcessState, keep: str | None) -> None:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from procession.topics._records import CancelMode, Record
 
 from ._decider import Decision, KeyRule, route
-from ._dsl import Machine, Task
+from ._dsl import Machine, Task, UnknownPartError
 from ._engine import Engine
 from ._fold import AnyState
 from ._joins import Join
@@ -87,8 +87,11 @@ class Saga:
         return self._engine.decide(state, record)
 
     def machine_for(self, machine_id: str) -> Machine:
-        """The machine definition a machine id belongs to."""
-        return self._by_name[machine_id.partition(":")[0]]
+        """The machine definition a machine id belongs to (:class:`UnknownPartError` if none)."""
+        found = self._by_name.get(machine_id.partition(":")[0])
+        if found is None:
+            raise UnknownPartError(f"no machine {machine_id.partition(':')[0]!r}")
+        return found
 
     def complete(self, state: ProcessState) -> bool:
         """Whether a running process has reached its goal."""

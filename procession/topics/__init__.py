@@ -12,6 +12,7 @@ from ._records import MachinesCreated as MachinesCreated
 from ._records import ProcessCancelled as ProcessCancelled
 from ._records import ProcessCompleted as ProcessCompleted
 from ._records import ProcessFailed as ProcessFailed
+from ._records import ProcessMigrated as ProcessMigrated
 from ._records import ProcessParked as ProcessParked
 from ._records import ProcessStarted as ProcessStarted
 from ._records import ProcessStopping as ProcessStopping
@@ -36,6 +37,7 @@ __all__ = [
     "ProcessCancelled",
     "ProcessCompleted",
     "ProcessFailed",
+    "ProcessMigrated",
     "ProcessParked",
     "ProcessStarted",
     "ProcessStopping",

@@ -129,6 +129,22 @@ class MachinesCreated(Decided):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessMigrated(Decided):
+    """The process moved to another version of its saga, renaming what was renamed.
+
+    ``states`` and ``transitions`` map machine (family) names to ``{old: new}``
+    names; everything not named keeps its name. Written before the decisions
+    of the input it was migrated on, which the new version decides.
+    """
+
+    TYPE: ClassVar[str] = "procession.ProcessMigrated"
+    from_version: int
+    to_version: int
+    states: dict[str, dict[str, str]] = field(default_factory=dict)
+    transitions: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TransitionPlanned(Decided):
     """A machine moved from one state to another; its task (if any) is to run."""
 
@@ -248,6 +264,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         CancelRequested,
         ProcessStarted,
         MachinesCreated,
+        ProcessMigrated,
         TransitionPlanned,
         TimerScheduled,
         ProcessStopping,

@@ -11,6 +11,8 @@ from pydantic import BaseModel
 from procession._errors import RegistrationError
 from procession.sagas._decider import ProcessDefinition
 from procession.sagas._dsl import Task
+from procession.sagas._saga import Saga
+from procession.sagas._versions import Migration, Versions
 from procession.topics._layout import Topics
 
 
@@ -55,7 +57,9 @@ class App:
         *,
         topics: Topics | None = None,
         keep_completed: bool = False,
+        migrations: Sequence[Migration] = (),
     ) -> None:
+        sagas = _versioned(sagas, migrations)
         self.sagas = {s.name: s for s in sagas}
         if len(self.sagas) != len(sagas):
             raise RegistrationError(_dup([s.name for s in sagas]), "saga name is registered twice")
@@ -95,6 +99,33 @@ class App:
 
     def task_types(self) -> list[str]:
         return sorted(self.tasks)
+
+
+def _versioned(
+    sagas: Sequence[ProcessDefinition], migrations: Sequence[Migration]
+) -> list[ProcessDefinition]:
+    """Sagas registered under one name in several versions become one :class:`Versions`."""
+    by_name: dict[str, list[ProcessDefinition]] = {}
+    for s in sagas:
+        by_name.setdefault(s.name, []).append(s)
+    out: list[ProcessDefinition] = []
+    for name, group in by_name.items():
+        mine = [m for m in migrations if m.saga == name]
+        versions = [s.version for s in group]
+        if len(set(versions)) != len(versions):
+            raise RegistrationError(
+                name, f"saga name is registered twice with one version: {versions}"
+            )
+        if len(group) == 1 and not mine:
+            out.append(group[0])
+        elif all(isinstance(s, Saga) for s in group):
+            out.append(Versions(group, mine))  # type: ignore[arg-type]
+        else:
+            out += group  # not sagas: registered twice, reported as such
+    for m in migrations:
+        if m.saga not in by_name:
+            raise RegistrationError(m.saga, "a migration for a saga that is not registered")
+    return out
 
 
 def _dup(names: Iterable[str]) -> str:

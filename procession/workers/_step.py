@@ -6,7 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from procession._errors import DecodeError, UnwritableError
+from procession._errors import DecodeError, ProcessionError, UnwritableError
 from procession.sagas._budget import OverBudget, within
 from procession.sagas._fold import after_decisions
 from procession.sagas._state import Ended, Parked, ProcessState
@@ -108,6 +108,9 @@ class Step:
                 f"{exc.work:,} steps (PROCESSION_DECISION_BUDGET_S)"
             )
             self.staged[pid] = self._park(rec, offset, before, why)
+            return
+        except ProcessionError as exc:  # says what is wrong in its own words
+            self.staged[pid] = self._park(rec, offset, before, f"decision failed: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 - a failing decision parks its process
             self.staged[pid] = self._park(rec, offset, before, f"decision failed: {exc!r}")
