@@ -11,9 +11,12 @@ from .topics._records import (
     CompensationPlanned,
     DomainEvent,
     InputIgnored,
+    MachinesClosed,
     MachinesCreated,
     ProcessCancelled,
     ProcessFailed,
+    ProcessMigrated,
+    ProcessParked,
     ProcessStarted,
     ProcessStopping,
     Record,
@@ -62,6 +65,12 @@ def describe(rec: Record, start_ms: int) -> str:
         return f"{rec.mode}: {rec.reason}"
     if isinstance(rec, InputIgnored):
         return f"{rec.input_type}: {rec.reason}"
+    if isinstance(rec, MachinesClosed):
+        return f"{', '.join(rec.machines)} ({rec.reason})"
+    if isinstance(rec, ProcessMigrated):
+        return f"v{rec.from_version} -> v{rec.to_version}"
+    if isinstance(rec, ProcessParked):
+        return f"{rec.input_type} {rec.input_id}: {rec.reason}"
     return ""
 
 

@@ -14,6 +14,7 @@ from procession.topics._records import (
     CompensationPlanned,
     DomainEvent,
     InputIgnored,
+    MachinesClosed,
     MachinesCreated,
     Outcome,
     ProcessCancelled,
@@ -31,6 +32,7 @@ from procession.topics._records import (
 from ._budget import check
 from ._dsl import Context, Machine, Task, Transition, UnknownPartError
 from ._fold import AnyState, classify
+from ._joins import Join
 from ._planner import Planner
 from ._state import PendingTask, ProcessState, family
 
@@ -245,6 +247,26 @@ class Engine:
         if t.task is not None:
             self._arm_timeout(p, mid, t.task, planned.task_id or "", 1)
         self._arm_state_timers(p, mid)
+        if t.when is not None:
+            self._close_rest(p, t.when)
+
+    def _close_rest(self, p: Planner, join: Join) -> None:
+        """Close the machines a fired ``close_rest`` join leaves behind (once)."""
+        for part in join.parts():
+            if not part.close_rest:
+                continue
+            fam, target = part.machine.name, part.target.name
+            done = p.state.ready.get((fam, target))
+            rest = [
+                mid
+                for (f, _), group in p.state.members.items()
+                if f == fam
+                for mid in group
+                if done is None or mid not in done
+            ]
+            if rest:
+                rest.sort(key=p.state.order.__getitem__)
+                p.emit(MachinesClosed, machines=rest, reason=f"{part.describe()}: decided")
 
     def _replan(self, p: Planner, mid: str, task: PendingTask, attempt: int) -> None:
         spec = self._task_spec(mid, task)

@@ -17,6 +17,7 @@ from procession.topics._records import (
     CompensationPlanned,
     DomainEvent,
     InputIgnored,
+    MachinesClosed,
     MachinesCreated,
     ProcessCancelled,
     ProcessCompleted,
@@ -34,6 +35,7 @@ from procession.topics._records import (
 )
 
 from ._state import (
+    CLOSED,
     CompletedTask,
     Ended,
     MachineState,
@@ -219,6 +221,12 @@ def apply_decision(state: ProcessState, record: Record) -> None:
         _begin_stopping(state, record)
     elif isinstance(record, ProcessMigrated):
         migrate(state, record)
+    elif isinstance(record, MachinesClosed):
+        for mid in record.machines:
+            m = state.machines[mid]
+            for tid, _ in state.timers_of_machine(mid):
+                state.drop_timer(tid)
+            state.put_machine(mid, MachineState(CLOSED, m.entries + 1, None, m.result))
     elif isinstance(record, ProcessCompleted):
         state.status = "completed"
     elif isinstance(record, ProcessFailed):

@@ -26,11 +26,17 @@ class Join:
 
 @dataclass(frozen=True, eq=False)
 class InState(Join):
-    """``at_least`` (or all, when None) machines of ``machine`` settled in ``target``."""
+    """``at_least`` (or all, when None) machines of ``machine`` settled in ``target``.
+
+    With ``close_rest``, the transition that waits on this join closes the
+    family's other machines when it fires: they leave the family (and its
+    counts), and events for them are ignored from then on.
+    """
 
     machine: Machine
     target: State
     at_least: int | None
+    close_rest: bool = False
 
     def holds(self, state: ProcessState) -> bool:
         size = state.family_size.get(self.machine.name, 0)
@@ -68,13 +74,21 @@ def all_of(machine: Machine, state: State) -> Join:
     return InState(machine, state, None)
 
 
-def any_of(machine: Machine, state: State) -> Join:
-    """At least one machine of ``machine`` is settled in ``state``."""
-    return InState(machine, state, 1)
+def any_of(machine: Machine, state: State, *, close_rest: bool = False) -> Join:
+    """At least one machine of ``machine`` is settled in ``state``.
+
+    ``close_rest=True``: when a transition waiting on this fires, the others close.
+    """
+    return InState(machine, state, 1, close_rest)
 
 
-def at_least(count: int, machine: Machine, state: State) -> Join:
-    """At least ``count`` machines of ``machine`` are settled in ``state``."""
+def at_least(count: int, machine: Machine, state: State, *, close_rest: bool = False) -> Join:
+    """At least ``count`` machines of ``machine`` are settled in ``state``.
+
+    Example: a 3-of-5 review that ignores the late approvals::
+
+        waiting.to(merging, when=at_least(3, reviewer, approved, close_rest=True))
+    """
     if count < 1:
         raise ValueError(f"at_least needs a count of at least 1, got {count}")
-    return InState(machine, state, count)
+    return InState(machine, state, count, close_rest)

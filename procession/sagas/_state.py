@@ -36,6 +36,9 @@ SEEN_WINDOW = 4096
 #: Event ids per changelog record of the seen window.
 SEEN_CHUNK = 64
 
+#: The state of a machine closed by a join (``close_rest``): out of its family.
+CLOSED = "(closed)"
+
 
 def family(machine_id: str) -> str:
     """The machine definition a machine id belongs to (``instance:A`` -> ``instance``)."""
@@ -295,6 +298,8 @@ class ProcessState:
                 self.inflight += new.task.in_flight
             if old.state == new.state and (old.task is None) == (new.task is None):
                 return  # same group: another attempt, or a task that stopped
+            if new.state == CLOSED:  # leaves the family and every group
+                self.family_size[mid.partition(":")[0]] -= 1
             key = (mid.partition(":")[0], old.state)
             _drop(self.members, key, mid)
             if old.task is None:
@@ -310,6 +315,10 @@ class ProcessState:
             if new.task is not None:
                 self.tasks = self.tasks.set(new.task.task_id, mid)
                 self.inflight += new.task.in_flight
+        if new.state == CLOSED:
+            if old is None:  # restored closed
+                self.family_size[mid.partition(":")[0]] -= 1
+            return
         key = (mid.partition(":")[0], new.state)
         self.members[key] = self.members.get(key, _EMPTY).set(mid, ordinal)
         if new.task is None:

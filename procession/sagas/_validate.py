@@ -10,6 +10,7 @@ from procession._errors import DefinitionError
 
 from ._dsl import Machine, Task, Transition
 from ._joins import Join
+from ._state import CLOSED
 
 MachineList = Sequence[Machine]
 
@@ -60,6 +61,8 @@ def _check_machine(saga: str, m: Machine, correlated: set[type[Any]]) -> None:
     if not m.name or ":" in m.name:
         raise fail(f"name {m.name!r}", "must be non-empty and contain no ':'")
     _unique(saga, m.name, "state", [s.name for s in m.states])
+    if any(s.name == CLOSED for s in m.states):
+        raise fail(f"state name {CLOSED!r}", "is reserved for machines a join closed")
     _unique(saga, m.name, "transition", [t.name for t in m.transitions])
     initial = [s.name for s in m.states if s.initial]
     if len(initial) != 1:

@@ -8,6 +8,7 @@ from ._records import CompensationPlanned as CompensationPlanned
 from ._records import Decided as Decided
 from ._records import DomainEvent as DomainEvent
 from ._records import InputIgnored as InputIgnored
+from ._records import MachinesClosed as MachinesClosed
 from ._records import MachinesCreated as MachinesCreated
 from ._records import ProcessCancelled as ProcessCancelled
 from ._records import ProcessCompleted as ProcessCompleted
@@ -33,6 +34,7 @@ __all__ = [
     "Decided",
     "DomainEvent",
     "InputIgnored",
+    "MachinesClosed",
     "MachinesCreated",
     "ProcessCancelled",
     "ProcessCompleted",

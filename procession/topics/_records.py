@@ -129,6 +129,16 @@ class MachinesCreated(Decided):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MachinesClosed(Decided):
+    """Machines taken out of their family once a join over it was decided
+    (``close_rest``): no more transitions, events for them are ignored."""
+
+    TYPE: ClassVar[str] = "procession.MachinesClosed"
+    machines: list[str]
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessMigrated(Decided):
     """The process moved to another version of its saga, renaming what was renamed.
 
@@ -264,6 +274,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         CancelRequested,
         ProcessStarted,
         MachinesCreated,
+        MachinesClosed,
         ProcessMigrated,
         TransitionPlanned,
         TimerScheduled,
