@@ -31,6 +31,7 @@ from procession._errors import AppSpecError, KafkaUnreachableError, ProcessionEr
 from procession._errors import one_line as reason
 from procession._load import check_task_types, load_app
 from procession._logs import limit_aiokafka
+from procession._replay_files import replay_files
 from procession._supervise import Supervised, supervise
 
 if TYPE_CHECKING:
@@ -53,8 +54,9 @@ _OVERRIDES = {  # option dest -> Topics field
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     demo = args.command == "demo"
-    logging.basicConfig(  # the demo prints its own report: only trouble is logged
-        level="WARNING" if demo else args.log_level,
+    quiet = demo or args.command in ("history", "replay")
+    logging.basicConfig(  # these print their own output: only trouble is logged
+        level="WARNING" if quiet else args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     limit_aiokafka()
@@ -68,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             app.topics = dataclasses.replace(app.topics, **_overrides(args))
         if args.command == "worker":
             check_task_types(args.app, app, _task_types(args))
+        if args.command == "replay":
+            return replay_files(app, args.files)
         servers = _servers(args)
     except (AppSpecError, _UsageError) as exc:
         print(f"procession: {exc}", file=sys.stderr)
@@ -76,7 +80,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _one_line_on_failure(
             "topics", lambda: asyncio.run(_topics(app, servers, args.action))
         )
+    if args.command == "history":
+        return _one_line_on_failure(
+            "history", lambda: asyncio.run(_history(app, servers, args.process_ids))
+        )
     return _one_line_on_failure(args.command, lambda: asyncio.run(_run(app, servers, args)))
+
+
+async def _history(app: App, servers: str, process_ids: list[str]) -> int:
+    """Each process's stream, read from its own partition of the process topic."""
+    from procession.workers._port import TopicPartition, partition_for, partitions  # noqa: PLC0415
+
+    async with _connected(servers) as transport:
+        count = await partitions(transport, app.topics.process)
+        for pid in process_ids:
+            tp = TopicPartition(app.topics.process, partition_for(pid, count))
+            mine = [m for m in await transport.read_partition(tp) if m.key == pid]
+            if not mine:
+                print(f"procession: no records of process {pid!r}", file=sys.stderr)
+                return FAILED
+            for msg in mine:
+                sys.stdout.write((msg.value or b"").decode() + "\n")
+    return OK
 
 
 def _one_line_on_failure(command: str, run: Callable[[], int]) -> int:
@@ -129,6 +154,16 @@ def _parser() -> argparse.ArgumentParser:
         "--no-router", action="store_true", help="run no router here (run `router` elsewhere)"
     )
     _app_args(sub.add_parser("router", help="run only the router of an app (long-lived)"))
+    hist = sub.add_parser(
+        "history", help="print processes' streams as JSON lines (for replay checks)"
+    )
+    _app_args(hist)
+    hist.add_argument("process_ids", nargs="+", metavar="PROCESS_ID")
+    replay = sub.add_parser(
+        "replay", help="replay saved histories against the app's definitions (no broker)"
+    )
+    replay.add_argument("app", metavar="MODULE:APP")
+    replay.add_argument("files", nargs="+", metavar="FILE.jsonl")
     work = sub.add_parser("worker", help="run task workers of an app (long-lived)")
     _app_args(work)
     work.add_argument("--task-types", help="comma-separated; default: every task type")

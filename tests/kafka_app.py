@@ -35,6 +35,19 @@ def app() -> App:
     )
 
 
+def renamed() -> App:
+    """The app with its saga's states renamed under the same version: what a
+    replay check must catch before a deploy."""
+    from tests.test_versions import rebase_v2  # noqa: PLC0415
+
+    prefix = os.environ.get("PROCESSION_TEST_PREFIX", "procession-test")
+    return App(
+        [rebase_v2(version=1)],
+        {"CloseInstance": close},
+        topics=Topics(prefix, partitions=3, task_partitions=3),
+    )
+
+
 def _die_in_transaction(role: str) -> None:
     """Make this process SIGKILL itself inside its first transaction of ``role``
     (after the records were sent, before the commit): a writer killed mid-transaction."""

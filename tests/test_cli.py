@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from procession.examples import RebaseFailed
+from procession.topics import DEFAULT_CODEC
 from procession.workers import Batch, Outgoing
 from procession.workers._port import partition_for
 from procession.workers._router import event_headers
@@ -289,6 +290,47 @@ async def test_a_fenced_router_stops_its_process_with_one_line_and_exit_1(
     assert len(ours) == 1, text
     assert "router stopped: " in ours[0] and "fenced" in ours[0], ours[0]
     assert "Traceback" not in text and "Unclosed" not in text, text
+
+
+# -- history and replay: save streams from a running system, check them before a deploy --
+
+
+@pytest.mark.backends("kafka")
+async def test_history_saves_streams_that_replay_reproduces_and_a_changed_saga_fails(
+    backend: Backend, tmp_path: Path
+) -> None:
+    from tests import kafka_app  # noqa: PLC0415
+
+    os.environ["PROCESSION_TEST_PREFIX"] = backend.prefix
+    try:
+        app = kafka_app.app()
+    finally:
+        del os.environ["PROCESSION_TEST_PREFIX"]
+    rt = await backend.runtime(app)
+    for key in ("h1", "h2"):
+        await rt.publish(RebaseFailed(rebase_id=key, instances=["A", "B"]))
+    await rt.settle()
+    env = kafka_env(backend)
+    saved = await asyncio.to_thread(
+        cli, "history", "tests.kafka_app:app", "rebase:h1", "rebase:h2", env=env
+    )
+    assert saved.returncode == 0, saved.stderr
+    lines = saved.stdout.splitlines()
+    expected = [*(await rt.history("rebase:h1")), *(await rt.history("rebase:h2"))]
+    assert [DEFAULT_CODEC.decode(line.encode()) for line in lines] == expected
+    file = tmp_path / "saved.jsonl"
+    file.write_text(saved.stdout)
+    same = cli("replay", "tests.kafka_app:app", str(file))
+    assert (same.returncode, same.stdout) == (0, "2 of 2 processes replay to their decisions\n")
+    changed = cli("replay", "tests.kafka_app:renamed", str(file))
+    assert changed.returncode == 1
+    assert "rebase:h1: input #0 RebaseFailed" in changed.stdout
+    assert "0 of 2 processes replay" in changed.stdout
+    missing = await asyncio.to_thread(cli, "history", "tests.kafka_app:app", "rebase:nope", env=env)
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        "procession: no records of process 'rebase:nope'\n",
+    )
 
 
 def kafka_env(backend: Backend) -> dict[str, str]:
