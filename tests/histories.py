@@ -1,7 +1,10 @@
 """Scenarios whose recorded histories are kept as fixtures and replayed in CI.
 
 ``python -m tests.histories`` rewrites the fixtures: do that only for a change
-that is meant to decide differently (and bump the saga's version).
+that is meant to decide differently. In an application, such a change is a
+new saga version registered beside the old one (docs/versioning.md), so the
+histories saved from running processes keep replaying against their own
+version and a divergence still points at the change that caused it.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ running process says so."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from pydantic import BaseModel, model_validator
 
 from procession import DefinitionError, DefinitionMismatchError, RegistrationError
 from procession.examples import RebaseFailed, rebase_saga
@@ -26,6 +28,7 @@ from procession.sagas import (
 )
 from procession.testing import SagaTest
 from procession.topics import (
+    DomainEvent,
     ProcessCompleted,
     ProcessMigrated,
     ProcessParked,
@@ -244,3 +247,43 @@ async def test_a_definition_with_no_place_for_a_running_process_parks_it_with_th
     (parked,) = [r for r in await rt2.history("rebase:r") if isinstance(r, ProcessParked)]
     assert parked.reason.startswith("decision failed: process 'rebase:r' (saga 'rebase' v1): ")
     assert "machine 'instance' has no transition 'Working->Closing'" in parked.reason
+
+
+class Ping(BaseModel):
+    """A domain event whose schema changed: version 1 sent ``n``, version 2 ``count``."""
+
+    schema_version: int = 2
+    key: str
+    count: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upcast(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schema_version", 1) == 1 and "n" in data:
+            return {"schema_version": 2, "key": data["key"], "count": data["n"]}
+        return data
+
+
+def test_a_domain_event_of_an_older_schema_is_upcast_by_its_model() -> None:
+    idle, done = State("Idle", initial=True), State("Done", final=True)
+    saga = Saga(
+        "ping",
+        machines=[
+            Machine(
+                "m",
+                states=[idle, done],
+                transitions=[idle.to(done, on=Ping, guard=lambda c: c.event.count == 3)],
+            )
+        ],
+        correlate={Ping: lambda e: e.key},
+        starts=[Ping],
+    )
+    old = DomainEvent(
+        event_id="e1",
+        process_id="ping:k",
+        correlation_id="ping:k",
+        event_type="Ping",
+        data={"key": "k", "n": 3},  # as a version-1 publisher wrote it
+    )
+    kinds = [type(r).__name__ for r in saga.decide(None, old)]
+    assert kinds == ["ProcessStarted", "TransitionPlanned", "ProcessCompleted"]
