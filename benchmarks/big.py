@@ -37,11 +37,13 @@ def run_core(n: int) -> dict[str, float]:
     small, small_requests, _ = _fan_out(3)
     per_big = _median(_completions(state, requests[: min(SAMPLES, n)]))
     per_small = _median([_completions(small, small_requests[:1])[0] for _ in range(SAMPLES)])
-    state.dirty = type(state.dirty)()  # as after the fan-out's commit
+    limits = {"changelog": 2**20}
+    state_changes(state.process_id, state, "changelog", 0, limits)  # the fan-out's commit
+    state.dirty = type(state.dirty)()
     done = _done(requests[-1])
     after = after_decisions(state, done, saga.decide(state, done))
     assert isinstance(after, ProcessState)
-    writes = state_changes(after.process_id, after, "changelog", 0, {"changelog": 2**20})
+    writes = state_changes(after.process_id, after, "changelog", 0, limits)
     return {
         "machines": n,
         "fanout_s": fanout_s,

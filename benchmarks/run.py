@@ -84,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(ctable)
         if not args.quick:
             _write(CBEGIN, CEND, f"{cstamp}\n\n{ctable}")
-        btable = big_table(args.quick, os.environ["KAFKA_BOOTSTRAP_SERVERS"])
-    else:
-        btable = big_table(args.quick, None)
+    btable = big_table(args.quick, os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     print(btable)
     if not args.quick:
         _write(BBEGIN, BEND, f"{stamp}\n\n{btable}")

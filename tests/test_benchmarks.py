@@ -80,6 +80,7 @@ def test_big_process_benchmark_decides_and_writes_a_part_per_completion() -> Non
     result = big.run_core(300)
     assert result["machines"] == 300
     assert result["changelog_records"] == 2  # the header and the completed machine's part
+    assert big.run_core(3)["changelog_records"] == 1  # a small process: one value
 
 
 @pytest.mark.backends("kafka")

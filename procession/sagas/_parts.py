@@ -54,6 +54,7 @@ def header(state: ProcessState) -> dict[str, Any]:
         "outcome": state.outcome,
         "reason": state.reason,
         "failed_compensations": list(state.failed_compensations),
+        "split": state.split,
     }
 
 
@@ -118,6 +119,7 @@ def assemble(head: dict[str, Any], parts: dict[str, dict[str, Any]]) -> ProcessS
         failed_compensations=tuple(head["failed_compensations"]),
     )
     s.set_compensation(PendingTask(**comp) if comp else None)
+    s.split = bool(head.get("split", False))
     machines = sorted(
         ((p["o"], key[2:], p) for key, p in parts.items() if key.startswith("m:")),
         key=lambda x: x[0],

@@ -197,6 +197,8 @@ class ProcessState:
     family_size: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     inflight: int = field(default=0, compare=False, repr=False)
     seen_ids: Map[int, str] = field(default=_EMPTY, compare=False, repr=False)
+    #: Written part by part (a big process), not in one changelog value.
+    split: bool = field(default=False, compare=False, repr=False)
     #: Parts changed since the state was last written: ``m:<machine>``,
     #: ``c:<event type>``, ``k:<index>`` (a completed task), ``s:<chunk>``.
     dirty: Map[str, None] = field(default=_EMPTY, compare=False, repr=False)
@@ -234,6 +236,7 @@ class ProcessState:
             dict(self.family_size),
             self.inflight,
             self.seen_ids,
+            self.split,
             self.dirty,
         )
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from immutables import Map
 
-from procession._errors import DecodeError, FencedError
+from procession._errors import FencedError
 from procession.sagas._state import PendingTask, ProcessState
 from procession.topics._records import (
     CompensationPlanned,
@@ -26,7 +26,7 @@ from ._execute import execute
 from ._port import Message, Outgoing, TopicPartition
 from ._step import Step
 from ._timers import TimerQueue
-from ._wire import Stored, dead_letter, encode, split_key, state_of
+from ._wire import Stored, dead_letter, encode, restore
 from ._writes import parking, state_record
 
 if TYPE_CHECKING:
@@ -90,26 +90,10 @@ class PartitionProcessor:
 
     async def _restore(self) -> None:
         changelog = TopicPartition(self.owner.topics.changelog, self.tp.partition)
-        heads: dict[str, Message] = {}
-        parts: dict[str, dict[str, bytes]] = {}
-        for msg in await self.owner.transport.read_partition(changelog):
-            if msg.key is None:
-                continue
-            pid, key = split_key(msg.key)
-            if not key:
-                heads[pid] = msg
-            elif msg.value is None:
-                parts.get(pid, {}).pop(key, None)
-            else:
-                parts.setdefault(pid, {})[key] = msg.value
-        for pid, msg in heads.items():
-            try:
-                state = state_of(msg.value, parts.get(pid))
-            except DecodeError as exc:
-                self._park_unrestorable(msg, str(exc))
-                continue
-            if state is not None:
-                self.store[pid] = state
+        states, bad = restore(await self.owner.transport.read_partition(changelog))
+        self.store.update(states)
+        for msg, error in bad:
+            self._park_unrestorable(msg, str(error))
         for pid, state in self.store.items():
             self.timers.add_from(pid, None, state)
             if isinstance(state, ProcessState):

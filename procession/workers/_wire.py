@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -88,7 +89,9 @@ def state_of(value: bytes | None, parts: dict[str, bytes] | None = None) -> Stor
         if "parked" in data:
             return Parked(*data["parked"])
         head = data["state"]
-        found: dict[str, Any] = dict(head.get("parts", {}))
+        if "parts" in head:  # a whole state in one value: other parts are not its own
+            return assemble(head, head["parts"])
+        found: dict[str, Any] = {}
         for key, raw in (parts or {}).items():
             where = f"changelog part {key!r}"
             found[key] = orjson.loads(raw)["part"]
@@ -96,6 +99,37 @@ def state_of(value: bytes | None, parts: dict[str, bytes] | None = None) -> Stor
         return assemble(head, found)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DecodeError(f"{where}: {type(exc).__name__}: {exc}") from exc
+
+
+def restore(
+    messages: Iterable[Message],
+) -> tuple[dict[str, Stored], list[tuple[Message, DecodeError]]]:
+    """The states a changelog partition's records hold (read in order, as
+    compaction would keep them), and the header records that could not be read.
+    """
+    heads: dict[str, Message] = {}
+    parts: dict[str, dict[str, bytes]] = {}
+    for msg in messages:
+        if msg.key is None:
+            continue
+        pid, key = split_key(msg.key)
+        if not key:
+            heads[pid] = msg
+        elif msg.value is None:
+            parts.get(pid, {}).pop(key, None)
+        else:
+            parts.setdefault(pid, {})[key] = msg.value
+    states: dict[str, Stored] = {}
+    bad: list[tuple[Message, DecodeError]] = []
+    for pid, msg in heads.items():
+        try:
+            state = state_of(msg.value, parts.get(pid))
+        except DecodeError as exc:
+            bad.append((msg, exc))
+            continue
+        if state is not None:
+            states[pid] = state
+    return states, bad
 
 
 def dead_letter(msg: Message, reason: str, topics: Topics, limits: dict[str, int]) -> Outgoing:

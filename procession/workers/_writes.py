@@ -16,6 +16,12 @@ from ._wire import Stored, encode, encode_header, encode_part, encode_state, par
 #: How much of a reason a parking keeps (a decision's error can be long).
 _REASON = 2000
 
+#: A process with at most this many machines, whose whole state encodes to at
+#: most ``INLINE_BYTES``, is written in one changelog value per commit; a
+#: bigger one switches, once and for good, to a header and a record per part.
+INLINE_MACHINES = 64
+INLINE_BYTES = 16 * 1024
+
 
 def checked(out: Outgoing, limits: dict[str, int], what: str = "a record") -> Outgoing:
     """``out`` if its topic takes it, else :class:`UnwritableError` saying why."""
@@ -64,18 +70,27 @@ def state_changes(
     ended: Ended | None = None,
 ) -> list[Outgoing]:
     """The changelog records of what changed in ``state`` since it was last written:
-    its header and its changed parts (or, when the process ``ended`` and its state
-    is released, the end marker and a tombstone for every part).
+    a small process's whole state in one value; a big one's header and changed
+    parts (or, when the process ``ended`` and its state is released, the end
+    marker and a tombstone for every part).
 
     :class:`UnwritableError` if one cannot be written. Leaves ``state.dirty`` as
     it is: the caller clears it once the records are committed.
     """
     try:
         if ended is not None:
-            gone = dict.fromkeys([*all_parts(state), *state.dirty])
             out = [Outgoing(topic, pid, encode_state(ended), partition=partition)]
-            out += [Outgoing(topic, part_key(pid, k), None, partition=partition) for k in gone]
+            if state.split:
+                gone = dict.fromkeys([*all_parts(state), *state.dirty])
+                out += [Outgoing(topic, part_key(pid, k), None, partition=partition) for k in gone]
             return out
+        if not state.split:
+            if len(state.machines) <= INLINE_MACHINES:
+                whole = Outgoing(topic, pid, encode_state(state), partition=partition)
+                if whole.size() <= INLINE_BYTES:
+                    return [checked(whole, limits, "the state")]
+            state.split = True  # from now on part by part: every part written once
+            state.dirty = state.dirty.update(dict.fromkeys(all_parts(state)))
         out = [Outgoing(topic, pid, encode_header(state), partition=partition)]
         for key in sorted(state.dirty):
             value = encode_part(state, key)

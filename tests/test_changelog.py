@@ -1,0 +1,89 @@
+"""The changelog as the processor writes it: one value per small process, a header
+and parts once a process grows, tombstones when it ends; restore reads it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from immutables import Map
+
+from procession.examples import RebaseFailed, rebase_saga
+from procession.sagas import Ended, ProcessState
+from procession.sagas._fold import after_decisions
+from procession.testing import SagaTest
+from procession.topics import Record
+from procession.workers._port import Message
+from procession.workers._wire import restore
+from procession.workers._writes import INLINE_MACHINES, state_changes
+
+LIMITS = {"changelog": 1_048_588}
+
+
+class Changelog:
+    """The records written so far, read back as compaction keeps them."""
+
+    def __init__(self) -> None:
+        self.log: list[Message] = []
+        self.counts: list[int] = []
+
+    def commit(self, state: ProcessState, *, ended: Ended | None = None) -> None:
+        out = state_changes(state.process_id, state, "changelog", 0, LIMITS, ended=ended)
+        self.counts.append(len(out))
+        for o in out:
+            self.log.append(Message("changelog", 0, len(self.log), o.key, o.value))
+        state.dirty = Map()  # as the partition does after the commit
+
+    def live_keys(self) -> set[str]:
+        last: dict[str, bytes | None] = {}
+        for m in self.log:
+            last[m.key or ""] = m.value
+        return {k for k, v in last.items() if v is not None}
+
+    def restored(self, pid: str) -> Any:
+        states, bad = restore(self.log)
+        assert not bad
+        return states.get(pid)
+
+
+def test_a_process_is_one_value_until_it_grows_then_part_by_part_and_restores_each_time() -> None:
+    saga = rebase_saga()
+    t = SagaTest(saga)
+    log = Changelog()
+    state: Any = None
+
+    def step(rec: Record) -> None:
+        nonlocal state
+        decisions = saga.decide(state, rec)  # on the state the processor holds
+        t.history += [rec, *decisions]
+        state = after_decisions(state, rec, decisions)
+        log.commit(state)
+        again = log.restored(state.process_id)
+        assert again == state
+        assert again.split == state.split
+
+    step(t._input(RebaseFailed(rebase_id="g", instances=["A", "B", "C"])))
+    assert log.counts == [1] and not state.split
+    step(t.complete("instance:A"))
+    assert log.counts[-1] == 1
+    many = [f"env-{i}" for i in range(INLINE_MACHINES + 10)]
+    step(t._input(RebaseFailed(rebase_id="g", instances=many)))
+    assert state.split and log.counts[-1] > INLINE_MACHINES  # every part written once
+    step(t.complete("instance:B"))
+    assert log.counts[-1] == 2  # the header and B's part
+    for mid in ["instance:C", *(f"instance:{m}" for m in many)]:
+        step(t.complete(mid))
+    assert state.terminal
+    log.commit(state, ended=Ended.of("completed"))
+    assert log.restored(state.process_id) is Ended.of("completed")
+    assert log.live_keys() == {state.process_id}  # every part tombstoned
+
+
+def test_a_small_process_that_ends_writes_only_its_end_marker() -> None:
+    t = SagaTest(rebase_saga())
+    t.given(RebaseFailed(rebase_id="s", instances=["A"]))
+    t.when(t.complete("instance:A"))
+    state = t.state
+    assert isinstance(state, ProcessState) and state.terminal and not state.split
+    log = Changelog()
+    log.commit(state, ended=Ended.of("completed"))
+    assert log.counts == [1]
