@@ -19,10 +19,11 @@ import time
 import uuid
 from typing import Any
 
+from benchmarks.core import completed
 from procession.examples import RebaseFailed, rebase_saga
 from procession.sagas import ProcessState
 from procession.sagas._fold import after_decisions
-from procession.topics import DomainEvent, Record, TaskCompleted, TransitionPlanned
+from procession.topics import DomainEvent, TransitionPlanned
 from procession.topics._layout import Topics
 from procession.workers import App, TaskCall
 from procession.workers._writes import state_changes
@@ -40,7 +41,7 @@ def run_core(n: int) -> dict[str, float]:
     limits = {"changelog": 2**20}
     state_changes(state.process_id, state, "changelog", 0, limits)  # the fan-out's commit
     state.dirty = type(state.dirty)()
-    done = _done(requests[-1])
+    done = completed(requests[-1])
     after = after_decisions(state, done, saga.decide(state, done))
     assert isinstance(after, ProcessState)
     writes = state_changes(after.process_id, after, "changelog", 0, limits)
@@ -79,7 +80,7 @@ def _completions(state: ProcessState, requests: list[TransitionPlanned]) -> list
     current: Any = state
     took = []
     for req in requests:
-        done = _done(req)
+        done = completed(req)
         start = time.perf_counter()
         current = after_decisions(current, done, saga.decide(current, done))
         took.append(time.perf_counter() - start)
@@ -88,19 +89,6 @@ def _completions(state: ProcessState, requests: list[TransitionPlanned]) -> list
 
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
-
-
-def _done(req: TransitionPlanned) -> Record:
-    return TaskCompleted(
-        event_id=f"done:{req.task_id}",
-        process_id=req.process_id,
-        correlation_id=req.correlation_id,
-        time_ms=req.time_ms + 1,
-        machine_id=req.machine_id,
-        task_id=req.task_id or "",
-        task_type=req.task_type or "",
-        attempt=1,
-    )
 
 
 # ------------------------------------------------------------------ on Kafka

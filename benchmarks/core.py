@@ -32,12 +32,13 @@ def run_core(processes: int) -> dict[str, float]:
             out = saga.decide(state, rec)
             decisions += 1
             state = after_decisions(state, rec, out)
-            queue += [_done(r) for r in out if isinstance(r, TransitionPlanned) and r.task_id]
+            queue += [completed(r) for r in out if isinstance(r, TransitionPlanned) and r.task_id]
     seconds = time.perf_counter() - start
     return {"decisions": decisions, "seconds": seconds, "decisions_per_s": decisions / seconds}
 
 
-def _done(req: TransitionPlanned) -> TaskCompleted:
+def completed(req: TransitionPlanned) -> TaskCompleted:
+    """The result a worker would report for ``req``'s first attempt."""
     return TaskCompleted(
         event_id=derive_id(req.task_id, "done"),
         process_id=req.process_id,
