@@ -292,6 +292,7 @@ class ProcessState:
         old = self.machines.get(mid)
         self.machines = self.machines.set(mid, new)
         self.dirty = self.dirty.set("m:" + mid, None)
+        fam = mid.partition(":")[0]
         if old is not None:
             if old.task is not None:
                 self.tasks = self.tasks.delete(old.task.task_id)
@@ -302,8 +303,8 @@ class ProcessState:
             if old.state == new.state and (old.task is None) == (new.task is None):
                 return  # same group: another attempt, or a task that stopped
             if new.state == CLOSED:  # leaves the family and every group
-                self.family_size[mid.partition(":")[0]] -= 1
-            key = (mid.partition(":")[0], old.state)
+                self.family_size[fam] -= 1
+            key = (fam, old.state)
             _drop(self.members, key, mid)
             if old.task is None:
                 _drop(self.ready, key, mid)
@@ -313,16 +314,15 @@ class ProcessState:
                 ordinal = self.made
             self.made = max(self.made, ordinal + 1)
             self.order = self.order.set(mid, ordinal)
-            fam = mid.partition(":")[0]
             self.family_size[fam] = self.family_size.get(fam, 0) + 1
             if new.task is not None:
                 self.tasks = self.tasks.set(new.task.task_id, mid)
                 self.inflight += new.task.in_flight
         if new.state == CLOSED:
             if old is None:  # restored closed
-                self.family_size[mid.partition(":")[0]] -= 1
+                self.family_size[fam] -= 1
             return
-        key = (mid.partition(":")[0], new.state)
+        key = (fam, new.state)
         self.members[key] = self.members.get(key, _EMPTY).set(mid, ordinal)
         if new.task is None:
             self.ready[key] = self.ready.get(key, _EMPTY).set(mid, ordinal)
