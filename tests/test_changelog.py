@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+import pytest
 from immutables import Map
 
 from procession.examples import RebaseFailed, rebase_saga
@@ -87,3 +89,42 @@ def test_a_small_process_that_ends_writes_only_its_end_marker() -> None:
     log = Changelog()
     log.commit(state, ended=Ended.of("completed"))
     assert log.counts == [1]
+
+
+def _as_schema_1(state: ProcessState) -> bytes:
+    """The value the release before schema 2 wrote for ``state``: one JSON object."""
+    from procession.sagas._parts import snapshot  # noqa: PLC0415
+
+    snap = snapshot(state)
+    parts = snap["parts"]
+    machines = {k[2:]: v["m"] for k, v in parts.items() if k.startswith("m:")}
+    timers = {tid: t for k, v in parts.items() if k.startswith("m:") for tid, t in v["t"].items()}
+    body = {
+        **{k: snap[k] for k in ("process_id", "saga", "version", "correlation_id", "status")},
+        **{k: snap[k] for k in ("seq", "compensation", "outcome", "reason")},
+        "failed_compensations": snap["failed_compensations"],
+        "machines": machines,
+        "timers": timers,
+        "context": {k[2:]: v["d"] for k, v in parts.items() if k.startswith("c:")},
+        "seen": sorted(state.seen),
+        "completed": [parts[f"k:{i}"] for i in range(len(state.completed))],
+    }
+    return orjson.dumps({"state": body})
+
+
+@pytest.mark.parametrize("instances", [3, INLINE_MACHINES + 36])
+def test_the_first_commit_after_restoring_schema_1_keeps_the_whole_state(instances: int) -> None:
+    saga = rebase_saga()
+    t = SagaTest(saga)
+    t.given(RebaseFailed(rebase_id="u", instances=[f"i{n}" for n in range(instances)]))
+    old = t.state
+    assert isinstance(old, ProcessState)
+    log = Changelog()
+    log.log.append(Message("changelog", 0, 0, old.process_id, _as_schema_1(old)))
+    restored = log.restored(old.process_id)
+    assert restored == old
+    done = t.complete("instance:i0")
+    after = after_decisions(restored, done, saga.decide(restored, done))
+    log.commit(after)  # the upgraded processor's first commit
+    again = log.restored(old.process_id)
+    assert again == after and len(again.machines) == instances
