@@ -201,6 +201,7 @@ class ProcessState:
     split: bool = field(default=False, compare=False, repr=False)
     #: Parts changed since the state was last written: ``m:<machine>``,
     #: ``c:<event type>``, ``k:<index>`` (a completed task), ``s:<chunk>``.
+    #: Kept only once the state is ``split`` (a small one is written whole).
     dirty: Map[str, None] = field(default=_EMPTY, compare=False, repr=False)
 
     @property
@@ -280,8 +281,9 @@ class ProcessState:
     # --------------------------------------------------------------- changes
 
     def touch(self, part: str) -> None:
-        """Mark a part as changed since the state was last written."""
-        self.dirty = self.dirty.set(part, None)
+        """Mark a part as changed since the state was last written (when split)."""
+        if self.split:
+            self.dirty = self.dirty.set(part, None)
 
     def put_machine(self, mid: str, new: MachineState, ordinal: int | None = None) -> None:
         """Set machine ``mid`` (creating it), keeping every index and count.
@@ -289,43 +291,51 @@ class ProcessState:
         ``ordinal`` is a new machine's place in creation order (the next one
         when None; given when a state is restored).
         """
-        old = self.machines.get(mid)
-        self.machines = self.machines.set(mid, new)
-        self.dirty = self.dirty.set("m:" + mid, None)
+        machines = self.machines
+        old = machines.get(mid)
+        self.machines = machines.set(mid, new)
+        if self.split:
+            self.dirty = self.dirty.set("m:" + mid, None)
         fam = mid.partition(":")[0]
+        task = new.task
         if old is not None:
-            if old.task is not None:
-                self.tasks = self.tasks.delete(old.task.task_id)
-                self.inflight -= old.task.in_flight
-            if new.task is not None:
-                self.tasks = self.tasks.set(new.task.task_id, mid)
-                self.inflight += new.task.in_flight
-            if old.state == new.state and (old.task is None) == (new.task is None):
+            was = old.task
+            if was is not None:
+                self.tasks = self.tasks.delete(was.task_id)
+                self.inflight -= was.in_flight
+            if task is not None:
+                self.tasks = self.tasks.set(task.task_id, mid)
+                self.inflight += task.in_flight
+            if old.state == new.state and (was is None) == (task is None):
                 return  # same group: another attempt, or a task that stopped
             if new.state == CLOSED:  # leaves the family and every group
                 self.family_size[fam] -= 1
             key = (fam, old.state)
             _drop(self.members, key, mid)
-            if old.task is None:
+            if was is None:
                 _drop(self.ready, key, mid)
             ordinal = self.order[mid]
         else:
             if ordinal is None:
                 ordinal = self.made
-            self.made = max(self.made, ordinal + 1)
+            if ordinal >= self.made:
+                self.made = ordinal + 1
             self.order = self.order.set(mid, ordinal)
-            self.family_size[fam] = self.family_size.get(fam, 0) + 1
-            if new.task is not None:
-                self.tasks = self.tasks.set(new.task.task_id, mid)
-                self.inflight += new.task.in_flight
+            size = self.family_size
+            size[fam] = size.get(fam, 0) + 1
+            if task is not None:
+                self.tasks = self.tasks.set(task.task_id, mid)
+                self.inflight += task.in_flight
         if new.state == CLOSED:
             if old is None:  # restored closed
                 self.family_size[fam] -= 1
             return
         key = (fam, new.state)
-        self.members[key] = self.members.get(key, _EMPTY).set(mid, ordinal)
-        if new.task is None:
-            self.ready[key] = self.ready.get(key, _EMPTY).set(mid, ordinal)
+        members = self.members
+        members[key] = members.get(key, _EMPTY).set(mid, ordinal)
+        if task is None:
+            ready = self.ready
+            ready[key] = ready.get(key, _EMPTY).set(mid, ordinal)
 
     def settled(self, fam: str, state: str) -> int:
         """How many machines of ``fam`` are settled in ``state`` (O(1))."""
@@ -345,7 +355,8 @@ class ProcessState:
         if timer_id not in self.timers:
             self.timers_of = self.timers_of.set(mid, (*self.timers_of.get(mid, ()), timer_id))
         self.timers = self.timers.set(timer_id, timer)
-        self.dirty = self.dirty.set("m:" + mid, None)
+        if self.split:
+            self.dirty = self.dirty.set("m:" + mid, None)
 
     def drop_timer(self, timer_id: str) -> Timer:
         timer = self.timers[timer_id]
@@ -353,27 +364,32 @@ class ProcessState:
         self.timers = self.timers.delete(timer_id)
         left = tuple(t for t in self.timers_of[mid] if t != timer_id)
         self.timers_of = self.timers_of.set(mid, left) if left else self.timers_of.delete(mid)
-        self.dirty = self.dirty.set("m:" + mid, None)
+        if self.split:
+            self.dirty = self.dirty.set("m:" + mid, None)
         return timer
 
     def clear_timers(self) -> None:
         for mid in self.timers_of:
-            self.dirty = self.dirty.set("m:" + mid, None)
+            if self.split:
+                self.dirty = self.dirty.set("m:" + mid, None)
         self.timers, self.timers_of = _EMPTY, _EMPTY
 
     def set_context(self, event_type: str, data: dict[str, Any]) -> None:
         self.context = self.context.set(event_type, data)
-        self.dirty = self.dirty.set("c:" + event_type, None)
+        if self.split:
+            self.dirty = self.dirty.set("c:" + event_type, None)
 
     def push_completed(self, done: CompletedTask) -> None:
         index = len(self.completed)
         self.completed = self.completed.set(index, done)
-        self.dirty = self.dirty.set(f"k:{index}", None)
+        if self.split:
+            self.dirty = self.dirty.set(f"k:{index}", None)
 
     def pop_completed(self) -> None:
         index = len(self.completed) - 1
         self.completed = self.completed.delete(index)
-        self.dirty = self.dirty.set(f"k:{index}", None)
+        if self.split:
+            self.dirty = self.dirty.set(f"k:{index}", None)
 
     def last_completed(self) -> CompletedTask | None:
         return self.completed.get(len(self.completed) - 1)
@@ -384,7 +400,8 @@ class ProcessState:
         self.seen = self.seen.set(event_id, n)
         self.seen_ids = self.seen_ids.set(n, event_id)
         self.seen_next = n + 1
-        self.dirty = self.dirty.set(f"s:{n // SEEN_CHUNK}", None)
+        if self.split:
+            self.dirty = self.dirty.set(f"s:{n // SEEN_CHUNK}", None)
         old = n - SEEN_WINDOW
         if old >= 0:
             gone = self.seen_ids.get(old)
@@ -392,7 +409,7 @@ class ProcessState:
                 self.seen_ids = self.seen_ids.delete(old)
                 if self.seen.get(gone) == old:
                     self.seen = self.seen.delete(gone)
-            if old % SEEN_CHUNK == SEEN_CHUNK - 1:  # a whole chunk left the window
+            if self.split and old % SEEN_CHUNK == SEEN_CHUNK - 1:  # a chunk left the window
                 self.dirty = self.dirty.set(f"s:{old // SEEN_CHUNK}", None)
 
 

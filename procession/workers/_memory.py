@@ -190,7 +190,10 @@ class MemoryLog:
                 else self.partition_for(out.topic, out.key)
             )
             part = parts[p]
-            part.append(Message(out.topic, p, part.end, out.key, out.value, out.headers, now_ms))
+            # a copy of exactly its size: an encoder's buffer may be far larger
+            # than its bytes, and the log keeps values for as long as it keeps them
+            value = None if out.value is None else bytes(memoryview(out.value))
+            part.append(Message(out.topic, p, part.end, out.key, value, out.headers, now_ms))
         if batch.offsets:
             if batch.group is None:
                 raise ValueError("a batch with offsets needs a group")

@@ -23,8 +23,8 @@ class TimerQueue:
     def add_from(self, pid: str, old: object, new: object) -> None:
         """Queue the timers ``new`` has that ``old`` had not.
 
-        Only the machines ``new`` changed since ``old`` are looked at (its
-        ``dirty`` parts), unless there was no ``old`` state.
+        For a big (split) state only the machines it changed since ``old`` are
+        looked at (its ``dirty`` parts); a small one's timers are few.
         """
         known = old.timers if isinstance(old, ProcessState) else _NONE
         self._live -= len(known)
@@ -32,7 +32,7 @@ class TimerQueue:
             return
         self._live += len(new.timers)
         found: Iterable[tuple[str, Timer]] = new.timers.items()
-        if isinstance(old, ProcessState):
+        if isinstance(old, ProcessState) and old.split:
             found = (
                 t for key in new.dirty if key[:2] == "m:" for t in new.timers_of_machine(key[2:])
             )

@@ -39,6 +39,12 @@ def encode(
 Stored = ProcessState | Ended | Parked
 
 
+#: The end markers, encoded once (a changelog keeps one per finished process).
+_ENDED = {
+    s: bytes(memoryview(orjson.dumps({"ended": s}))) for s in ("completed", "failed", "cancelled")
+}
+
+
 def encode_state(state: Stored | None) -> bytes | None:
     """A changelog value: a process state, an end or parking marker, or a tombstone.
 
@@ -47,7 +53,7 @@ def encode_state(state: Stored | None) -> bytes | None:
     if state is None:
         return None
     if isinstance(state, Ended):
-        return orjson.dumps({"ended": state.status})
+        return _ENDED[state.status]
     if isinstance(state, Parked):
         return orjson.dumps({"parked": [state.reason, state.input_id, state.offset]})
     return orjson.dumps({"state": snapshot(state)})
