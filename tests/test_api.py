@@ -39,3 +39,16 @@ def test_public_names_do_not_leak_private_modules() -> None:
     exported = set(procession.__all__)
     assert {"Saga", "State", "Machine", "Task", "App", "Runtime", "steps", "mermaid"} <= exported
     assert not any(n.startswith("_") for n in exported)
+
+
+def test_the_kafka_transport_is_public_and_loads_only_when_asked_for() -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = (
+        "import sys, procession.workers as w; assert 'aiokafka' not in sys.modules; "
+        "from procession.workers import KafkaTransport; assert 'aiokafka' in sys.modules; "
+        "from procession.topics import Topics, TopicSpec; print(KafkaTransport.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (out.returncode, out.stdout) == (0, "KafkaTransport\n"), out.stderr

@@ -41,7 +41,7 @@ from procession.topics import (
     TransitionPlanned,
 )
 from procession.topics._layout import TopicSpec
-from procession.workers import Batch, Outgoing, Processor, Worker
+from procession.workers import App, Batch, Outgoing, Processor, Runtime, Worker
 from procession.workers._memory import Crash
 from procession.workers._wire import encode
 from tests.conftest import Backend, until
@@ -418,3 +418,35 @@ async def test_worker_rebalances_run_no_finished_task_again(backend: Backend) ->
         for r in records_of(await rt.history(pid), TaskCompleted):
             results[(r.task_id, r.attempt)] += 1  # type: ignore[attr-defined]
     assert len(results) == 13 and set(results.values()) == {1}, results
+
+
+async def test_wait_returns_once_a_process_ended_retries_included() -> None:
+
+    tries: list[str] = []
+
+    def close(call: Any) -> dict[str, str]:
+        tries.append(call.payload["instance"])
+        if tries.count(call.payload["instance"]) == 1:
+            raise RuntimeError("busy")  # the first attempt of each fails: a retry timer
+        return {"closed": call.payload["instance"]}
+
+    app = App([rebase_saga(backoff=timedelta(milliseconds=20))], {"CloseInstance": close})
+    async with Runtime(app) as rt:  # the system clock: retry timers come due by themselves
+        await rt.publish(RebaseFailed(rebase_id="w", instances=["A", "B"]))
+        state = await rt.wait("rebase:w", timeout_s=20)
+    assert state is not None and state.status == "completed"
+    assert sorted(tries) == ["A", "A", "B", "B"]
+
+
+async def test_wait_names_what_a_process_waits_for_when_it_does_not_end() -> None:
+
+    def fail(call: Any) -> None:
+        raise RuntimeError("busy")
+
+    app = App([rebase_saga(backoff=timedelta(hours=1))], {"CloseInstance": fail})
+    async with Runtime(app) as rt:
+        await rt.publish(RebaseFailed(rebase_id="s", instances=["A"]))
+        with pytest.raises(TimeoutError, match=r"'rebase:s' has not ended after 0.5 s: running"):
+            await rt.wait("rebase:s", timeout_s=0.5)
+        with pytest.raises(TimeoutError, match="no such process"):
+            await rt.wait("rebase:nope", timeout_s=0.05)

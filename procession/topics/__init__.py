@@ -2,6 +2,8 @@
 
 from ._codec import DEFAULT_CODEC as DEFAULT_CODEC
 from ._codec import Codec as Codec
+from ._layout import Topics as Topics
+from ._layout import TopicSpec as TopicSpec
 from ._records import CancelMode as CancelMode
 from ._records import CancelRequested as CancelRequested
 from ._records import CompensationPlanned as CompensationPlanned
@@ -49,5 +51,7 @@ __all__ = [
     "TaskMode",
     "TimerFired",
     "TimerScheduled",
+    "TopicSpec",
+    "Topics",
     "TransitionPlanned",
 ]

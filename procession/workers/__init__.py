@@ -1,4 +1,9 @@
-"""The runtimes: router, processor, task workers and timers over a transport."""
+"""The runtimes: router, processor, task workers and timers over a transport.
+
+``KafkaTransport`` loads on first use (it needs the ``kafka`` extra, aiokafka).
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from ._app import App as App
 from ._app import Handler as Handler
@@ -21,6 +26,18 @@ from ._router import Router as Router
 from ._runtime import Runtime as Runtime
 from ._worker import Worker as Worker
 
+if TYPE_CHECKING:
+    from ._kafka import KafkaTransport as KafkaTransport
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KafkaTransport":
+        from ._kafka import KafkaTransport  # noqa: PLC0415 - only with the kafka extra
+
+        return KafkaTransport
+    raise AttributeError(f"module 'procession.workers' has no attribute {name!r}")
+
+
 __all__ = [
     "App",
     "Batch",
@@ -28,6 +45,7 @@ __all__ = [
     "Consumer",
     "Crash",
     "Handler",
+    "KafkaTransport",
     "MemoryLog",
     "MemoryTransport",
     "Message",

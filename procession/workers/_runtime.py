@@ -17,13 +17,14 @@ from pydantic import BaseModel
 from procession._errors import DecodeError
 from procession.sagas._derive import cancel_request
 from procession.sagas._fold import AnyState, fold
+from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import CancelMode, Record
 
 from ._app import App
 from ._clock import Clock, SystemClock, VirtualClock
 from ._memory import MemoryTransport
-from ._port import Batch, Outgoing, TopicPartition, Transport, partitions
+from ._port import Batch, Outgoing, TopicPartition, Transport, partition_for, partitions
 from ._processor import Processor
 from ._router import Router, event_headers
 from ._wire import encode, record_of
@@ -137,23 +138,57 @@ class Runtime:
         await self._producer.commit(Batch(records=outs))
 
     async def history(self, process_id: str) -> list[Record]:
-        """Every record of one process's stream, in log order.
+        """Every record of one process's stream, in log order (read from its
+        partition only).
 
         Records that cannot be decoded are left out: the processor dead-letters them.
         """
         topic = self.app.topics.process
-        parts = await partitions(self.transport, topic)
+        home = partition_for(process_id, await partitions(self.transport, topic))
         out: list[Record] = []
-        for p in range(parts):
-            for msg in await self.transport.read_partition(TopicPartition(topic, p)):
-                if msg.key == process_id:
-                    with contextlib.suppress(DecodeError):
-                        out.append(record_of(msg, self.codec))
+        for msg in await self.transport.read_partition(TopicPartition(topic, home)):
+            if msg.key == process_id:
+                with contextlib.suppress(DecodeError):
+                    out.append(record_of(msg, self.codec))
         return out
 
     async def state(self, process_id: str) -> AnyState:
         """The process's state, folded from its stream."""
         return fold(await self.history(process_id))
+
+    async def wait(self, process_id: str, timeout_s: float = 30.0) -> AnyState:
+        """Wait until the process has ended (completed, failed or cancelled),
+        retries and timers included, and return its state; ``TimeoutError``
+        naming where it stands if it has not ended within ``timeout_s``.
+
+        On a :class:`VirtualClock` time moves only by :meth:`advance`.
+
+        Example: ``assert (await runtime.wait("rebase:r1")).status == "completed"``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            self._check_alive()
+            held = self._held(process_id)
+            if held is None or loop.time() >= deadline:
+                held = await self.state(process_id)  # another member owns it, or a last look
+            if isinstance(held, Ended) or (isinstance(held, ProcessState) and held.terminal):
+                return await self.state(process_id)
+            if loop.time() >= deadline:
+                where = "no such process" if held is None else _where(held)
+                raise TimeoutError(
+                    f"process {process_id!r} has not ended after {timeout_s:g} s: {where}"
+                )
+            await asyncio.sleep(0.005)
+
+    def _held(self, process_id: str) -> AnyState | Parked:
+        """The committed state this runtime's processor holds, if it owns the process."""
+        count = self.processor.partition_count
+        if not count:
+            return None
+        tp = TopicPartition(self.app.topics.process, partition_for(process_id, count))
+        part = self.processor.partitions.get(tp)
+        return None if part is None else part.store.get(process_id)
 
     def metrics(self) -> Counter[str]:
         total: Counter[str] = Counter()
@@ -206,3 +241,19 @@ class Runtime:
             raise TypeError("advance() needs the runtime to run on a VirtualClock")
         self.clock.advance(delta)
         await self.settle()
+
+
+def _where(state: ProcessState | Ended | Parked) -> str:
+    """Where a process that has not ended stands: parked, or what it waits for."""
+    if isinstance(state, Parked):
+        return f"parked ({state.reason})"
+    if isinstance(state, Ended):
+        return state.status
+    waiting = [f"{t.task_type} attempt {t.attempt}" for t in state.pending().values()]
+    timers = len(state.timers)
+    parts: list[str] = [state.status]
+    if waiting:
+        parts.append("waiting for " + ", ".join(sorted(waiting)[:5]))
+    if timers:
+        parts.append(f"{timers} timer(s) armed")
+    return "; ".join(parts)
