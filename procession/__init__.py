@@ -21,6 +21,7 @@ from ._errors import RegistrationError as RegistrationError
 from ._errors import TaskError as TaskError
 from ._errors import TransactionAbortedError as TransactionAbortedError
 from ._errors import UnknownEventTypeError as UnknownEventTypeError
+from ._errors import UnknownVersionError as UnknownVersionError
 from .sagas import ForEach as ForEach
 from .sagas import Machine as Machine
 from .sagas import Migration as Migration
@@ -75,6 +76,7 @@ __all__ = [
     "TaskError",
     "TransactionAbortedError",
     "UnknownEventTypeError",
+    "UnknownVersionError",
     "Versions",
     "VirtualClock",
     "all_of",

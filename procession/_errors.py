@@ -70,8 +70,31 @@ class DefinitionMismatchError(ProcessionError):
     def message(self) -> str:
         return (
             f"process {self.process_id!r} (saga {self.saga!r} v{self.version}): {self.problem}; "
-            "a running process decides with the version it started on: register that "
-            "version beside the new one, or a Migration to it"
+            "a running process decides with the version it started on: register "
+            f"v{self.version} in the app (beside the others), or a Migration from it"
+        )
+
+
+@dataclass
+class UnknownVersionError(ProcessionError):
+    """Running processes of a saga version the app does not register: the
+    processor refuses to decide for them rather than park each one.
+
+    Example: ``UnknownVersionError("rebase", 1, "v2", ["rebase:42"])``.
+    """
+
+    saga: str
+    version: int
+    registered: str
+    process_ids: list[str]
+
+    def message(self) -> str:
+        n = len(self.process_ids)
+        return (
+            f"saga {self.saga!r}: {n} running process{'es' if n > 1 else ''} on v{self.version} "
+            f"(e.g. {self.process_ids[0]!r}), which this app does not register (it has "
+            f"{self.registered}); register v{self.version} beside the others, or a Migration "
+            f"from v{self.version}"
         )
 
 

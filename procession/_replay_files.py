@@ -14,7 +14,7 @@ from pathlib import Path
 from procession._errors import DecodeError
 from procession.sagas._replay import replay_check
 from procession.topics._codec import DEFAULT_CODEC
-from procession.topics._records import Record
+from procession.topics._records import ProcessParked, ProcessStarted, Record
 from procession.workers._app import App
 
 OK, FAILED = 0, 1
@@ -43,6 +43,15 @@ def replay_files(app: App, files: Sequence[str]) -> int:
             print(f"{pid}: no saga of this app runs it")
             diverged += 1
             continue
+        started = next((r for r in history if isinstance(r, ProcessStarted)), None)
+        runs = getattr(saga, "runs", None)
+        if started is not None and runs is not None and not runs(started.version):
+            print(f"{pid}: started on v{started.version}, which this app does not register")
+            diverged += 1
+            continue
+        parked = next((r for r in history if isinstance(r, ProcessParked)), None)
+        if parked is not None:
+            print(f"{pid}: parked at {parked.input_type} {parked.input_id}; replayed up to it")
         try:
             found = replay_check(saga.decide, history)
         except Exception as exc:  # noqa: BLE001 - a decision that raises is a finding

@@ -5,12 +5,19 @@ running process says so."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, model_validator
 
-from procession import DefinitionError, DefinitionMismatchError, RegistrationError
+from procession import (
+    DefinitionError,
+    DefinitionMismatchError,
+    RegistrationError,
+    UnknownVersionError,
+)
+from procession._replay_files import replay_files
 from procession.examples import RebaseFailed, rebase_saga
 from procession.sagas import (
     ForEach,
@@ -28,6 +35,7 @@ from procession.sagas import (
 )
 from procession.testing import SagaTest
 from procession.topics import (
+    DEFAULT_CODEC,
     DomainEvent,
     ProcessCompleted,
     ProcessMigrated,
@@ -113,14 +121,14 @@ def test_a_migration_moves_a_running_process_at_its_next_input_and_is_recorded()
     assert replay_check(t.saga.decide, t.history) is None
 
 
-def test_a_migration_needs_no_old_definition_once_registered() -> None:
+def test_a_dropped_version_is_refused_by_name_and_a_migration_needs_both_versions() -> None:
     t = started_on_v1()
     t.saga = Versions([rebase_v2()], [])  # v1 dropped, no migration: refused by name
     with pytest.raises(DefinitionMismatchError, match=r"'rebase:r1' \(saga 'rebase' v1\)"):
         t.when(t.complete("instance:B"))
     t.history = t.history[:-1]
-    with pytest.raises(DefinitionError, match="names a version not registered"):
-        Versions([rebase_v2()], [TO_V2])
+    with pytest.raises(DefinitionError, match="both versions stay registered while the migration"):
+        Versions([rebase_v2()], [TO_V2])  # a migration is checked against both definitions
 
 
 def test_a_renamed_transition_under_the_same_version_names_the_process_and_the_part() -> None:
@@ -158,7 +166,16 @@ def test_an_ignored_input_needs_no_definition() -> None:
         ),
         (
             Migration("rebase", 1, 2, states={"instance": {"Nope": "Open"}}),
-            "renames 'Nope', which machine 'instance' does not have",
+            "renames state 'Nope', which machine 'instance' does not have",
+        ),
+        (
+            Migration("rebase", 1, 2, states={"instance": {"Working": "Opn", "Closing": "Closed"}}),
+            "renames state 'Working' to 'Opn', which v2's machine 'instance' does not have "
+            r"\(it has: Open, Closed\)",
+        ),
+        (
+            Migration("rebase", 1, 2, states={"instances": {"Working": "Open"}}),
+            r"names machine 'instances', which v1 does not have \(it has: instance\)",
         ),
         (Migration("rebase", 2, 1), "must move to a newer version"),
         (Migration("rebase", 1, 3), "names a version not registered"),
@@ -287,3 +304,43 @@ def test_a_domain_event_of_an_older_schema_is_upcast_by_its_model() -> None:
     )
     kinds = [type(r).__name__ for r in saga.decide(None, old)]
     assert kinds == ["ProcessStarted", "TransitionPlanned", "ProcessCompleted"]
+
+
+async def test_a_processor_refuses_running_processes_of_a_version_the_app_dropped(
+    backend: Backend,
+) -> None:
+    def fail(call: object) -> None:
+        raise RuntimeError("busy")
+
+    v1 = backend.app([rebase_saga(backoff=timedelta(hours=1))], {"CloseInstance": fail})
+    rt = await backend.runtime(v1)
+    await rt.publish(RebaseFailed(rebase_id="kept", instances=["A"]))
+    await rt.settle()
+    await rt.stop()
+    v2_alone = backend.app([rebase_v2()], {"CloseInstance": fail})
+    rt2 = await backend.runtime(v2_alone)
+    with pytest.raises(RuntimeError, match="the processor stopped") as caught:
+        await rt2.settle()
+    cause = caught.value.__cause__
+    assert isinstance(cause, UnknownVersionError)
+    assert str(cause) == (
+        "saga 'rebase': 1 running process on v1 (e.g. 'rebase:kept'), which this app does "
+        "not register (it has v2); register v1 beside the others, or a Migration from v1"
+    )
+    assert not [r for r in await rt2.history("rebase:kept") if isinstance(r, ProcessParked)]
+
+
+def test_replay_files_name_a_version_the_app_does_not_register(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t = started_on_v1()
+    saved = tmp_path / "saved.jsonl"
+    saved.write_bytes(b"\n".join(DEFAULT_CODEC.encode(r) for r in t.history) + b"\n")
+    v2_alone = App([rebase_v2()], {"CloseInstance": print})
+    assert replay_files(v2_alone, [str(saved)]) == 1
+    assert capsys.readouterr().out == (
+        "rebase:r1: started on v1, which this app does not register\n"
+        "0 of 1 processes replay to their decisions\n"
+    )
+    both = App([rebase_saga(), rebase_v2()], {"CloseInstance": print})
+    assert replay_files(both, [str(saved)]) == 0

@@ -7,6 +7,7 @@ what the code decides now.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -36,10 +37,16 @@ class Divergence:
         )
         detail = ""
         if first < len(self.expected) and first < len(self.got):
-            detail = (
-                f"; first difference:\n  recorded {self.expected[first]}"
-                f"\n  now      {self.got[first]}"
-            )
+            was, now = self.expected[first], self.got[first]
+            if type(was) is type(now):
+                fields = [
+                    f"{f.name} {getattr(was, f.name)!r} -> {getattr(now, f.name)!r}"
+                    for f in dataclasses.fields(was)
+                    if getattr(was, f.name) != getattr(now, f.name)
+                ]
+                detail = f"; #{first} {was.type_name.rpartition('.')[2]}: " + ", ".join(fields)
+            else:
+                detail = f"; first difference:\n  recorded {was}\n  now      {now}"
         return (
             f"input #{self.position} {self.input.type_name} ({self.input.event_id}): "
             f"recorded [{names(self.expected)}], now [{names(self.got)}]{detail}"

@@ -86,6 +86,10 @@ class Saga:
         """The decisions for one input: pure, deterministic, no clock and no IO."""
         return self._engine.decide(state, record)
 
+    def runs(self, version: int) -> bool:
+        """Whether a process started on ``version`` can decide with this definition."""
+        return version == self.version
+
     def machine_for(self, machine_id: str) -> Machine:
         """The machine definition a machine id belongs to (:class:`UnknownPartError` if none)."""
         found = self._by_name.get(machine_id.partition(":")[0])

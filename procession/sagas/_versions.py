@@ -16,7 +16,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -141,7 +141,17 @@ class Versions:
         return self.decide(before, record, migrate=migrated)
 
     def _listed(self) -> str:
-        return ", ".join(f"v{v}" for v in sorted(self._by_version))
+        return ", ".join(f"v{v}" for v in self.registered)
+
+    @property
+    def registered(self) -> list[int]:
+        """The registered versions, oldest first."""
+        return sorted(self._by_version)
+
+    def runs(self, version: int) -> bool:
+        """Whether a process started on ``version`` can decide here (registered,
+        or migrated from)."""
+        return version in self._by_version or version in self._migrations
 
     def _check(self, m: Migration) -> None:
         """Every name the migration uses exists, and every state and transition of
@@ -155,36 +165,69 @@ class Versions:
             raise fail(f"is for saga {m.saga!r}")
         old, new = self._by_version.get(m.from_version), self._by_version.get(m.to_version)
         if old is None or new is None:
-            raise fail(f"names a version not registered (registered: {self._listed()})")
+            raise fail(
+                f"names a version not registered (registered: {self._listed()}); "
+                "both versions stay registered while the migration does"
+            )
         if m.to_version <= m.from_version:
             raise fail("must move to a newer version")
         if m.from_version in self._migrations:
             raise fail(f"is the second migration from v{m.from_version}")
+        old_machines = {x.name: x for x in old.machines}
         new_machines = {x.name: x for x in new.machines}
+        for fam in dict.fromkeys([*m.states, *m.transitions]):
+            if fam not in old_machines:
+                raise fail(
+                    f"names machine {fam!r}, which v{m.from_version} does not have "
+                    f"(it has: {', '.join(old_machines)})"
+                )
         for machine in old.machines:
             target = new_machines.get(machine.name)
             if target is None:
                 raise fail(f"machine {machine.name!r} has no place in v{m.to_version}")
-            states = m.states.get(machine.name, {})
-            transitions = m.transitions.get(machine.name, {})
-            have_states = {s.name for s in target.states}
-            have_transitions = {t.name for t in target.transitions}
-            old_names = {s.name for s in machine.states} | {t.name for t in machine.transitions}
-            for name in [*states, *transitions]:
-                if name not in old_names:
-                    raise fail(f"renames {name!r}, which machine {machine.name!r} does not have")
-            for s in machine.states:
-                if states.get(s.name, s.name) not in have_states:
-                    raise fail(
-                        f"state {s.name!r} of machine {machine.name!r} has no place in "
-                        f"v{m.to_version}: rename it in the migration's states"
-                    )
-            for t in machine.transitions:
-                if transitions.get(t.name, t.name) not in have_transitions:
-                    raise fail(
-                        f"transition {t.name!r} of machine {machine.name!r} has no place in "
-                        f"v{m.to_version}: rename it in the migration's transitions"
-                    )
-        for fam in [*m.states, *m.transitions]:
-            if fam not in {x.name for x in old.machines}:
-                raise fail(f"names machine {fam!r}, which v{m.from_version} does not have")
+            _check_names(
+                fail,
+                machine.name,
+                "state",
+                old=[s.name for s in machine.states],
+                new=[s.name for s in target.states],
+                renames=m.states.get(machine.name, {}),
+                version=m.to_version,
+            )
+            _check_names(
+                fail,
+                machine.name,
+                "transition",
+                old=[t.name for t in machine.transitions],
+                new=[t.name for t in target.transitions],
+                renames=m.transitions.get(machine.name, {}),
+                version=m.to_version,
+            )
+
+
+def _check_names(
+    fail: Callable[[str], DefinitionError],
+    machine: str,
+    kind: str,
+    *,
+    old: list[str],
+    new: list[str],
+    renames: Mapping[str, str],
+    version: int,
+) -> None:
+    """Each rename goes from a name the old machine has to one the new one has;
+    every other old name must exist in the new machine."""
+    for before, after in renames.items():
+        if before not in old:
+            raise fail(f"renames {kind} {before!r}, which machine {machine!r} does not have")
+        if after not in new:
+            raise fail(
+                f"renames {kind} {before!r} to {after!r}, which v{version}'s machine "
+                f"{machine!r} does not have (it has: {', '.join(new)})"
+            )
+    for name in old:
+        if renames.get(name, name) not in new:
+            raise fail(
+                f"{kind} {name!r} of machine {machine!r} has no place in v{version}: "
+                f"rename it in the migration's {kind}s (v{version} has: {', '.join(new)})"
+            )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from immutables import Map
 
-from procession._errors import FencedError
+from procession._errors import FencedError, UnknownVersionError
 from procession.sagas._state import PendingTask, ProcessState
 from procession.topics._records import (
     CompensationPlanned,
@@ -30,6 +30,7 @@ from ._wire import Stored, dead_letter, encode, restore
 from ._writes import parking, state_record
 
 if TYPE_CHECKING:
+    from ._app import App
     from ._processor import Processor
 
 log = logging.getLogger("procession.processor")
@@ -91,6 +92,7 @@ class PartitionProcessor:
     async def _restore(self) -> None:
         changelog = TopicPartition(self.owner.topics.changelog, self.tp.partition)
         states, bad = restore(await self.owner.transport.read_partition(changelog))
+        _check_versions(self.owner.app, states)
         self.store.update(states)
         for msg, error in bad:
             self._park_unrestorable(msg, str(error))
@@ -264,3 +266,21 @@ def _request_of(state: ProcessState, task: PendingTask) -> TaskRequest:
     return TransitionPlanned(
         **common, from_state=task.source, to_state=machine.state, task_type=task.task_type
     )
+
+
+def _check_versions(app: App, states: dict[str, Stored]) -> None:
+    """Refuse to run processes whose saga version the app cannot decide with
+    (a deploy that dropped a version still running): raise, naming them."""
+    unknown: dict[tuple[str, int], list[str]] = {}
+    for pid, state in states.items():
+        if not isinstance(state, ProcessState) or state.terminal or state.status == "new":
+            continue
+        saga = app.saga_for(pid)
+        runs = getattr(saga, "runs", None)
+        if runs is not None and not runs(state.version):
+            unknown.setdefault((state.saga, state.version), []).append(pid)
+    if unknown:
+        (name, version), pids = sorted(unknown.items())[0]
+        saga = app.saga_for(pids[0])
+        have = getattr(saga, "registered", None) or [getattr(saga, "version", 0)]
+        raise UnknownVersionError(name, version, ", ".join(f"v{v}" for v in have), sorted(pids))
