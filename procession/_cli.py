@@ -232,7 +232,8 @@ def _settings(spec: TopicSpec) -> str:
     if spec.compacted:
         parts.append("compacted")
     else:
-        kept = f"{spec.retention_ms} ms" if spec.retention_ms is not None else "broker default"
+        kept = "broker default" if spec.retention_ms is None else f"{spec.retention_ms} ms"
+        kept = "unlimited" if spec.retention_ms == -1 else kept
         parts.append(f"retention {kept}")
     parts.append(f"max.message.bytes {spec.max_message_bytes}")
     return ", ".join(parts)

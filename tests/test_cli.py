@@ -173,7 +173,7 @@ def test_topics_create_prints_each_topic_with_the_overrides_then_check_agrees(
         f"{p}.events: 2 partitions, replication 1, min.insync.replicas 1, retention 60000 ms, "
         "max.message.bytes 1048588",
         f"{p}.process: 2 partitions, replication 1, min.insync.replicas 1, "
-        "retention broker default, max.message.bytes 1048588",
+        "retention unlimited, max.message.bytes 1048588",
         f"{p}.changelog: 2 partitions, replication 1, min.insync.replicas 1, compacted, "
         "max.message.bytes 1048588",
         f"{p}.dead-letter: 1 partition, replication 1, min.insync.replicas 1, "

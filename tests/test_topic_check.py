@@ -53,6 +53,19 @@ def test_other_partition_counts_are_named(partitions: int) -> None:
     assert problems(SPECS, found) == [f"shop.process: {partitions} partitions, expected 4"]
 
 
+def test_a_process_topic_that_forgets_is_named_but_does_not_stop_a_runtime() -> None:
+    found = as_found(SPECS)
+    week = 7 * 24 * 3600 * 1000
+    found["shop.process"] = dataclasses.replace(found["shop.process"], retention_ms=week)
+    assert problems(SPECS, found) == [
+        f"shop.process: retention.ms {week}, expected unlimited (-1): "
+        "history, replay and recovery read a process's whole stream"
+    ]
+    assert problems(SPECS, found, settings=False) == []
+    found["shop.process"] = dataclasses.replace(found["shop.process"], retention_ms=None)
+    assert problems(SPECS, found) == []  # Kafka reports -1 as no limit
+
+
 def test_a_changelog_that_is_not_compacted_is_named() -> None:
     found = as_found(SPECS)
     found["shop.changelog"] = dataclasses.replace(found["shop.changelog"], compacted=False)

@@ -47,6 +47,9 @@ class Topics:
     replication: int = 1
     min_insync: int | None = None
     retention_ms: int = 7 * 24 * 3600 * 1000
+    #: retention.ms of the process topic: -1 (unlimited) by default, because
+    #: ``history``, replay and a changelog rebuild read a process's whole stream.
+    process_retention_ms: int = -1
 
     @property
     def process(self) -> str:
@@ -79,7 +82,7 @@ class Topics:
         kept = self.retention_ms
         return [
             spec(self.inputs, self.partitions, retention_ms=kept),
-            spec(self.process, self.partitions),
+            spec(self.process, self.partitions, retention_ms=self.process_retention_ms),
             spec(self.changelog, self.partitions, compacted=True),
             spec(self.dead_letter, 1, max_message_bytes=DEAD_LETTER_LIMIT),
             *(

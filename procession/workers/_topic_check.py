@@ -28,6 +28,7 @@ def problems(
 
     Checked: existence, partition count, compaction (either way), a
     ``max.message.bytes`` below the spec, a replication factor below the spec,
+    a limited retention where the spec keeps everything (the process topic),
     and that each pair in ``co_partitioned`` has the same partition count.
     With ``settings=False`` only what breaks correctness counts: a smaller
     ``max.message.bytes`` or replication is the operator's choice (the runtimes
@@ -56,6 +57,11 @@ def problems(
             out.append(
                 f"{spec.name}: max.message.bytes {info.max_message_bytes}, "
                 f"expected at least {spec.max_message_bytes}"
+            )
+        if spec.retention_ms == -1 and info.retention_ms not in (None, -1):
+            out.append(
+                f"{spec.name}: retention.ms {info.retention_ms}, expected unlimited (-1): "
+                "history, replay and recovery read a process's whole stream"
             )
         if info.replication < spec.replication:
             out.append(
