@@ -54,7 +54,7 @@ _OVERRIDES = {  # option dest -> Topics field
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     demo = args.command == "demo"
-    quiet = demo or args.command in ("history", "replay")
+    quiet = demo or args.command in ("history", "replay", "recover")
     logging.basicConfig(  # these print their own output: only trouble is logged
         level="WARNING" if quiet else args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -80,11 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _one_line_on_failure(
             "topics", lambda: asyncio.run(_topics(app, servers, args.action))
         )
+    if args.command == "recover":
+        return _one_line_on_failure("recover", lambda: asyncio.run(_recover(app, servers)))
     if args.command == "history":
         return _one_line_on_failure(
             "history", lambda: asyncio.run(_history(app, servers, args.process_ids))
         )
     return _one_line_on_failure(args.command, lambda: asyncio.run(_run(app, servers, args)))
+
+
+async def _recover(app: App, servers: str) -> int:
+    from procession._recover import recover  # noqa: PLC0415 - per command
+
+    async with _connected(servers) as transport:
+        return await recover(app, transport)
 
 
 async def _history(app: App, servers: str, process_ids: list[str]) -> int:
@@ -164,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("app", metavar="MODULE:APP")
     replay.add_argument("files", nargs="+", metavar="FILE.jsonl")
+    _app_args(
+        sub.add_parser(
+            "recover",
+            help="rebuild an empty changelog from the process topic, verify a full one "
+            "(processors stopped)",
+        )
+    )
     work = sub.add_parser("worker", help="run task workers of an app (long-lived)")
     _app_args(work)
     work.add_argument("--task-types", help="comma-separated; default: every task type")

@@ -328,6 +328,22 @@ class KafkaTransport:
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         await _kafka_admin.create(await self._admin_client(), specs)
 
+    async def committed(
+        self, group: str, tps: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        c = AIOKafkaConsumer(  # never subscribes: asks the coordinator, joins nothing
+            bootstrap_servers=self.bootstrap_servers, group_id=group, enable_auto_commit=False
+        )
+        await c.start()
+        try:
+            out: dict[TopicPartition, int] = {}
+            for tp in tps:
+                offset = await c.committed(KafkaTP(tp.topic, tp.partition))
+                out[tp] = offset or 0
+            return out
+        finally:
+            await c.stop()
+
     async def describe(self, topics: Sequence[str]) -> dict[str, TopicInfo]:
         found = await _kafka_admin.describe(await self._admin_client(), topics)
         self._limits.update({name: info.max_message_bytes for name, info in found.items()})

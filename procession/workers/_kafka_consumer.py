@@ -37,15 +37,16 @@ class KafkaConsumer:
         got = await self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         return [message_of(r) for records in got.values() for r in records]
 
-    async def rewind(self, tp: TopicPartition) -> None:
+    async def rewind(self, tp: TopicPartition) -> int | None:
         ktp = KafkaTP(tp.topic, tp.partition)
         if ktp not in self._c.assignment():
-            return  # revoked meanwhile
-        committed = await self._c.committed(ktp)  # asks the coordinator now
+            return None  # revoked meanwhile
+        committed: int | None = await self._c.committed(ktp)  # asks the coordinator now
         if committed is None:
             await self._c.seek_to_beginning(ktp)
         else:
             self._c.seek(ktp, committed)
+        return committed
 
     def caught_up(self) -> bool:
         """Joined, and at the last stable offset of the latest fetch on every partition."""

@@ -329,9 +329,11 @@ class MemoryConsumer:
                 break
         return out
 
-    async def rewind(self, tp: TopicPartition) -> None:
-        if tp in self._positions:
-            self._positions[tp] = self._log.committed(self.group, tp)
+    async def rewind(self, tp: TopicPartition) -> int | None:
+        if tp not in self._positions:
+            return None
+        self._positions[tp] = self._log.committed(self.group, tp)
+        return self._positions[tp]
 
     def caught_up(self) -> bool:
         return all(pos >= self._log.end_offset(tp) for tp, pos in self._positions.items())
@@ -384,3 +386,8 @@ class MemoryTransport:
     async def describe(self, topics: Sequence[str]) -> dict[str, TopicInfo]:
         found = {t: self.log.describe(t) for t in topics}
         return {t: info for t, info in found.items() if info is not None}
+
+    async def committed(
+        self, group: str, tps: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return {tp: self.log.committed(group, tp) for tp in tps}

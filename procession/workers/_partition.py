@@ -24,6 +24,7 @@ from procession.topics._records import (
 from ._committer import commit
 from ._execute import execute
 from ._port import Message, Outgoing, TopicPartition
+from ._rebuild import ChangelogLostError, decided_any
 from ._step import Step
 from ._timers import TimerQueue
 from ._wire import Stored, dead_letter, encode, restore
@@ -73,9 +74,9 @@ class PartitionProcessor:
     async def _main(self) -> None:
         try:
             await self.producer.start()  # fences a zombie before we read anything
-            await self.owner.rewind(self.tp)  # its last commit counts from here
+            committed = await self.owner.rewind(self.tp)  # its last commit counts from here
             self.rewound = True
-            await self._restore()
+            await self._restore(committed or 0)
             self.started = True
             await self._run()
         except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
@@ -89,9 +90,17 @@ class PartitionProcessor:
         finally:
             self._working = False
 
-    async def _restore(self) -> None:
+    async def _restore(self, committed: int) -> None:
+        transport = self.owner.transport
         changelog = TopicPartition(self.owner.topics.changelog, self.tp.partition)
-        states, bad = restore(await self.owner.transport.read_partition(changelog))
+        found = await transport.read_partition(changelog)
+        if (
+            not found
+            and committed
+            and decided_any(await transport.read_partition(self.tp), committed)
+        ):
+            raise ChangelogLostError(changelog.topic, changelog.partition, committed)
+        states, bad = restore(found)
         _check_versions(self.owner.app, states)
         self.store.update(states)
         for msg, error in bad:

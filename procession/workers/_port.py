@@ -156,8 +156,9 @@ class Consumer(Protocol):
 
     async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]: ...
 
-    async def rewind(self, tp: TopicPartition) -> None:
-        """Read ``tp`` again from its group's committed offset, as the log says now.
+    async def rewind(self, tp: TopicPartition) -> int | None:
+        """Read ``tp`` again from its group's committed offset, as the log says now,
+        and return that offset (None: nothing committed, or no longer assigned).
 
         A member that takes a partition over calls it once it has fenced the
         previous owner: the offset fetched at assignment may predate that
@@ -196,6 +197,13 @@ class Transport(Protocol):
 
     async def describe(self, topics: Sequence[str]) -> dict[str, TopicInfo]:
         """What exists of ``topics`` (missing ones are left out)."""
+        ...
+
+    async def committed(
+        self, group: str, tps: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """The offsets ``group`` has committed on ``tps`` (0 where none), read
+        without joining the group (tools)."""
         ...
 
 

@@ -120,11 +120,11 @@ class Processor(Component):
         if self._cleanup is None:
             self._cleanup = asyncio.ensure_future(self._stop())
 
-    async def rewind(self, tp: TopicPartition) -> None:
+    async def rewind(self, tp: TopicPartition) -> int | None:
         """Read ``tp`` again from its committed offset (called once its producer fenced
-        the previous owner)."""
+        the previous owner); that offset."""
         assert self._consumer is not None
-        await self._consumer.rewind(tp)
+        return await self._consumer.rewind(tp)
 
     async def _fetch_loop(self) -> None:
         assert self._consumer is not None
