@@ -31,8 +31,10 @@ from procession._errors import AppSpecError, KafkaUnreachableError, ProcessionEr
 from procession._errors import one_line as reason
 from procession._load import check_task_types, load_app
 from procession._logs import limit_aiokafka
+from procession._ops import duration_ms
 from procession._replay_files import replay_files
 from procession._supervise import Supervised, supervise
+from procession.topics._records import CancelMode
 
 if TYPE_CHECKING:
     from procession.topics._layout import TopicSpec
@@ -54,7 +56,16 @@ _OVERRIDES = {  # option dest -> Topics field
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     demo = args.command == "demo"
-    quiet = demo or args.command in ("history", "replay", "recover")
+    quiet = demo or args.command in (
+        "history",
+        "replay",
+        "recover",
+        "ps",
+        "show",
+        "stuck",
+        "cancel",
+        "dlq",
+    )
     logging.basicConfig(  # these print their own output: only trouble is logged
         level="WARNING" if quiet else args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -80,6 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _one_line_on_failure(
             "topics", lambda: asyncio.run(_topics(app, servers, args.action))
         )
+    if args.command in ("ps", "show", "stuck", "cancel", "dlq"):
+        if args.command == "stuck":
+            try:
+                args.older_than_ms = duration_ms(args.older_than)
+            except ValueError as exc:
+                print(f"procession: {exc}", file=sys.stderr)
+                return USAGE
+        if args.command == "dlq" and (problem := _dlq_usage(args.action, args.offsets)):
+            print(f"procession: {problem}", file=sys.stderr)
+            return USAGE
+        return _one_line_on_failure(args.command, lambda: asyncio.run(_ops(app, servers, args)))
     if args.command == "recover":
         return _one_line_on_failure("recover", lambda: asyncio.run(_recover(app, servers)))
     if args.command == "history":
@@ -87,6 +109,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             "history", lambda: asyncio.run(_history(app, servers, args.process_ids))
         )
     return _one_line_on_failure(args.command, lambda: asyncio.run(_run(app, servers, args)))
+
+
+def _dlq_usage(action: str, offsets: list[int]) -> str:
+    """Why ``dlq action offsets`` cannot work, or ""."""
+    if action == "ls" and offsets:
+        return "dlq ls takes no offsets"
+    if action == "show" and len(offsets) != 1:
+        return "dlq show takes one OFFSET"
+    if action == "replay" and not offsets:
+        return "dlq replay takes the OFFSETs to replay"
+    return ""
+
+
+async def _ops(app: App, servers: str, args: argparse.Namespace) -> int:
+    from procession import _ops as ops  # noqa: PLC0415 - per command
+
+    async with _connected(servers) as t:
+        if args.command == "ps":
+            return await ops.ps(app, t, args.status, args.saga)
+        if args.command == "show":
+            return await ops.show(app, t, args.process_id)
+        if args.command == "stuck":
+            return await ops.stuck(app, t, args.older_than_ms)
+        if args.command == "cancel":
+            mode: CancelMode = "hard" if args.hard else "cooperative"
+            return await ops.cancel(
+                app, t, args.process_id, mode=mode, reason=args.reason, by=args.by
+            )
+        if args.action == "ls":
+            return await ops.dlq_ls(app, t)
+        if args.action == "show":
+            return await ops.dlq_show(app, t, args.offsets[0])
+        return await ops.dlq_replay(app, t, args.offsets)
 
 
 async def _recover(app: App, servers: str) -> int:
@@ -98,13 +153,11 @@ async def _recover(app: App, servers: str) -> int:
 
 async def _history(app: App, servers: str, process_ids: list[str]) -> int:
     """Each process's stream, read from its own partition of the process topic."""
-    from procession.workers._port import TopicPartition, partition_for, partitions  # noqa: PLC0415
+    from procession.workers._port import messages_of  # noqa: PLC0415
 
     async with _connected(servers) as transport:
-        count = await partitions(transport, app.topics.process)
         for pid in process_ids:
-            tp = TopicPartition(app.topics.process, partition_for(pid, count))
-            mine = [m for m in await transport.read_partition(tp) if m.key == pid]
+            mine = await messages_of(transport, app.topics.process, pid)
             if not mine:
                 print(f"procession: no records of process {pid!r}", file=sys.stderr)
                 return FAILED
@@ -180,6 +233,26 @@ def _parser() -> argparse.ArgumentParser:
             "(processors stopped)",
         )
     )
+    ps = sub.add_parser("ps", help="processes by status, saga and last change (the changelog)")
+    _app_args(ps)
+    ps.add_argument("--status", help="only this status (running, parked, completed, ...)")
+    ps.add_argument("--saga", help="only this saga")
+    show = sub.add_parser("show", help="one process's timeline and state (its partition only)")
+    _app_args(show)
+    show.add_argument("process_id", metavar="PROCESS_ID")
+    stuck = sub.add_parser("stuck", help="processes with no progress, and what each waits for")
+    _app_args(stuck)
+    stuck.add_argument("--older-than", default="10m", metavar="DURATION", help="e.g. 90s, 10m, 2h")
+    cancel = sub.add_parser("cancel", help="ask a process to cancel (an input naming who and why)")
+    _app_args(cancel)
+    cancel.add_argument("process_id", metavar="PROCESS_ID")
+    cancel.add_argument("--hard", action="store_true", help="end at once, no compensations")
+    cancel.add_argument("--reason", required=True)
+    cancel.add_argument("--by", default=os.environ.get("USER", "operator"), help="who asks")
+    dlq = sub.add_parser("dlq", help="dead letters: ls, show OFFSET, replay OFFSET ...")
+    _app_args(dlq)
+    dlq.add_argument("action", choices=["ls", "show", "replay"])
+    dlq.add_argument("offsets", nargs="*", type=int, metavar="OFFSET")
     work = sub.add_parser("worker", help="run task workers of an app (long-lived)")
     _app_args(work)
     work.add_argument("--task-types", help="comma-separated; default: every task type")

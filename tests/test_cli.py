@@ -333,6 +333,44 @@ async def test_history_saves_streams_that_replay_reproduces_and_a_changed_saga_f
     )
 
 
+@pytest.mark.backends("kafka")
+async def test_ops_commands_read_a_running_system(backend: Backend) -> None:
+    from tests import kafka_app  # noqa: PLC0415
+
+    os.environ["PROCESSION_TEST_PREFIX"] = backend.prefix
+    try:
+        app = kafka_app.app()
+    finally:
+        del os.environ["PROCESSION_TEST_PREFIX"]
+    rt = await backend.runtime(app)
+    await rt.publish(RebaseFailed(rebase_id="ops", instances=["A"]))
+    await rt.settle()
+    env = kafka_env(backend)
+    listed = await asyncio.to_thread(cli, "ps", "tests.kafka_app:app", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[-1] == "1 completed"
+    shown = await asyncio.to_thread(cli, "show", "tests.kafka_app:app", "rebase:ops", env=env)
+    assert shown.returncode == 0 and "status: completed" in shown.stdout
+    calm = await asyncio.to_thread(
+        cli, "stuck", "tests.kafka_app:app", "--older-than", "1m", env=env
+    )
+    assert (calm.returncode, calm.stdout) == (0, "0 process(es) with no progress for 60s or more\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("stuck", "--older-than", "soon"), "expected a duration like 30s, 10m, 2h or 1d"),
+        (("dlq", "ls", "3"), "dlq ls takes no offsets"),
+        (("dlq", "replay"), "dlq replay takes the OFFSETs to replay"),
+    ],
+)
+def test_ops_usage_errors_are_one_line_and_exit_2(args: tuple[str, ...], expected: str) -> None:
+    command, *rest = args
+    out = cli(command, "tests.kafka_app:app", *rest, env=NO_BROKER)
+    one_line_error(out, 2, expected)
+
+
 def kafka_env(backend: Backend) -> dict[str, str]:
     return {
         "PROCESSION_TEST_PREFIX": backend.prefix,

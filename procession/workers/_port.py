@@ -213,6 +213,12 @@ async def partitions(transport: Transport, topic: str) -> int:
     return info.partitions if info is not None else 0
 
 
+async def messages_of(transport: Transport, topic: str, key: str) -> list[Message]:
+    """The records of ``key``, read from the one partition its key hashes to."""
+    tp = TopicPartition(topic, partition_for(key, await partitions(transport, topic)))
+    return [m for m in await transport.read_partition(tp) if m.key == key]
+
+
 @functools.lru_cache(maxsize=1 << 16)  # a process's records share its key
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as Java's).

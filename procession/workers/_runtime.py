@@ -24,7 +24,7 @@ from procession.topics._records import CancelMode, Record
 from ._app import App
 from ._clock import Clock, SystemClock, VirtualClock
 from ._memory import MemoryTransport
-from ._port import Batch, Outgoing, TopicPartition, Transport, partition_for, partitions
+from ._port import Batch, Outgoing, TopicPartition, Transport, messages_of, partition_for
 from ._processor import Processor
 from ._router import Router, event_headers
 from ._wire import encode, record_of
@@ -143,13 +143,10 @@ class Runtime:
 
         Records that cannot be decoded are left out: the processor dead-letters them.
         """
-        topic = self.app.topics.process
-        home = partition_for(process_id, await partitions(self.transport, topic))
         out: list[Record] = []
-        for msg in await self.transport.read_partition(TopicPartition(topic, home)):
-            if msg.key == process_id:
-                with contextlib.suppress(DecodeError):
-                    out.append(record_of(msg, self.codec))
+        for msg in await messages_of(self.transport, self.app.topics.process, process_id):
+            with contextlib.suppress(DecodeError):
+                out.append(record_of(msg, self.codec))
         return out
 
     async def state(self, process_id: str) -> AnyState:
