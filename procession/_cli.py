@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -83,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_task_types(args.app, app, _task_types(args))
         if args.command == "replay":
             return replay_files(app, args.files)
+        if args.command == "schema":
+            from procession._schema import schema  # noqa: PLC0415 - per command
+
+            print(json.dumps(schema(app), indent=2))
+            return OK
         servers = _servers(args)
     except (AppSpecError, _UsageError) as exc:
         print(f"procession: {exc}", file=sys.stderr)
@@ -221,6 +227,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     _app_args(hist)
     hist.add_argument("process_ids", nargs="+", metavar="PROCESS_ID")
+    schema = sub.add_parser(
+        "schema", help="JSON Schema of the app's domain events, task requests and results"
+    )
+    schema.add_argument("app", metavar="MODULE:APP")
     replay = sub.add_parser(
         "replay", help="replay saved histories against the app's definitions (no broker)"
     )

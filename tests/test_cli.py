@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -405,3 +406,17 @@ async def routed(backend: Backend) -> bool:
 
 async def has(path: Path, text: str) -> bool:
     return await asyncio.to_thread(lambda: path.exists() and text in path.read_text())
+
+
+def test_schema_prints_the_contract_for_other_services() -> None:
+    out = cli("schema", "tests.kafka_app:app", env=NO_BROKER)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert sorted(found["records"]) == [
+        "procession.CompensationPlanned",
+        "procession.TaskCompleted",
+        "procession.TaskFailed",
+        "procession.TransitionPlanned",
+    ]
+    assert found["domain_events"]["RebaseFailed"]["required"] == ["rebase_id", "instances"]
+    assert found["records"]["procession.TaskFailed"]["properties"]["v"] == {"const": 1}

@@ -145,7 +145,19 @@ def test_same_task_type_with_different_retry_rules() -> None:
 def test_task_type_without_handler_is_rejected_at_registration() -> None:
     with pytest.raises(RegistrationError) as err:
         App([rebase_saga()], {})
-    assert str(err.value) == "saga 'rebase': task type 'CloseInstance' has no handler"
+    assert str(err.value) == (
+        "saga 'rebase': task type 'CloseInstance' has no handler (or name it in "
+        "App(external=...) if another service serves it)"
+    )
+
+
+def test_an_external_task_type_needs_no_handler_and_is_checked() -> None:
+    app = App([rebase_saga()], {}, external=["CloseInstance"])
+    assert app.external == {"CloseInstance"} and app.task_types() == ["CloseInstance"]
+    with pytest.raises(RegistrationError, match="external task type 'Nope' is no saga's"):
+        App([rebase_saga()], {}, external=["CloseInstance", "Nope"])
+    with pytest.raises(RegistrationError, match="is external and has a handler"):
+        App([rebase_saga()], {"CloseInstance": print}, external=["CloseInstance"])
 
 
 def test_handler_for_unknown_task_type_and_duplicate_sagas() -> None:

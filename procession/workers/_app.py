@@ -58,18 +58,29 @@ class App:
         topics: Topics | None = None,
         keep_completed: bool = False,
         migrations: Sequence[Migration] = (),
+        external: Sequence[str] = (),
     ) -> None:
         sagas = _versioned(sagas, migrations)
         self.sagas = {s.name: s for s in sagas}
         if len(self.sagas) != len(sagas):
             raise RegistrationError(_dup([s.name for s in sagas]), "saga name is registered twice")
         self.handlers = dict(handlers)
+        #: Task types served outside Procession (docs/wire.md): no handler here.
+        self.external = frozenset(external)
         self.topics = topics or Topics()
         self.keep_completed = keep_completed
         self.tasks: dict[str, Task] = {}
         self.event_types: dict[str, type[BaseModel]] = {}
         for saga in sagas:
             self._register(saga)
+        for name in sorted(self.external):
+            task = self.tasks.get(name)
+            if task is None:
+                raise RegistrationError("*", f"external task type {name!r} is no saga's")
+            if name in self.handlers:
+                raise RegistrationError("*", f"task type {name!r} is external and has a handler")
+            if task.mode == "inline":
+                raise RegistrationError("*", f"inline task type {name!r} cannot be external")
         for name, handler in self.handlers.items():
             if name not in self.tasks:
                 raise RegistrationError("*", f"handler for unknown task type {name!r}")
@@ -78,8 +89,12 @@ class App:
 
     def _register(self, saga: ProcessDefinition) -> None:
         for name, task in saga.tasks.items():
-            if name not in self.handlers:
-                raise RegistrationError(saga.name, f"task type {name!r} has no handler")
+            if name not in self.handlers and name not in self.external:
+                raise RegistrationError(
+                    saga.name,
+                    f"task type {name!r} has no handler (or name it in App(external=...) "
+                    "if another service serves it)",
+                )
             other = self.tasks.setdefault(name, task)
             if other.retry != task.retry:
                 raise RegistrationError(

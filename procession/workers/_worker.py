@@ -58,7 +58,7 @@ class Worker(Component):
         poll_s: float = 0.1,
         revoke_deadline_s: float = 10.0,
     ) -> None:
-        task_types = list(task_types or app.task_types())
+        task_types = list(task_types or [t for t in app.task_types() if t not in app.external])
         missing = [t for t in task_types if t not in app.handlers]
         if missing:
             known = app.task_types()
