@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "show",
         "stuck",
         "cancel",
+        "resume",
+        "retry",
         "dlq",
     )
     logging.basicConfig(  # these print their own output: only trouble is logged
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _one_line_on_failure(
             "topics", lambda: asyncio.run(_topics(app, servers, args.action))
         )
-    if args.command in ("ps", "show", "stuck", "cancel", "dlq"):
+    if args.command in ("ps", "show", "stuck", "cancel", "resume", "retry", "dlq"):
         if args.command == "stuck":
             try:
                 args.older_than_ms = duration_ms(args.older_than)
@@ -142,6 +144,12 @@ async def _ops(app: App, servers: str, args: argparse.Namespace) -> int:
             mode: CancelMode = "hard" if args.hard else "cooperative"
             return await ops.cancel(
                 app, t, args.process_id, mode=mode, reason=args.reason, by=args.by
+            )
+        if args.command == "resume":
+            return await ops.resume(app, t, args.process_id, reason=args.reason, by=args.by)
+        if args.command == "retry":
+            return await ops.retry(
+                app, t, args.process_id, machine=args.machine, reason=args.reason, by=args.by
             )
         if args.action == "ls":
             return await ops.dlq_ls(app, t)
@@ -243,6 +251,16 @@ def _parser() -> argparse.ArgumentParser:
             "(processors stopped)",
         )
     )
+    _add_ops_commands(sub)
+    work = sub.add_parser("worker", help="run task workers of an app (long-lived)")
+    _app_args(work)
+    work.add_argument("--task-types", help="comma-separated; default: every task type")
+    work.add_argument("--concurrency", type=_positive, default=16, metavar="N")
+    return parser
+
+
+def _add_ops_commands(sub: Any) -> None:
+    """The operations commands: ps, show, stuck, cancel, resume, retry, dlq."""
     ps = sub.add_parser("ps", help="processes by status, saga and last change (the changelog)")
     _app_args(ps)
     ps.add_argument("--status", help="only this status (running, parked, completed, ...)")
@@ -259,15 +277,21 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("--hard", action="store_true", help="end at once, no compensations")
     cancel.add_argument("--reason", required=True)
     cancel.add_argument("--by", default=os.environ.get("USER", "operator"), help="who asks")
+    for name, help_ in [
+        ("resume", "resume a parked process: its held inputs are decided again"),
+        ("retry", "run the next attempt of a failed task now, not at its retry timer"),
+    ]:
+        cmd = sub.add_parser(name, help=help_)
+        _app_args(cmd)
+        cmd.add_argument("process_id", metavar="PROCESS_ID")
+        cmd.add_argument("--reason", required=True)
+        cmd.add_argument("--by", default=os.environ.get("USER", "operator"), help="who asks")
+        if name == "retry":
+            cmd.add_argument("--machine", default="", help="only this machine's task")
     dlq = sub.add_parser("dlq", help="dead letters: ls, show OFFSET, replay OFFSET ...")
     _app_args(dlq)
     dlq.add_argument("action", choices=["ls", "show", "replay"])
     dlq.add_argument("offsets", nargs="*", type=int, metavar="OFFSET")
-    work = sub.add_parser("worker", help="run task workers of an app (long-lived)")
-    _app_args(work)
-    work.add_argument("--task-types", help="comma-separated; default: every task type")
-    work.add_argument("--concurrency", type=_positive, default=16, metavar="N")
-    return parser
 
 
 def _app_args(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from procession._errors import DecodeError
 from procession._timeline import summary, timeline
-from procession.sagas._derive import cancel_request
+from procession.sagas._derive import cancel_request, resume_request, retry_request
 from procession.sagas._fold import fold
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import DEFAULT_CODEC
@@ -80,6 +80,44 @@ async def cancel(
     )
     say(f"{pid}: {mode} cancel requested ({rec.reason})")
     return OK
+
+
+async def resume(
+    app: App, transport: Transport, pid: str, *, reason: str, by: str, say: Say = print
+) -> int:
+    """Resume a parked process (a ``ResumeRequested`` input naming who and why)."""
+    return await _request(
+        app, transport, pid, resume_request(pid, _now(), f"{reason} (by {by})"), say
+    )
+
+
+async def retry(
+    app: App,
+    transport: Transport,
+    pid: str,
+    *,
+    machine: str,
+    reason: str,
+    by: str,
+    say: Say = print,
+) -> int:
+    """Run the next attempt of a failed task now (a ``RetryRequested`` input)."""
+    rec = retry_request(pid, _now(), machine, f"{reason} (by {by})")
+    return await _request(app, transport, pid, rec, say)
+
+
+async def _request(app: App, transport: Transport, pid: str, rec: Record, say: Say) -> int:
+    if not await stream_of(app, transport, pid):
+        say(f"no records of process {pid!r}")
+        return FAILED
+    out = encode(app.topics.process, pid, rec, DEFAULT_CODEC)
+    await _produce(transport, f"{app.topics.prefix}.ops", [out])
+    say(f"{pid}: {rec.type_name.rpartition('.')[2]} written ({getattr(rec, 'reason', '')})")
+    return OK
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def test_every_record_in_a_history_round_trips() -> None:
 
 
 def test_every_record_type_is_registered_once() -> None:
-    assert len(RECORD_TYPES) == 18
+    assert len(RECORD_TYPES) == 21
     assert all(name.startswith("procession.") for name in RECORD_TYPES)
 
 

@@ -20,9 +20,12 @@ from procession.topics._records import (
     ProcessCancelled,
     ProcessCompleted,
     ProcessFailed,
+    ProcessResumed,
     ProcessStarted,
     ProcessStopping,
     Record,
+    ResumeRequested,
+    RetryRequested,
     TaskFailed,
     TimerFired,
     TimerScheduled,
@@ -99,6 +102,10 @@ class Engine:
             self._on_timer(p, state, record)
         elif isinstance(record, CancelRequested):
             self._cancel(p, record.mode, record.reason or "cancel requested")
+        elif isinstance(record, ResumeRequested):
+            p.emit(ProcessResumed, reason=record.reason)
+        elif isinstance(record, RetryRequested):
+            self._retry_now(p, record)
         self._progress(p)
         return p.records
 
@@ -213,6 +220,20 @@ class Engine:
             self._arm_state_timers(p, mid)
             return
         self._stop(p, "failed", what)
+
+    def _retry_now(self, p: Planner, record: RetryRequested) -> None:
+        """Plan now the next attempt of the failed tasks waiting for a retry timer."""
+        s = p.state
+        waiting = [t for t in s.pending().values() if not t.in_flight]
+        if record.machine_id:
+            waiting = [t for t in waiting if t.machine_id == record.machine_id]
+        if s.status not in ("running", "stopping") or not waiting:
+            why = "no failed task waits for a retry" if waiting == [] else "not running"
+            why = "not running" if s.status not in ("running", "stopping") else why
+            p.emit(InputIgnored, input_type=record.type_name, input_id=record.event_id, reason=why)
+            return
+        for task in sorted(waiting, key=lambda t: s.order.get(t.machine_id, -1)):
+            self._replan(p, task.machine_id, task, task.attempt + 1)
 
     def _cancel(self, p: Planner, mode: CancelMode, reason: str) -> None:
         if mode == "hard":

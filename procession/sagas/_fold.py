@@ -24,9 +24,12 @@ from procession.topics._records import (
     ProcessFailed,
     ProcessMigrated,
     ProcessParked,
+    ProcessResumed,
     ProcessStarted,
     ProcessStopping,
     Record,
+    ResumeRequested,
+    RetryRequested,
     TaskCompleted,
     TaskFailed,
     TimerFired,
@@ -60,7 +63,7 @@ def classify(state: AnyState, record: Record) -> str | None:
         return "after completion"
     if state is None or state.status == "new":
         return None if isinstance(record, DomainEvent) else "no process instance"
-    if isinstance(record, DomainEvent | CancelRequested):
+    if isinstance(record, DomainEvent | CancelRequested | ResumeRequested | RetryRequested):
         return "duplicate" if record.event_id in state.seen else None
     if isinstance(record, TimerFired):
         return None if record.timer_id in state.timers else "stale timer"
@@ -162,7 +165,7 @@ def apply_input(state: ProcessState, record: Record) -> None:
         state.set_context(record.event_type, record.data)
         if not state.correlation_id:
             state.correlation_id = record.correlation_id
-    elif isinstance(record, CancelRequested):
+    elif isinstance(record, CancelRequested | ResumeRequested | RetryRequested):
         state.add_seen(record.event_id)
     elif isinstance(record, TimerFired):
         timer = state.drop_timer(record.timer_id)
@@ -205,6 +208,7 @@ def apply_decision(state: ProcessState, record: Record) -> None:
         if top is not None and top.task_id == record.compensates:
             state.pop_completed()
         _give_up_compensation(state, keep=record.task_id)
+        _drop_retry_timers(state, record.machine_id, record.task_id)
         state.set_compensation(
             PendingTask(
                 record.task_id,
@@ -294,6 +298,7 @@ def _apply_transition(state: ProcessState, record: TransitionPlanned) -> None:
             payload=record.payload,
         )
         if retry:  # the same visit of the state, another attempt
+            _drop_retry_timers(state, record.machine_id, record.task_id)
             state.put_machine(record.machine_id, replace(machine, task=task))
             return
     old = machine.task.task_id if machine.task else None
@@ -336,6 +341,14 @@ def _stop_attempt(state: ProcessState, task_id: str) -> None:
         state.put_machine(mid, replace(machine, task=None))
     else:
         state.put_machine(mid, replace(machine, task=replace(machine.task, in_flight=False)))
+
+
+def _drop_retry_timers(state: ProcessState, machine_id: str, task_id: str) -> None:
+    """A new attempt of ``task_id`` was planned: a retry timer still armed for it
+    (an operator's retry came first) is stale."""
+    for tid, t in state.timers_of_machine(machine_id):
+        if t.purpose == "retry" and t.task_id == task_id:
+            state.drop_timer(tid)
 
 
 def _drop_task_timers(state: ProcessState, task_id: str) -> None:
@@ -410,15 +423,19 @@ def replay_steps(
 
 
 def _before_parking(records: list[Record]) -> list[Record]:
-    at = next((i for i, r in enumerate(records) if isinstance(r, ProcessParked)), None)
+    """The records up to a parking that no resume followed (all of them if none)."""
+    resumed = max((i for i, r in enumerate(records) if isinstance(r, ProcessResumed)), default=-1)
+    at = next(
+        (i for i, r in enumerate(records) if i > resumed and isinstance(r, ProcessParked)), None
+    )
     if at is None:
         return records
     parked: ProcessParked = records[at]  # type: ignore[assignment]
     kept = records[:at]
     for i in range(len(kept) - 1, -1, -1):  # the input it names is the last one with its id
         if not kept[i].IS_DECISION and kept[i].event_id == parked.input_id:
-            del kept[i]
-            break
+            # it, and the inputs after it, were held: none of them was decided
+            return [r for j, r in enumerate(kept) if j < i or r.IS_DECISION]
     return kept
 
 

@@ -17,9 +17,12 @@ from ._records import ProcessCompleted as ProcessCompleted
 from ._records import ProcessFailed as ProcessFailed
 from ._records import ProcessMigrated as ProcessMigrated
 from ._records import ProcessParked as ProcessParked
+from ._records import ProcessResumed as ProcessResumed
 from ._records import ProcessStarted as ProcessStarted
 from ._records import ProcessStopping as ProcessStopping
 from ._records import Record as Record
+from ._records import ResumeRequested as ResumeRequested
+from ._records import RetryRequested as RetryRequested
 from ._records import TaskCompleted as TaskCompleted
 from ._records import TaskFailed as TaskFailed
 from ._records import TaskMode as TaskMode
@@ -43,9 +46,12 @@ __all__ = [
     "ProcessFailed",
     "ProcessMigrated",
     "ProcessParked",
+    "ProcessResumed",
     "ProcessStarted",
     "ProcessStopping",
     "Record",
+    "ResumeRequested",
+    "RetryRequested",
     "TaskCompleted",
     "TaskFailed",
     "TaskMode",

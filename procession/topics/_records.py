@@ -99,6 +99,25 @@ class CancelRequested(Record):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeRequested(Record):
+    """An operator asks to resume a parked process: its held inputs are decided
+    again, from the one it was parked on."""
+
+    TYPE: ClassVar[str] = "procession.ResumeRequested"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryRequested(Record):
+    """An operator asks for the next attempt of a failed task now, instead of at
+    its retry timer (one machine's, or every such task's when ``machine_id`` is "")."""
+
+    TYPE: ClassVar[str] = "procession.RetryRequested"
+    machine_id: str = ""
+    reason: str = ""
+
+
 # -------------------------------------------------------------- decisions
 
 
@@ -244,6 +263,15 @@ class InputIgnored(Decided):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessResumed(Decided):
+    """A parked process was resumed: the inputs it held were decided again
+    (their decisions stand before this record in the stream)."""
+
+    TYPE: ClassVar[str] = "procession.ProcessResumed"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessParked(Decided):
     """The runtime set the process aside: an input could not be decided, or what
     it decided could not be written (a record over its topic's limit, a payload
@@ -261,7 +289,15 @@ class ProcessParked(Decided):
 
 
 TaskRequest = TransitionPlanned | CompensationPlanned
-Input = DomainEvent | TaskCompleted | TaskFailed | TimerFired | CancelRequested
+Input = (
+    DomainEvent
+    | TaskCompleted
+    | TaskFailed
+    | TimerFired
+    | CancelRequested
+    | ResumeRequested
+    | RetryRequested
+)
 
 #: Record classes by wire type name.
 RECORD_TYPES: dict[str, type[Record]] = {
@@ -272,6 +308,8 @@ RECORD_TYPES: dict[str, type[Record]] = {
         TaskFailed,
         TimerFired,
         CancelRequested,
+        ResumeRequested,
+        RetryRequested,
         ProcessStarted,
         MachinesCreated,
         MachinesClosed,
@@ -285,6 +323,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         ProcessCancelled,
         InputIgnored,
         ProcessParked,
+        ProcessResumed,
     )
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -10,13 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 from immutables import Map
 
-from procession._errors import FencedError, UnknownVersionError
-from procession.sagas._state import PendingTask, ProcessState
+from procession._errors import DecodeError, FencedError, UnknownVersionError
+from procession.sagas._fold import fold
+from procession.sagas._state import Parked, PendingTask, ProcessState
 from procession.topics._records import (
     CompensationPlanned,
     InputIgnored,
+    ProcessParked,
     ProcessStarted,
     Record,
+    ResumeRequested,
     TaskRequest,
     TransitionPlanned,
 )
@@ -27,7 +31,7 @@ from ._port import Message, Outgoing, TopicPartition
 from ._rebuild import ChangelogLostError, decided_any
 from ._step import Step
 from ._timers import TimerQueue
-from ._wire import Stored, dead_letter, encode, restore
+from ._wire import Stored, dead_letter, encode, record_of, restore
 from ._writes import parking, state_record
 
 if TYPE_CHECKING:
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("procession.processor")
 
+
+_RESUME = ResumeRequested.TYPE.encode()
 
 #: Longest stretch of deciding before the partition yields the event loop.
 _TURN_S = 0.05
@@ -172,6 +178,7 @@ class PartitionProcessor:
     async def _process(self, batch: list[Message]) -> None:
         owner = self.owner
         step = Step(owner, self.tp, self.store)
+        await self._resume(step, batch)
         turn = time.monotonic() + _TURN_S
         for msg in batch:
             step.add(msg)
@@ -203,6 +210,38 @@ class PartitionProcessor:
             for req in reqs:
                 self._run_inline(req)
         owner.metrics["transactions"] += 1
+
+    async def _resume(self, step: Step, batch: list[Message]) -> None:
+        """For each parked process asked to resume in ``batch``: fold its stream up
+        to the parking and hand the step the inputs it held since."""
+        asked: dict[str, int] = {}
+        for msg in batch:
+            kind = msg.headers[0][1] if msg.headers else b""
+            key = msg.key
+            if (
+                kind == _RESUME
+                and key is not None
+                and key not in asked
+                and isinstance(self.store.get(key), Parked)
+            ):
+                asked[key] = msg.offset
+        if not asked:
+            return
+        stream = await self.owner.transport.read_partition(self.tp)
+        for pid, upto in asked.items():
+            marker = self.store[pid]
+            assert isinstance(marker, Parked)
+            mine: list[tuple[Record, int]] = []
+            for msg in stream:
+                if msg.key == pid and msg.offset < upto:
+                    with contextlib.suppress(DecodeError):
+                        mine.append((record_of(msg, self.owner.codec), msg.offset))
+            state = fold([r for r, _ in mine])
+            parkings = [o for r, o in mine if isinstance(r, ProcessParked)]
+            start = marker.offset if marker.offset >= 0 else parkings[-1] + 1
+            held = [(r, o) for r, o in mine if not r.IS_DECISION and o >= start]
+            log.info("process %s resumed: %d held input(s) decided again", pid, len(held))
+            step.resume(pid, state if isinstance(state, ProcessState) else None, held, upto)
 
     def _park_unrestorable(self, msg: Message, reason: str) -> None:
         """A changelog value that cannot be read: dead-letter it, park its process."""

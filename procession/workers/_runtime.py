@@ -15,7 +15,7 @@ from types import TracebackType
 from pydantic import BaseModel
 
 from procession._errors import DecodeError
-from procession.sagas._derive import cancel_request
+from procession.sagas._derive import cancel_request, resume_request, retry_request
 from procession.sagas._fold import AnyState, fold
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import DEFAULT_CODEC, Codec
@@ -130,6 +130,16 @@ class Runtime:
         await self._producer.commit(
             Batch(records=[encode(self.app.topics.process, process_id, rec, self.codec)])
         )
+
+    async def resume(self, process_id: str, reason: str = "") -> None:
+        """Resume a parked process: its held inputs are decided again, from the
+        one it was parked on (fix what parked it first)."""
+        await self.inject(resume_request(process_id, self.clock.now_ms(), reason))
+
+    async def retry(self, process_id: str, machine_id: str = "", reason: str = "") -> None:
+        """Run the next attempt of a failed task now instead of at its retry timer
+        (one machine's, or every failed task's of the process)."""
+        await self.inject(retry_request(process_id, self.clock.now_ms(), machine_id, reason))
 
     async def inject(self, *records: Record) -> None:
         """Write input records straight into their processes' streams (tools, tests)."""

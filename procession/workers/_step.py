@@ -63,6 +63,18 @@ class Step:
         self.requests: dict[str, list[TaskRequest]] = {}  # inline tasks
         self.parks: dict[str, list[Outgoing]] = {}
         self.decided: list[list[Record]] = []
+        self.skip: dict[str, int] = {}  # decided by a resume: records below this offset
+
+    def resume(
+        self, pid: str, state: ProcessState | None, held: list[tuple[Record, int]], upto: int
+    ) -> None:
+        """Take a parked process up again from ``state`` (its stream folded up to the
+        parking) and decide the inputs it ``held``, in order; its records in this
+        batch below ``upto`` (the resume request's offset) are among them."""
+        self.staged[pid] = state
+        self.skip[pid] = upto
+        for rec, offset in held:
+            self._decide(rec, offset)
 
     def add(self, msg: Message) -> None:
         if (
@@ -72,7 +84,7 @@ class Step:
         ):
             return  # our own decision, read back (already applied): not decoded
         rec = self._input(msg)
-        if rec is not None:
+        if rec is not None and msg.offset >= self.skip.get(rec.process_id, -1):
             self._decide(rec, msg.offset)
 
     def finish(self, first: list[Outgoing]) -> Batch:
