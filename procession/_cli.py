@@ -139,18 +139,23 @@ async def _ops(app: App, servers: str, args: argparse.Namespace) -> int:
         if args.command == "show":
             return await ops.show(app, t, args.process_id)
         if args.command == "stuck":
-            return await ops.stuck(app, t, args.older_than_ms)
+            return await ops.stuck(app, t, args.older_than_ms, ids_only=args.ids)
         if args.command == "cancel":
             mode: CancelMode = "hard" if args.hard else "cooperative"
             return await ops.cancel(
                 app, t, args.process_id, mode=mode, reason=args.reason, by=args.by
             )
-        if args.command == "resume":
-            return await ops.resume(app, t, args.process_id, reason=args.reason, by=args.by)
-        if args.command == "retry":
-            return await ops.retry(
-                app, t, args.process_id, machine=args.machine, reason=args.reason, by=args.by
-            )
+        if args.command in ("resume", "retry"):
+            code = OK
+            for pid in args.process_ids:
+                if args.command == "resume":
+                    done = await ops.resume(app, t, pid, reason=args.reason, by=args.by)
+                else:
+                    done = await ops.retry(
+                        app, t, pid, machine=args.machine, reason=args.reason, by=args.by
+                    )
+                code = max(code, done)
+            return code
         if args.action == "ls":
             return await ops.dlq_ls(app, t)
         if args.action == "show":
@@ -271,6 +276,7 @@ def _add_ops_commands(sub: Any) -> None:
     stuck = sub.add_parser("stuck", help="processes with no progress, and what each waits for")
     _app_args(stuck)
     stuck.add_argument("--older-than", default="10m", metavar="DURATION", help="e.g. 90s, 10m, 2h")
+    stuck.add_argument("--ids", action="store_true", help="print only their process ids")
     cancel = sub.add_parser("cancel", help="ask a process to cancel (an input naming who and why)")
     _app_args(cancel)
     cancel.add_argument("process_id", metavar="PROCESS_ID")
@@ -283,7 +289,7 @@ def _add_ops_commands(sub: Any) -> None:
     ]:
         cmd = sub.add_parser(name, help=help_)
         _app_args(cmd)
-        cmd.add_argument("process_id", metavar="PROCESS_ID")
+        cmd.add_argument("process_ids", nargs="+", metavar="PROCESS_ID")
         cmd.add_argument("--reason", required=True)
         cmd.add_argument("--by", default=os.environ.get("USER", "operator"), help="who asks")
         if name == "retry":

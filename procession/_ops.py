@@ -194,9 +194,12 @@ async def ps(
     return OK
 
 
-async def stuck(app: App, transport: Transport, older_than_ms: int, say: Say = print) -> int:
+async def stuck(
+    app: App, transport: Transport, older_than_ms: int, say: Say = print, *, ids_only: bool = False
+) -> int:
     """Processes that have not ended and have not changed for ``older_than_ms``,
-    and what each waits for; exit 1 when there are any."""
+    and what each waits for (only their ids with ``ids_only``); exit 1 when there
+    are any."""
     now = int(time.time() * 1000)
     found = [
         h
@@ -205,8 +208,13 @@ async def stuck(app: App, transport: Transport, older_than_ms: int, say: Say = p
         and now - h.changed_ms >= older_than_ms
     ]
     for h in found:
-        say(f"{h.process_id}: {h.status} for {_age(now - h.changed_ms)}, {h.why(now)}")
-    say(f"{len(found)} process(es) with no progress for {_age(older_than_ms)} or more")
+        say(
+            h.process_id
+            if ids_only
+            else f"{h.process_id}: {h.status} for {_age(now - h.changed_ms)}, {h.why(now)}"
+        )
+    if not ids_only:
+        say(f"{len(found)} process(es) with no progress for {_age(older_than_ms)} or more")
     return FAILED if found else OK
 
 

@@ -95,3 +95,21 @@ def test_percentiles_are_taken_from_the_sorted_latencies() -> None:
 
     r = Result("x", 4, 2.0, [40.0, 10.0, 30.0, 20.0])
     assert (r.percentile(50), r.percentile(99), r.per_s) == (30.0, 40.0, 2.0)
+
+
+@pytest.mark.backends("kafka")
+def test_the_incident_walkthrough_runs_end_to_end(backend: Backend) -> None:
+    backend.transport()  # the session's broker
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.incident"],
+        cwd=ROOT,
+        env={**os.environ, "INCIDENT_N": "5"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "all 5 completed" in out.stdout
+    assert "is empty, but the processor group has decided" in out.stdout
+    assert "CloseInstance ran 11 times for 6 tasks" in out.stdout
