@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -300,14 +301,7 @@ async def test_a_fenced_router_stops_its_process_with_one_line_and_exit_1(
 async def test_history_saves_streams_that_replay_reproduces_and_a_changed_saga_fails(
     backend: Backend, tmp_path: Path
 ) -> None:
-    from tests import kafka_app  # noqa: PLC0415
-
-    os.environ["PROCESSION_TEST_PREFIX"] = backend.prefix
-    try:
-        app = kafka_app.app()
-    finally:
-        del os.environ["PROCESSION_TEST_PREFIX"]
-    rt = await backend.runtime(app)
+    rt = await backend.runtime(kafka_test_app(backend))
     for key in ("h1", "h2"):
         await rt.publish(RebaseFailed(rebase_id=key, instances=["A", "B"]))
     await rt.settle()
@@ -336,14 +330,7 @@ async def test_history_saves_streams_that_replay_reproduces_and_a_changed_saga_f
 
 @pytest.mark.backends("kafka")
 async def test_ops_commands_read_a_running_system(backend: Backend) -> None:
-    from tests import kafka_app  # noqa: PLC0415
-
-    os.environ["PROCESSION_TEST_PREFIX"] = backend.prefix
-    try:
-        app = kafka_app.app()
-    finally:
-        del os.environ["PROCESSION_TEST_PREFIX"]
-    rt = await backend.runtime(app)
+    rt = await backend.runtime(kafka_test_app(backend))
     await rt.publish(RebaseFailed(rebase_id="ops", instances=["A"]))
     await rt.settle()
     env = kafka_env(backend)
@@ -370,6 +357,17 @@ def test_ops_usage_errors_are_one_line_and_exit_2(args: tuple[str, ...], expecte
     command, *rest = args
     out = cli(command, "tests.kafka_app:app", *rest, env=NO_BROKER)
     one_line_error(out, 2, expected)
+
+
+def kafka_test_app(backend: Backend) -> Any:
+    """``tests.kafka_app:app`` as the subprocesses build it, on this test's prefix."""
+    from tests import kafka_app  # noqa: PLC0415
+
+    os.environ["PROCESSION_TEST_PREFIX"] = backend.prefix
+    try:
+        return kafka_app.app()
+    finally:
+        del os.environ["PROCESSION_TEST_PREFIX"]
 
 
 def kafka_env(backend: Backend) -> dict[str, str]:

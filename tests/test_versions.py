@@ -246,17 +246,24 @@ async def test_a_v1_process_finishes_under_v1_beside_v2_processes_on_the_runtime
     assert [r.transition for r in old if isinstance(r, TransitionPlanned)][-1] == "Working->Closing"
 
 
+def fail(call: object) -> None:
+    raise RuntimeError("busy")
+
+
+async def running_on_v1(backend: Backend, key: str) -> None:
+    """A v1 process whose task failed and waits an hour for its retry; the
+    runtime that ran it stopped (a deploy is next)."""
+    v1 = backend.app([rebase_saga(backoff=timedelta(hours=1))], {"CloseInstance": fail})
+    rt = await backend.runtime(v1)
+    await rt.publish(RebaseFailed(rebase_id=key, instances=["A"]))
+    await rt.settle()
+    await rt.stop()
+
+
 async def test_a_definition_with_no_place_for_a_running_process_parks_it_with_the_reason(
     backend: Backend,
 ) -> None:
-    def fail(call: object) -> None:
-        raise RuntimeError("busy")
-
-    v1 = backend.app([rebase_saga(backoff=timedelta(hours=1))], {"CloseInstance": fail})
-    rt = await backend.runtime(v1)
-    await rt.publish(RebaseFailed(rebase_id="r", instances=["A"]))
-    await rt.settle()
-    await rt.stop()
+    await running_on_v1(backend, "r")
     renamed = backend.app([rebase_v2(version=1)], {"CloseInstance": fail})  # no new version
     rt2 = await backend.runtime(renamed)
     backend.clock.advance(timedelta(hours=2))  # the retry timer fires into the renamed saga
@@ -309,14 +316,7 @@ def test_a_domain_event_of_an_older_schema_is_upcast_by_its_model() -> None:
 async def test_a_processor_refuses_running_processes_of_a_version_the_app_dropped(
     backend: Backend,
 ) -> None:
-    def fail(call: object) -> None:
-        raise RuntimeError("busy")
-
-    v1 = backend.app([rebase_saga(backoff=timedelta(hours=1))], {"CloseInstance": fail})
-    rt = await backend.runtime(v1)
-    await rt.publish(RebaseFailed(rebase_id="kept", instances=["A"]))
-    await rt.settle()
-    await rt.stop()
+    await running_on_v1(backend, "kept")
     v2_alone = backend.app([rebase_v2()], {"CloseInstance": fail})
     rt2 = await backend.runtime(v2_alone)
     with pytest.raises(RuntimeError, match="the processor stopped") as caught:
