@@ -9,7 +9,13 @@ import pytest
 
 import procession
 
-MODULES = ["procession", "procession.sagas", "procession.topics", "procession.workers"]
+MODULES = [
+    "procession",
+    "procession.publish",
+    "procession.sagas",
+    "procession.topics",
+    "procession.workers",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

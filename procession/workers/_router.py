@@ -26,14 +26,46 @@ from ._wire import dead_letter, encode
 log = logging.getLogger("procession.router")
 
 
+def wire_headers(
+    type_name: str,
+    event_id: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> Headers:
+    """The headers of a published domain event (docs/wire.md), with the caller's
+    ``traceparent`` when OpenTelemetry is installed and a span is active.
+
+    Example:
+        >>> wire_headers("OrderPlaced", "evt-1")[:2]
+        (('procession-type', b'OrderPlaced'), ('event-id', b'evt-1'))
+    """
+    out = [("procession-type", type_name.encode())]
+    for name, value in (
+        ("event-id", event_id),
+        ("correlation-id", correlation_id),
+        ("causation-id", causation_id),
+    ):
+        if value:
+            out.append((name, value.encode()))
+    parent = _traceparent()
+    if parent:
+        out.append(("traceparent", parent.encode()))
+    return tuple(out)
+
+
+def _traceparent() -> str | None:
+    try:
+        from opentelemetry import propagate  # noqa: PLC0415 - the optional otel extra
+    except ImportError:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
 def event_headers(event: BaseModel, event_id: str | None, correlation_id: str | None) -> Headers:
     """The headers of a domain event as :class:`Router` reads them."""
-    out = [("procession-type", type(event).__name__.encode())]
-    if event_id:
-        out.append(("event-id", event_id.encode()))
-    if correlation_id:
-        out.append(("correlation-id", correlation_id.encode()))
-    return tuple(out)
+    return wire_headers(type(event).__name__, event_id, correlation_id)
 
 
 class Router(BatchLoop):
@@ -97,6 +129,7 @@ class Router(BatchLoop):
             msg.topic, msg.partition, msg.offset
         )
         correlation = _text(headers.get("correlation-id"), "correlation-id header") or event_id
+        causation = _text(headers.get("causation-id"), "causation-id header") or None
         process, limit = self.app.topics.process, self._limits[self.app.topics.process]
         out = []
         for pid in pids:
@@ -104,6 +137,7 @@ class Router(BatchLoop):
                 event_id=event_id,
                 process_id=pid,
                 correlation_id=correlation,
+                causation_id=causation,
                 time_ms=self.clock.now_ms(),
                 event_type=event_type,
                 data=data,

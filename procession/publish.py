@@ -1,0 +1,182 @@
+"""Publish domain events to an app's input topic from any Python service.
+
+The records follow the wire contract (docs/wire.md): the event's JSON, a
+``procession-type`` header, ``event-id`` (your stable id: a redelivery is then
+recorded as a duplicate, not decided again), ``correlation-id``,
+``causation-id`` and ``traceparent`` (the caller's current OpenTelemetry
+context, when the ``otel`` extra is installed and a span is active). Every
+call returns once the broker has acknowledged the records; a batch is all or
+nothing.
+
+Example (async)::
+
+    async with Publisher(Topics("shop"), "kafka:9092") as publisher:
+        await publisher.publish(OrderPlaced(order_id="o-1"), event_id=stored.id)
+
+Example (sync)::
+
+    with SyncPublisher(Topics("shop"), "kafka:9092") as publisher:
+        publisher.publish(OrderPlaced(order_id="o-1"), event_id=stored.id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel
+
+from procession.topics._layout import Topics
+from procession.workers._port import Batch, Headers, Outgoing, Transport
+from procession.workers._router import wire_headers
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An event already encoded elsewhere: its type name and its JSON body.
+
+    Example:
+        >>> Encoded("OrderPlaced", {"order_id": "o-1"}).json()
+        b'{"order_id":"o-1"}'
+    """
+
+    type_name: str
+    body: dict[str, Any] | bytes
+
+    def json(self) -> bytes:
+        return self.body if isinstance(self.body, bytes) else orjson.dumps(self.body)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event to publish, with its ids (for :meth:`Publisher.publish_many`)."""
+
+    event: BaseModel | Encoded
+    event_id: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    key: str | None = None
+    headers: Headers = field(default_factory=tuple)
+
+
+class Publisher:
+    """Publishes domain events to ``topics.inputs`` over a transport (or a Kafka
+    cluster given by its bootstrap servers)."""
+
+    def __init__(self, topics: Topics, transport: Transport | str) -> None:
+        if isinstance(transport, str):
+            from procession.workers._kafka import KafkaTransport  # noqa: PLC0415
+
+            transport = KafkaTransport(transport)
+            self._owned: Transport | None = transport
+        else:
+            self._owned = None
+        self.topics, self.transport = topics, transport
+        self._producer = transport.producer(f"{topics.prefix}.publisher.{uuid.uuid4().hex}")
+        self._started = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._started = True
+
+    async def close(self) -> None:
+        if self._started:
+            await self._producer.stop()
+            self._started = False
+        if self._owned is not None:
+            close = getattr(self._owned, "close", None)
+            if close is not None:
+                await close()
+
+    async def __aenter__(self) -> Publisher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def publish(
+        self,
+        event: BaseModel | Encoded,
+        *,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Publish one event; returns once the broker acknowledged it."""
+        await self.publish_many([Event(event, event_id, correlation_id, causation_id, key)])
+
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """Publish several events in one transaction: all of them, or none."""
+        if not self._started:
+            raise RuntimeError("the publisher is not started (use `async with` or start())")
+        await self._producer.commit(Batch(records=[self._record(e) for e in events]))
+
+    def _record(self, e: Event) -> Outgoing:
+        if isinstance(e.event, Encoded):
+            name, value = e.event.type_name, e.event.json()
+        else:
+            name, value = type(e.event).__name__, e.event.model_dump_json().encode()
+        headers = (*wire_headers(name, e.event_id, e.correlation_id, e.causation_id), *e.headers)
+        return Outgoing(self.topics.inputs, e.key, value, headers)
+
+
+class SyncPublisher:
+    """A :class:`Publisher` for synchronous code: its own event loop in a thread.
+
+    Each call blocks until the broker acknowledged the records, and raises what
+    the publisher raised.
+    """
+
+    def __init__(self, topics: Topics, transport: Transport | str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="procession-publisher", daemon=True
+        )
+        self._thread.start()
+        self._publisher = self._call(_make(topics, transport))
+        self._call(self._publisher.start())
+
+    def publish(self, event: BaseModel | Encoded, **ids: str | None) -> None:
+        """Publish one event (``event_id``, ``correlation_id``, ``causation_id``, ``key``)."""
+        self._call(self._publisher.publish(event, **ids))
+
+    def publish_many(self, events: Sequence[Event]) -> None:
+        self._call(self._publisher.publish_many(events))
+
+    def close(self) -> None:
+        try:
+            self._call(self._publisher.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    def __enter__(self) -> SyncPublisher:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+
+async def _make(topics: Topics, transport: Transport | str) -> Publisher:
+    return Publisher(topics, transport)  # built on the loop that will use it
+
+
+__all__ = ["Encoded", "Event", "Publisher", "SyncPublisher", "wire_headers"]
