@@ -115,3 +115,37 @@ async def test_retry_runs_the_next_attempt_now_and_drops_the_timer(backend: Back
     await rt.retry("rebase:x", reason="again")  # nothing to retry: ended
     await rt.settle()
     assert isinstance((await rt.history("rebase:x"))[-1], InputIgnored)
+
+
+def keys(e: Open) -> list[str]:
+    if BROKEN["on"]:
+        raise RuntimeError("keys bug")
+    return ["x"]
+
+
+async def test_a_process_parked_at_its_start_starts_when_resumed(backend: Backend) -> None:
+    from procession.sagas import ForEach  # noqa: PLC0415
+
+    BROKEN["on"] = True
+    todo, done = State("Todo", initial=True), State("Done", final=True)
+    machine = Machine(
+        "m",
+        states=[todo, done],
+        transitions=[todo.to(done, on=Go, task=Task("Run"))],
+        per=ForEach(Open, keys),
+    )
+    saga = Saga(
+        "start", machines=[machine], correlate={Open: lambda e: e.key, Go: lambda e: e.key},
+        starts=[Open],
+    )  # fmt: skip
+    app = backend.app([saga], {"Run": lambda call: None})
+    rt = await backend.runtime(app)
+    await rt.publish(Open(key="s"), key="s")  # parked: no state yet
+    await rt.publish(Go(key="s"), key="s")  # held
+    await rt.settle()
+    assert [type(r).__name__ for r in await rt.history("start:s")].count("ProcessParked") == 1
+    BROKEN["on"] = False
+    await rt.resume("start:s", reason="keys fixed")
+    state = await rt.wait("start:s", timeout_s=30)
+    assert state is not None and state.status == "completed"
+    assert replay_check(saga.decide, await rt.history("start:s")) is None

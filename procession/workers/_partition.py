@@ -238,7 +238,9 @@ class PartitionProcessor:
                         mine.append((record_of(msg, self.owner.codec), msg.offset))
             state = fold([r for r, _ in mine])
             parkings = [o for r, o in mine if isinstance(r, ProcessParked)]
-            start = marker.offset if marker.offset >= 0 else parkings[-1] + 1
+            start = (
+                marker.offset if marker.offset >= 0 else (parkings[-1] + 1 if parkings else upto)
+            )
             held = [(r, o) for r, o in mine if not r.IS_DECISION and o >= start]
             log.info("process %s resumed: %d held input(s) decided again", pid, len(held))
             step.resume(pid, state if isinstance(state, ProcessState) else None, held, upto)

@@ -139,6 +139,9 @@ class Step:
         when the state cannot be written (then none of its inputs here is decided)."""
         state = self.staged[pid]
         if state is None:
+            if pid in self.skip:  # resumed, and still no process: the marker goes
+                topic = self.owner.topics.changelog
+                self.out.records.append(Outgoing(topic, pid, None, partition=self.tp.partition))
             return  # nothing to keep (an input for no process)
         changes: list[Outgoing] = []
         if isinstance(state, ProcessState):
