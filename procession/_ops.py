@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from procession._errors import DecodeError
 from procession._timeline import summary, timeline
 from procession.sagas._derive import cancel_request, resume_request, retry_request
 from procession.sagas._fold import fold
@@ -32,7 +31,7 @@ from procession.workers._port import (
     messages_of,
     partitions,
 )
-from procession.workers._wire import Stored, encode, record_of, restore, split_key
+from procession.workers._wire import Stored, encode, readable, restore, split_key
 
 OK, FAILED = 0, 1
 Say = Callable[[str], None]
@@ -40,13 +39,8 @@ Say = Callable[[str], None]
 
 async def stream_of(app: App, transport: Transport, pid: str) -> list[Record]:
     """One process's records, read from its own partition of the process topic."""
-    out: list[Record] = []
-    for msg in await messages_of(transport, app.topics.process, pid):
-        try:
-            out.append(record_of(msg, DEFAULT_CODEC))
-        except DecodeError:
-            continue  # dead-lettered when the processor read it
-    return out
+    found = await messages_of(transport, app.topics.process, pid)
+    return [rec for _, rec in readable(found, DEFAULT_CODEC)]
 
 
 async def show(app: App, transport: Transport, pid: str, say: Say = print) -> int:
@@ -71,15 +65,8 @@ async def cancel(
     say: Say = print,
 ) -> int:
     """Ask a process to cancel: a ``CancelRequested`` input naming who and why."""
-    if not await stream_of(app, transport, pid):
-        say(f"no records of process {pid!r}")
-        return FAILED
-    rec = cancel_request(pid, int(time.time() * 1000), mode, f"{reason} (by {by})")
-    await _produce(
-        transport, f"{app.topics.prefix}.ops", [encode(app.topics.process, pid, rec, DEFAULT_CODEC)]
-    )
-    say(f"{pid}: {mode} cancel requested ({rec.reason})")
-    return OK
+    rec = cancel_request(pid, _now(), mode, f"{reason} (by {by})")
+    return await _request(app, transport, pid, rec, say, done=f"{mode} cancel requested")
 
 
 async def resume(
@@ -106,13 +93,17 @@ async def retry(
     return await _request(app, transport, pid, rec, say)
 
 
-async def _request(app: App, transport: Transport, pid: str, rec: Record, say: Say) -> int:
+async def _request(
+    app: App, transport: Transport, pid: str, rec: Record, say: Say, *, done: str = ""
+) -> int:
+    """Write an operator's request into a process's stream (if it has one)."""
     if not await stream_of(app, transport, pid):
         say(f"no records of process {pid!r}")
         return FAILED
     out = encode(app.topics.process, pid, rec, DEFAULT_CODEC)
     await _produce(transport, f"{app.topics.prefix}.ops", [out])
-    say(f"{pid}: {rec.type_name.rpartition('.')[2]} written ({getattr(rec, 'reason', '')})")
+    done = done or f"{rec.type_name.rpartition('.')[2]} written"
+    say(f"{pid}: {done} ({getattr(rec, 'reason', '')})")
     return OK
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from immutables import Map
 
-from procession._errors import DecodeError, FencedError, UnknownVersionError
+from procession._errors import FencedError, UnknownVersionError
 from procession.sagas._fold import fold
 from procession.sagas._state import Parked, PendingTask, ProcessState
 from procession.topics._records import (
@@ -31,7 +30,7 @@ from ._port import Message, Outgoing, TopicPartition
 from ._rebuild import ChangelogLostError, decided_any
 from ._step import Step
 from ._timers import TimerQueue
-from ._wire import Stored, dead_letter, encode, record_of, restore
+from ._wire import Stored, dead_letter, encode, readable, restore
 from ._writes import parking, state_record
 
 if TYPE_CHECKING:
@@ -231,11 +230,8 @@ class PartitionProcessor:
         for pid, upto in asked.items():
             marker = self.store[pid]
             assert isinstance(marker, Parked)
-            mine: list[tuple[Record, int]] = []
-            for msg in stream:
-                if msg.key == pid and msg.offset < upto:
-                    with contextlib.suppress(DecodeError):
-                        mine.append((record_of(msg, self.owner.codec), msg.offset))
+            ours = (m for m in stream if m.key == pid and m.offset < upto)
+            mine = [(rec, msg.offset) for msg, rec in readable(ours, self.owner.codec)]
             state = fold([r for r, _ in mine])
             parkings = [o for r, o in mine if isinstance(r, ProcessParked)]
             start = (

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from procession._errors import DecodeError, ProcessionError
+from procession._errors import ProcessionError
 from procession.sagas._fold import fold
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import Codec
 from procession.topics._records import ProcessParked, Record
 
 from ._port import Message
-from ._wire import Stored, record_of
+from ._wire import Stored, readable
 
 
 @dataclass
@@ -52,13 +52,7 @@ def rebuild(
         {}
     """
     streams: dict[str, list[tuple[int, Record]]] = {}
-    for msg in messages:
-        if msg.key is None or msg.value is None:
-            continue
-        try:
-            rec = record_of(msg, codec)
-        except DecodeError:
-            continue  # dead-lettered when it was read
+    for msg, rec in readable(messages, codec):
         if rec.IS_DECISION or msg.offset < committed:
             streams.setdefault(rec.process_id, []).append((msg.offset, rec))
     out: dict[str, Stored] = {}

@@ -6,7 +6,6 @@ The in-memory transport is the default; the same class drives Kafka.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
@@ -14,7 +13,6 @@ from types import TracebackType
 
 from pydantic import BaseModel
 
-from procession._errors import DecodeError
 from procession.sagas._derive import cancel_request, resume_request, retry_request
 from procession.sagas._fold import AnyState, fold
 from procession.sagas._state import Ended, Parked, ProcessState
@@ -27,7 +25,7 @@ from ._memory import MemoryTransport
 from ._port import Batch, Outgoing, TopicPartition, Transport, messages_of, partition_for
 from ._processor import Processor
 from ._router import Router, event_headers
-from ._wire import encode, record_of
+from ._wire import encode, readable
 from ._worker import Worker
 
 
@@ -126,10 +124,7 @@ class Runtime:
         self, process_id: str, mode: CancelMode = "cooperative", reason: str = ""
     ) -> None:
         """Ask a process to cancel: ``hard`` at once, ``cooperative`` with compensations."""
-        rec = cancel_request(process_id, self.clock.now_ms(), mode, reason)
-        await self._producer.commit(
-            Batch(records=[encode(self.app.topics.process, process_id, rec, self.codec)])
-        )
+        await self.inject(cancel_request(process_id, self.clock.now_ms(), mode, reason))
 
     async def resume(self, process_id: str, reason: str = "") -> None:
         """Resume a parked process: its held inputs are decided again, from the
@@ -153,11 +148,8 @@ class Runtime:
 
         Records that cannot be decoded are left out: the processor dead-letters them.
         """
-        out: list[Record] = []
-        for msg in await messages_of(self.transport, self.app.topics.process, process_id):
-            with contextlib.suppress(DecodeError):
-                out.append(record_of(msg, self.codec))
-        return out
+        found = await messages_of(self.transport, self.app.topics.process, process_id)
+        return [rec for _, rec in readable(found, self.codec)]
 
     async def state(self, process_id: str) -> AnyState:
         """The process's state, folded from its stream."""
@@ -174,11 +166,14 @@ class Runtime:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        read_at = loop.time()  # when to read the stream next, if no member here holds it
         while True:
             self._check_alive()
             held = self._held(process_id)
-            if held is None or loop.time() >= deadline:
+            now = loop.time()
+            if (held is None and now >= read_at) or now >= deadline:
                 held = await self.state(process_id)  # another member owns it, or a last look
+                read_at = now + 0.25  # a whole partition read: not every turn
             if isinstance(held, Ended) or (isinstance(held, ProcessState) and held.terminal):
                 return await self.state(process_id)
             if loop.time() >= deadline:

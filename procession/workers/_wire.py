@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -22,6 +22,16 @@ def record_of(msg: Message, codec: Codec) -> Record:
     if msg.value is None:
         raise DecodeError("no value (a tombstone)")
     return codec.decode(msg.value)
+
+
+def readable(messages: Iterable[Message], codec: Codec) -> Iterator[tuple[Message, Record]]:
+    """Each message with the record it holds, leaving out those that cannot be
+    decoded (the processor dead-letters them when it reads them)."""
+    for msg in messages:
+        try:
+            yield msg, record_of(msg, codec)
+        except DecodeError:
+            continue
 
 
 def encode(
