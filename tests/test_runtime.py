@@ -24,6 +24,7 @@ from procession import (
 from procession.examples import RebaseFailed, rebase_saga
 from procession.examples.apps import FlakyCloser
 from procession.sagas import ProcessState, fold
+from procession.sagas._state import Ended
 from procession.testing import records_of
 from procession.topics import (
     DEFAULT_CODEC,
@@ -450,3 +451,27 @@ async def test_wait_names_what_a_process_waits_for_when_it_does_not_end() -> Non
             await rt.wait("rebase:s", timeout_s=0.5)
         with pytest.raises(TimeoutError, match="no such process"):
             await rt.wait("rebase:nope", timeout_s=0.05)
+
+
+async def test_wait_returns_the_streams_end_even_when_its_markers_lag() -> None:
+    """On Kafka a commit returns before the broker has written its markers: the
+    processor holds the end while a reader does not see it yet."""
+    app = App([rebase_saga()], {"CloseInstance": lambda call: None})
+    async with Runtime(app) as rt:
+        history, reads = rt.history, 0
+
+        async def lagging(process_id: str) -> list[Any]:
+            nonlocal reads
+            reads += 1
+            found = await history(process_id)
+            return found if reads > 3 else [r for r in found if not isinstance(r, ProcessCompleted)]
+
+        await rt.publish(RebaseFailed(rebase_id="lag", instances=["A"]))
+        await until(lambda: _ended_here(rt, "rebase:lag"))
+        rt.history = lagging  # type: ignore[method-assign]
+        state = await rt.wait("rebase:lag", timeout_s=5)
+    assert state is not None and state.status == "completed" and reads == 4
+
+
+async def _ended_here(rt: Runtime, process_id: str) -> bool:
+    return isinstance(rt._held(process_id), Ended)

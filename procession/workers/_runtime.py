@@ -171,11 +171,15 @@ class Runtime:
             self._check_alive()
             held = self._held(process_id)
             now = loop.time()
-            if (held is None and now >= read_at) or now >= deadline:
-                held = await self.state(process_id)  # another member owns it, or a last look
+            # A commit returns before the broker has written its markers, so the
+            # stream may not show yet the end this processor holds: the stream's
+            # own view is what is returned, read again until it shows the end.
+            if _ended(held) or (held is None and now >= read_at) or now >= deadline:
+                seen = await self.state(process_id)  # another member owns it, or a last look
+                if _ended(seen):
+                    return seen
+                held = held if held is not None else seen
                 read_at = now + 0.25  # a whole partition read: not every turn
-            if isinstance(held, Ended) or (isinstance(held, ProcessState) and held.terminal):
-                return await self.state(process_id)
             if loop.time() >= deadline:
                 where = "no such process" if held is None else _where(held)
                 raise TimeoutError(
@@ -243,6 +247,10 @@ class Runtime:
             raise TypeError("advance() needs the runtime to run on a VirtualClock")
         self.clock.advance(delta)
         await self.settle()
+
+
+def _ended(state: AnyState | Parked) -> bool:
+    return isinstance(state, Ended) or (isinstance(state, ProcessState) and state.terminal)
 
 
 def _where(state: ProcessState | Ended | Parked) -> str:
