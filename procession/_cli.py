@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from procession._errors import AppSpecError, KafkaUnreachableError, ProcessionError
 from procession._errors import one_line as reason
+from procession._health import HealthServer
 from procession._load import check_task_types, load_app
 from procession._logs import limit_aiokafka
 from procession._ops import duration_ms
 from procession._replay_files import replay_files
-from procession._supervise import Supervised, supervise
+from procession._supervise import supervise
 from procession.topics._records import CancelMode
 
 if TYPE_CHECKING:
@@ -231,10 +232,13 @@ def _parser() -> argparse.ArgumentParser:
         topics.add_argument(flag, type=_positive, metavar="N", help=help_)
     proc = sub.add_parser("processor", help="run the processor of an app (long-lived)")
     _app_args(proc)
+    _health_args(proc)
     proc.add_argument(
         "--no-router", action="store_true", help="run no router here (run `router` elsewhere)"
     )
-    _app_args(sub.add_parser("router", help="run only the router of an app (long-lived)"))
+    router = sub.add_parser("router", help="run only the router of an app (long-lived)")
+    _app_args(router)
+    _health_args(router)
     hist = sub.add_parser(
         "history", help="print processes' streams as JSON lines (for replay checks)"
     )
@@ -261,7 +265,26 @@ def _parser() -> argparse.ArgumentParser:
     _app_args(work)
     work.add_argument("--task-types", help="comma-separated; default: every task type")
     work.add_argument("--concurrency", type=_positive, default=16, metavar="N")
+    _health_args(work)
     return parser
+
+
+def _health_args(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get("PROCESSION_HEALTH_PORT")
+    parser.add_argument(
+        "--health-port",
+        type=_port,
+        default=_port(env) if env else None,
+        metavar="PORT",
+        help="serve /healthz, /readyz and /metrics on this port (0: a free one; "
+        "default PROCESSION_HEALTH_PORT, else none)",
+    )
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
 
 
 def _add_ops_commands(sub: Any) -> None:
@@ -376,7 +399,7 @@ async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
     from procession.workers import Processor, Router, Worker  # noqa: PLC0415 - per command
 
     async with _connected(servers) as transport:  # each component checks its topics
-        parts: list[tuple[str, Supervised]] = []
+        parts: list[tuple[str, Processor | Router | Worker]] = []
         if args.command == "processor":
             parts.append(("processor", Processor(app, transport)))
         if args.command == "router" or (args.command == "processor" and not args.no_router):
@@ -386,7 +409,12 @@ async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
                 app, transport, task_types=_task_types(args) or None, concurrency=args.concurrency
             )
             parts.append(("worker", worker))
-        return await supervise(parts, asyncio.Event())
+        if args.health_port is None:
+            return await supervise(parts, asyncio.Event())
+        host = os.environ.get("PROCESSION_HEALTH_HOST", "0.0.0.0")  # noqa: S104 - probes reach the pod's address
+        async with HealthServer(parts, host, args.health_port) as health:
+            logging.getLogger("procession").info("health and metrics on port %d", health.port)
+            return await supervise(parts, asyncio.Event())
 
 
 @contextlib.asynccontextmanager

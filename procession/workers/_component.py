@@ -37,6 +37,11 @@ class Component:
             log.error("%s stopped: %s", self.name, one_line(error))
             self.crashed.set_result(error)
 
+    def ready(self) -> bool:
+        """Serving: started, a member of its group, every assigned partition taken
+        over (and, for the processor, restored). Health endpoints report it."""
+        return self.crashed is not None and self.failure is None
+
     @property
     def failure(self) -> BaseException | None:
         """The error that stopped this component, or None while it runs."""

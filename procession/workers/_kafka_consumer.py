@@ -48,6 +48,9 @@ class KafkaConsumer:
             self._c.seek(ktp, committed)
         return committed
 
+    def joined(self) -> bool:
+        return self._listener.joined
+
     def caught_up(self) -> bool:
         """Joined, and at the last stable offset of the latest fetch on every partition."""
         if not self._listener.joined:

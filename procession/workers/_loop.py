@@ -61,6 +61,13 @@ class BatchLoop(Component):
             return True
         return not self._consumer.caught_up()
 
+    def ready(self) -> bool:
+        """Joined, and every assigned partition taken over."""
+        consumer = self._consumer
+        return (
+            super().ready() and consumer is not None and consumer.joined() and not self._unclaimed
+        )
+
     async def handle(self, msgs: list[Message]) -> Batch:
         """The records that one partition's fetched records produce."""
         raise NotImplementedError

@@ -295,6 +295,7 @@ class MemoryConsumer:
         self._log, self.group, self.topics = log, group, list(topics)
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._positions: dict[TopicPartition, int] = {}
+        self._joined = False
         self.member_id = next(_ids)
 
     @property
@@ -303,6 +304,7 @@ class MemoryConsumer:
 
     async def assign(self, tps: list[TopicPartition]) -> None:
         self._positions = {tp: self._log.committed(self.group, tp) for tp in tps}
+        self._joined = True
         if self._on_assign is not None and tps:
             await self._on_assign(tps)
 
@@ -335,11 +337,15 @@ class MemoryConsumer:
         self._positions[tp] = self._log.committed(self.group, tp)
         return self._positions[tp]
 
+    def joined(self) -> bool:
+        return self._joined
+
     def caught_up(self) -> bool:
         return all(pos >= self._log.end_offset(tp) for tp, pos in self._positions.items())
 
     async def stop(self) -> None:
         await self._log.leave(self.group, self)
+        self._joined = False
 
 
 class MemoryTransport:

@@ -171,6 +171,10 @@ class Consumer(Protocol):
         """Read up to the end of every assigned partition (as last seen)."""
         ...
 
+    def joined(self) -> bool:
+        """A member of its group with an assignment (possibly empty) in force."""
+        ...
+
     async def stop(self) -> None: ...
 
 

@@ -113,6 +113,12 @@ class Processor(Component):
             return True
         return any(p.busy() for p in self.partitions.values())
 
+    def ready(self) -> bool:
+        """Joined, and every assigned partition restored from its changelog."""
+        if not super().ready() or self._stopping or self._consumer is None:
+            return False
+        return self._consumer.joined() and all(p.started for p in self.partitions.values())
+
     def died(self, error: BaseException) -> None:
         """Something that must stop the whole processor, as a killed process would:
         nothing more is committed, the group moves on."""

@@ -114,6 +114,14 @@ class Worker(Component):
             return True
         return any(p.busy() for p in self.parts.values())
 
+    def ready(self) -> bool:
+        """Joined, and every assigned partition taken over (a worker with no task
+        types runs nothing and is always ready)."""
+        if not self.task_types:
+            return True
+        consumer = self._consumer
+        return super().ready() and consumer is not None and consumer.joined() and not self.unclaimed
+
     def running(self) -> int:
         return sum(len(p.pending) for p in self.parts.values())
 
