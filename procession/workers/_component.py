@@ -38,8 +38,9 @@ class Component:
             self.crashed.set_result(error)
 
     def ready(self) -> bool:
-        """Serving: started, a member of its group, every assigned partition taken
-        over (and, for the processor, restored). Health endpoints report it."""
+        """Started, and not stopped by a failure. Each component adds its own
+        conditions (a member of its group, every assigned partition taken over
+        and, for the processor, restored); ``/readyz`` reports it."""
         return self.crashed is not None and self.failure is None
 
     @property

@@ -53,7 +53,7 @@ class KafkaConsumer:
 
     def caught_up(self) -> bool:
         """Joined, and at the last stable offset of the latest fetch on every partition."""
-        if not self._listener.joined:
+        if not self.joined():
             return False
         sub = self._c._subscription.subscription
         if sub is None or sub.assignment is None:
