@@ -47,6 +47,8 @@ async def supervise(parts: Sequence[tuple[str, Supervised]], stop: asyncio.Event
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(dropped_connection)
     started: list[tuple[str, Supervised]] = []
     try:
         for role, part in parts:
@@ -61,6 +63,22 @@ async def supervise(parts: Sequence[tuple[str, Supervised]], stop: asyncio.Event
         await _stop_all(started)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        loop.set_exception_handler(previous)
+
+
+def dropped_connection(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's handler of errors nobody retrieved, while components run.
+
+    aiokafka leaves the error of a connection the broker reset mid-read in a
+    future nobody awaits (its clients reconnect by themselves); that one is
+    logged as one WARNING line. Anything else keeps asyncio's report, traceback
+    included: it is a bug to see.
+    """
+    exc = context.get("exception")
+    if isinstance(exc, ConnectionError):
+        log.warning("%s: %s", context.get("message", "connection lost"), reason(exc))
+        return
+    loop.default_exception_handler(context)
 
 
 async def _watch(parts: Sequence[tuple[str, Supervised]], stop: asyncio.Event) -> int:

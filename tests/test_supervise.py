@@ -4,6 +4,7 @@ the first crash stops everything and exits 1; a stop request exits 0."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import pytest
@@ -113,3 +114,28 @@ async def test_a_part_without_a_crash_report_is_run_until_stopped() -> None:
     assert not run.done()
     stop.set()
     assert await asyncio.wait_for(run, 5) == 0
+
+
+async def test_a_connection_error_nobody_retrieved_is_one_warning_line_others_keep_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiokafka leaves a reset connection's error in a future nobody awaits."""
+    life: list[str] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    before = loop.get_exception_handler()
+    run = asyncio.create_task(supervise([("worker", Part(life, "worker"))], stop))
+    await running(life, 1)
+    for error in (ConnectionResetError(104, "Connection reset by peer"), ValueError("a bug")):
+        lost = loop.create_future()
+        lost.set_exception(error)
+        del lost  # asyncio reports it when the future is collected
+        gc.collect()
+    stop.set()
+    assert await run == 0
+    assert loop.get_exception_handler() is before
+    reset = [r for r in caplog.records if "Connection reset by peer" in r.getMessage()]
+    assert [(r.levelname, r.name, r.exc_info) for r in reset] == [("WARNING", "procession", None)]
+    assert "ConnectionResetError" in reset[0].getMessage()
+    bug = [r for r in caplog.records if r.exc_info and r.exc_info[0] is ValueError]
+    assert [(r.levelname, r.name) for r in bug] == [("ERROR", "asyncio")]
