@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 
 from procession._errors import FencedError, one_line
+
+from ._port import Consumer, TopicPartition
 
 log = logging.getLogger("procession")
 
@@ -42,6 +45,14 @@ class Component:
         conditions (a member of its group, every assigned partition taken over
         and, for the processor, restored); ``/readyz`` reports it."""
         return self.crashed is not None and self.failure is None
+
+    def member_ready(
+        self, consumer: Consumer | None, unclaimed: Collection[TopicPartition]
+    ) -> bool:
+        """Started, not failed, a member of its group, and no assigned partition
+        left to take over: what every component's :meth:`ready` needs."""
+        alive = Component.ready(self)
+        return alive and consumer is not None and consumer.joined() and not unclaimed
 
     @property
     def failure(self) -> BaseException | None:

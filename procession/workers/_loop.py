@@ -63,10 +63,7 @@ class BatchLoop(Component):
 
     def ready(self) -> bool:
         """Joined, and every assigned partition taken over."""
-        consumer = self._consumer
-        return (
-            super().ready() and consumer is not None and consumer.joined() and not self._unclaimed
-        )
+        return self.member_ready(self._consumer, self._unclaimed)
 
     async def handle(self, msgs: list[Message]) -> Batch:
         """The records that one partition's fetched records produce."""

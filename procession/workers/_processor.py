@@ -115,9 +115,9 @@ class Processor(Component):
 
     def ready(self) -> bool:
         """Joined, and every assigned partition restored from its changelog."""
-        if not super().ready() or self._stopping or self._consumer is None:
+        if self._stopping or not self.member_ready(self._consumer, ()):
             return False
-        return self._consumer.joined() and all(p.started for p in self.partitions.values())
+        return all(p.started for p in self.partitions.values())
 
     def died(self, error: BaseException) -> None:
         """Something that must stop the whole processor, as a killed process would:

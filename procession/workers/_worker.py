@@ -117,10 +117,7 @@ class Worker(Component):
     def ready(self) -> bool:
         """Joined, and every assigned partition taken over (a worker with no task
         types runs nothing and is always ready)."""
-        if not self.task_types:
-            return True
-        consumer = self._consumer
-        return super().ready() and consumer is not None and consumer.joined() and not self.unclaimed
+        return not self.task_types or self.member_ready(self._consumer, self.unclaimed)
 
     def running(self) -> int:
         return sum(len(p.pending) for p in self.parts.values())
