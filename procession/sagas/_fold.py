@@ -45,6 +45,7 @@ from ._state import (
     PendingTask,
     ProcessState,
     Timer,
+    ended,
     family,
 )
 
@@ -60,7 +61,7 @@ def classify(state: AnyState, record: Record) -> str | None:
         'no process instance'
     """
     if isinstance(state, Ended) or (state is not None and state.terminal):
-        return "after completion"
+        return "after completion"  # spelled out: mypy narrows ``state`` by it
     if state is None or state.status == "new":
         return None if isinstance(record, DomainEvent) else "no process instance"
     if isinstance(record, DomainEvent | CancelRequested | ResumeRequested | RetryRequested):
@@ -440,6 +441,6 @@ def _before_parking(records: list[Record]) -> list[Record]:
 
 
 def _input_seq(before: AnyState, after: AnyState) -> int:
-    if isinstance(before, Ended) or (isinstance(before, ProcessState) and before.terminal):
+    if ended(before):
         return 0
     return after.seq if isinstance(after, ProcessState) else 1

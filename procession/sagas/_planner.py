@@ -12,7 +12,7 @@ from procession.topics._records import Decided, Record
 from ._budget import check
 from ._fold import AnyState, apply_decision, evolve
 from ._ids import derive_id
-from ._state import Ended, ProcessState
+from ._state import ProcessState, ended
 
 D = TypeVar("D", bound=Decided)
 
@@ -52,10 +52,7 @@ class Planner:
         self.cause = cause
         self.now_ms = cause.time_ms
         after = evolve(before, cause)
-        terminal = isinstance(before, Ended) or (
-            isinstance(before, ProcessState) and before.terminal
-        )
-        self.seq = 0 if terminal else (after.seq if isinstance(after, ProcessState) else 1)
+        self.seq = 0 if ended(before) else (after.seq if isinstance(after, ProcessState) else 1)
         self.state: ProcessState = (
             after if isinstance(after, ProcessState) else ProcessState(cause.process_id)
         )

@@ -413,6 +413,16 @@ class ProcessState:
                 self.dirty = self.dirty.set(f"s:{old // SEEN_CHUNK}", None)
 
 
+def ended(state: ProcessState | Ended | Parked | None) -> bool:
+    """Whether a process is over: ended (its marker) or in a terminal status.
+
+    Example:
+        >>> ended(Ended.of("completed")), ended(None)
+        (True, False)
+    """
+    return isinstance(state, Ended) or (isinstance(state, ProcessState) and state.terminal)
+
+
 def _drop(groups: dict[tuple[str, str], Map[str, int]], key: tuple[str, str], mid: str) -> None:
     left = groups[key].delete(mid)
     if left:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from procession.sagas._derive import cancel_request, resume_request, retry_request
 from procession.sagas._fold import AnyState, fold
-from procession.sagas._state import Ended, Parked, ProcessState
+from procession.sagas._state import Ended, Parked, ProcessState, ended
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import CancelMode, Record
 
@@ -174,9 +174,9 @@ class Runtime:
             # A commit returns before the broker has written its markers, so the
             # stream may not show yet the end this processor holds: the stream's
             # own view is what is returned, read again until it shows the end.
-            if _ended(held) or (held is None and now >= read_at) or now >= deadline:
+            if ended(held) or (held is None and now >= read_at) or now >= deadline:
                 seen = await self.state(process_id)  # another member owns it, or a last look
-                if _ended(seen):
+                if ended(seen):
                     return seen
                 held = held if held is not None else seen
                 read_at = now + 0.25  # a whole partition read: not every turn
@@ -247,10 +247,6 @@ class Runtime:
             raise TypeError("advance() needs the runtime to run on a VirtualClock")
         self.clock.advance(delta)
         await self.settle()
-
-
-def _ended(state: AnyState | Parked) -> bool:
-    return isinstance(state, Ended) or (isinstance(state, ProcessState) and state.terminal)
 
 
 def _where(state: ProcessState | Ended | Parked) -> str:
