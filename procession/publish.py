@@ -141,12 +141,21 @@ class SyncPublisher:
 
     def __init__(self, topics: Topics, transport: Transport | str) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
+        self._thread: threading.Thread | None = threading.Thread(
             target=self._loop.run_forever, name="procession-publisher", daemon=True
         )
         self._thread.start()
         self._publisher = self._call(_make(topics, transport))
         self._call(self._publisher.start())
+
+    @classmethod
+    def on_loop(cls, publisher: Publisher, loop: asyncio.AbstractEventLoop) -> SyncPublisher:
+        """Blocking calls into a started ``publisher`` that runs on ``loop`` (in
+        another thread: calling from the loop's own thread would wait forever).
+        Closing it leaves the publisher to its owner."""
+        self = cls.__new__(cls)
+        self._loop, self._thread, self._publisher = loop, None, publisher
+        return self
 
     def publish(self, event: BaseModel | Encoded, **ids: str | None) -> None:
         """Publish one event (``event_id``, ``correlation_id``, ``causation_id``, ``key``)."""
@@ -156,6 +165,8 @@ class SyncPublisher:
         self._call(self._publisher.publish_many(events))
 
     def close(self) -> None:
+        if self._thread is None:
+            return  # on_loop: the publisher and its loop are the owner's
         try:
             self._call(self._publisher.close())
         finally:
@@ -172,7 +183,17 @@ class SyncPublisher:
         self.close()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._thread is None and _running_loop() is self._loop:
+            coro.close()
+            raise RuntimeError("SyncPublisher.on_loop called from its loop's own thread")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def _make(topics: Topics, transport: Transport | str) -> Publisher:

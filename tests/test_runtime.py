@@ -421,6 +421,35 @@ async def test_worker_rebalances_run_no_finished_task_again(backend: Backend) ->
     assert len(results) == 13 and set(results.values()) == {1}, results
 
 
+async def test_a_partition_assigned_again_does_not_run_its_running_task_twice(
+    backend: Backend,
+) -> None:
+    """An assignment repeated while a task runs rewinds the partition to its
+    committed offset: the record read again must not start the task again."""
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def close(call: Any) -> None:
+        started.append(call.task_id)
+        await release.wait()
+
+    rt = await backend.runtime(backend.app([rebase_saga()], {"CloseInstance": close}))
+    await rt.publish(RebaseFailed(rebase_id="again", instances=["A"]))
+
+    async def running() -> bool:
+        return len(started) == 1
+
+    await until(running)
+    worker = rt.workers[0]
+    await worker._on_assign(list(worker.parts))  # told again, as a rebalance may
+    await until(lambda: asyncio.sleep(0, not worker.unclaimed))  # rewound and read again
+    await until(lambda: asyncio.sleep(0, worker._consumer.caught_up()))  # type: ignore[union-attr]
+    release.set()
+    state = await rt.wait("rebase:again", timeout_s=30)
+    assert state is not None and state.status == "completed"
+    assert len(started) == 1
+
+
 async def test_wait_returns_once_a_process_ended_retries_included() -> None:
 
     tries: list[str] = []

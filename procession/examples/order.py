@@ -21,8 +21,14 @@ class OrderPlaced(BaseModel):
     items: list[str] = []
 
 
-def order_saga(backoff: timedelta = timedelta(milliseconds=100)) -> Saga:
-    """Three tasks in three machines; ``ship`` waits for a join of the other two."""
+def order_saga(
+    backoff: timedelta = timedelta(milliseconds=100), placed: type[BaseModel] = OrderPlaced
+) -> Saga:
+    """Three tasks in three machines; ``ship`` waits for a join of the other two.
+
+    ``placed`` is the event that starts an order: any model with ``order_id``,
+    ``amount`` and ``items`` (the event-sourced shop brings its own).
+    """
     retry = RetryPolicy(max_attempts=3, initial=backoff)
     idle, reserved = State("Idle", initial=True), State("Reserved", final=True)
     unpaid, charged = State("Unpaid", initial=True), State("Charged", final=True)
@@ -33,7 +39,7 @@ def order_saga(backoff: timedelta = timedelta(milliseconds=100)) -> Saga:
         transitions=[
             idle.to(
                 reserved,
-                on=OrderPlaced,
+                on=placed,
                 task=Task(
                     "ReserveStock",
                     payload=lambda c: {"order": c.event.order_id, "items": c.event.items},
@@ -49,7 +55,7 @@ def order_saga(backoff: timedelta = timedelta(milliseconds=100)) -> Saga:
         transitions=[
             unpaid.to(
                 charged,
-                on=OrderPlaced,
+                on=placed,
                 task=Task(
                     "ChargeCard",
                     payload=lambda c: {"order": c.event.order_id, "amount": c.event.amount},
@@ -68,7 +74,7 @@ def order_saga(backoff: timedelta = timedelta(milliseconds=100)) -> Saga:
                 when=all_of(stock, reserved) & all_of(payment, charged),
                 task=Task(
                     "Ship",
-                    payload=lambda c: {"order": c.last(OrderPlaced).order_id},  # type: ignore[union-attr]
+                    payload=lambda c: {"order": c.last(placed).order_id},  # type: ignore[union-attr]
                     retry=retry,
                 ),
             )
@@ -77,6 +83,6 @@ def order_saga(backoff: timedelta = timedelta(milliseconds=100)) -> Saga:
     return Saga(
         "order",
         machines=[stock, payment, shipping],
-        correlate={OrderPlaced: lambda e: e.order_id},
-        starts=[OrderPlaced],
+        correlate={placed: lambda e: e.order_id},
+        starts=[placed],
     )

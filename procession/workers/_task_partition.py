@@ -41,6 +41,8 @@ class TaskPartition:
         return bool(self.pending or self.ready or self.committing or self.wake.is_set())
 
     def add(self, msg: Message) -> None:
+        if msg.offset <= self.fetched:
+            return  # read again after a rewind: it runs, or its result awaits the commit
         if self.first < 0:
             self.first = msg.offset
         self.fetched = msg.offset
