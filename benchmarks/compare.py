@@ -21,6 +21,8 @@ from importlib.metadata import version
 from typing import Any
 
 SYSTEMS = ("procession-kafka", "floor", "procession-memory", "dbos", "temporal")
+#: The event-sourced shop (docs/event-sourcing.md): its own table, not the comparison's.
+SHOP = ("shop-sqlite", "shop-postgres")
 
 
 async def _one(system: str, n: int, window: int) -> dict[str, Any]:
@@ -47,8 +49,25 @@ async def _one(system: str, n: int, window: int) -> dict[str, Any]:
         from benchmarks.peers import temporal_order  # noqa: PLC0415
 
         result = await temporal_order.run(n, window)
+    elif system == "shop-sqlite":
+        import tempfile  # noqa: PLC0415
+
+        from benchmarks import shop  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = await shop.run(servers, n, window, f"sqlite:///{tmp}/shop.db")
+        result.system, result.notes = "event-sourced shop", "SQLite, WAL"
+    elif system == "shop-postgres":
+        from benchmarks import shop  # noqa: PLC0415
+        from benchmarks.peers import postgres  # noqa: PLC0415
+
+        with postgres.postgres() as url:
+            result = await shop.run(servers, n, window, url)
+        result.system = "event-sourced shop"
+        result.notes = f"PostgreSQL {postgres.version().split()[0]}"
     else:
-        raise SystemExit(f"unknown system {system!r}; one of {', '.join(SYSTEMS)}")
+        known = ", ".join([*SYSTEMS, *SHOP])
+        raise SystemExit(f"unknown system {system!r}; one of {known}")
     return result.summary()
 
 

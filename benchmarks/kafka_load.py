@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -80,12 +80,22 @@ def running(env: dict[str, str]) -> Iterator[Procs]:
 
 
 async def drive(
-    servers: str, prefix: str, n: int, window: int, *, procs: Procs, system: str, warmup: int = 20
+    servers: str,
+    prefix: str,
+    n: int,
+    window: int,
+    *,
+    procs: Procs,
+    system: str,
+    warmup: int = 20,
+    place: Callable[[int], Awaitable[None]] | None = None,
 ) -> Result:
     """Publish ``n`` orders, at most ``window`` open; wait for every ProcessCompleted.
 
     ``warmup`` orders go first, unmeasured, so group joins and producer starts
-    are not counted; records are counted over all of them, per order.
+    are not counted; records are counted over all of them, per order. ``place``
+    starts order ``i`` some other way than producing its event (a command to
+    an event-sourced service, whose outbox publishes it).
     """
     process_topic, events_topic = f"{prefix}.process", f"{prefix}.events"
     loop = asyncio.get_running_loop()
@@ -114,6 +124,10 @@ async def drive(
             if watcher.done():  # it failed: _fail_all told the open orders why
                 raise RuntimeError("the completion watcher stopped")
             fut = waiting[process_id(i).encode()] = loop.create_future()
+            if place is not None:
+                await place(i)
+                await fut
+                return
             event = order(i)
             await producer.send(
                 events_topic,

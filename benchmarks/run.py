@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import big
-from benchmarks.compare import N, add_load_options, compare, run_options, versions
+from benchmarks.compare import N, add_load_options, compare, run_options, run_system, versions
 from benchmarks.core import run_core
 from benchmarks.memory import run_memory
 
@@ -30,6 +30,7 @@ DOC = Path(__file__).parent.parent / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- in-memory figures: begin -->", "<!-- in-memory figures: end -->"
 CBEGIN, CEND = "<!-- comparison: begin -->", "<!-- comparison: end -->"
 BBEGIN, BEND = "<!-- big process: begin -->", "<!-- big process: end -->"
+SBEGIN, SEND = "<!-- event-sourced shop: begin -->", "<!-- event-sourced shop: end -->"
 
 
 def machine() -> str:
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         print(ctable)
         if not args.quick:
             _write(CBEGIN, CEND, f"{cstamp}\n\n{ctable}")
+        stable = shop_table(args.quick)
+        print(stable)
+        if not args.quick:
+            _write(SBEGIN, SEND, f"{cstamp}\n\n{stable}")
     btable = big_table(args.quick, os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     print(btable)
     if not args.quick:
@@ -94,6 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         _write(BEGIN, END, f"{stamp}\n\n{table}")
     return 0
+
+
+def shop_table(quick: bool, window: int = 50) -> str:
+    """The event-sourced shop (SQLite, PostgreSQL) beside bare Procession on Kafka."""
+    n = 20 if quick else 2_000
+    rows = []
+    for system in ("procession-kafka", "shop-sqlite", "shop-postgres"):
+        r = run_system(system, n, window)
+        name = r["system"] + (f" ({r['notes']})" if r["notes"] else "")
+        latency = " / ".join(f"{r[p]:,.0f}" for p in ("p50_ms", "p95_ms", "p99_ms"))
+        rows.append(f"| {name} | {r['per_s']:,.0f} | {latency} | {r['records_per_order']:.1f} |")
+    return "\n".join(
+        [
+            f"{n:,} orders, at most {window} in flight, after 20 unmeasured warm-up orders.",
+            "",
+            "| system | orders/s | latency p50 / p95 / p99 (ms) | records per order |",
+            "|---|---|---|---|",
+            *rows,
+        ]
+    )
 
 
 def big_table(quick: bool, servers: str | None) -> str:

@@ -21,9 +21,10 @@ or serve it with the ``procession`` command (``SHOP_DB`` names the database)::
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from event_sourcery import StreamUUID
@@ -80,12 +81,17 @@ class Shop:
         self.url = url
         self.topics = topics or Topics("shop")
         self.engine = _engine(url)
+        self._writer: AbstractContextManager[Any] = (
+            threading.Lock() if url.startswith("sqlite") else nullcontext()
+        )
         Base.metadata.create_all(self.engine)
 
     @contextmanager
     def unit_of_work(self) -> Iterator[SQLAlchemyBackend]:
         """One database transaction, and an event store (with the outbox) on it."""
-        with Session(self.engine) as session, session.begin():
+        # SQLite has one writer at a time and makes the others sleep and poll;
+        # this process's own writers queue here instead, woken as soon as it is free
+        with self._writer, Session(self.engine) as session, session.begin():
             yield SQLAlchemyBackend().configure(session).with_outbox(publishes(OrderPlaced))
 
     # -- the command ----------------------------------------------------------
@@ -113,9 +119,10 @@ class Shop:
 
     def release_stock(self, call: TaskCall) -> dict[str, Any]:
         order_id = _order_id(call)
-        items = self.order(order_id).items()
+        items: list[str] = []
 
         def release(backend: SQLAlchemyBackend) -> None:
+            items[:] = _order(backend, order_id).items()
             for sku in items:
                 with once(backend.event_store, Stock(STOCK), stock_stream(sku), call.task_id) as s:
                     if not s.applied_before:
@@ -126,9 +133,9 @@ class Shop:
 
     def charge_card(self, call: TaskCall) -> dict[str, Any]:
         order_id, amount = call.payload["order"], call.payload["amount"]
-        customer = self.order(order_id).customer()
 
         def charge(backend: SQLAlchemyBackend) -> None:
+            customer = _order(backend, order_id).customer()
             with once(backend.event_store, Wallet(), wallet_stream(customer), call.task_id) as w:
                 if not w.applied_before:
                     w.aggregate.charge(order_id, amount)
@@ -138,9 +145,9 @@ class Shop:
 
     def refund_card(self, call: TaskCall) -> dict[str, Any]:
         order_id = _order_id(call)
-        customer = self.order(order_id).customer()
 
         def refund(backend: SQLAlchemyBackend) -> None:
+            customer = _order(backend, order_id).customer()
             with once(backend.event_store, Wallet(), wallet_stream(customer), call.task_id) as w:
                 if not w.applied_before:
                     w.aggregate.refund(order_id)
@@ -189,10 +196,7 @@ class Shop:
 
     def _load(self, aggregate: A, name: str | None) -> A:
         with self.unit_of_work() as backend:
-            uuid = StreamUUID(name=name)
-            repo = Repository[A](backend.event_store)
-            with repo.aggregate(uuid, aggregate) as wrapped:
-                return wrapped.aggregate
+            return _read(backend, aggregate, StreamUUID(name=name))
 
     def _retrying(self, work: Callable[[SQLAlchemyBackend], None], attempts: int = 20) -> None:
         """Run ``work`` in a transaction; a concurrent write to the same stream (or
@@ -206,6 +210,16 @@ class Shop:
                 if n == attempts - 1:
                     raise
                 time.sleep(0.005 * (n + 1))
+
+
+def _read(backend: SQLAlchemyBackend, aggregate: A, uuid: StreamUUID) -> A:
+    with Repository[A](backend.event_store).aggregate(uuid, aggregate) as wrapped:
+        return wrapped.aggregate
+
+
+def _order(backend: SQLAlchemyBackend, order_id: str) -> Order:
+    """The order, read in the handler's own transaction."""
+    return _read(backend, Order(), order_stream(order_id))
 
 
 def _order_id(call: TaskCall) -> str:
