@@ -61,3 +61,38 @@ async def run(
             commands.shutdown()
     shop.engine.dispose()
     return result
+
+
+def store_cost(n: int = 200) -> dict[str, float]:
+    """Milliseconds of one thread's time per command and per task handler on SQLite,
+    with no Kafka and no saga: what the event store itself costs per order."""
+    import tempfile  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from procession.workers import TaskCall  # noqa: PLC0415
+
+    def call(task: str, i: int, payload: dict[str, object]) -> TaskCall:
+        return TaskCall(task, f"{task}-{i}", 1, payload, f"order:o-{i}", "m", "c")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shop = Shop(f"sqlite:///{tmp}/shop.db")
+        steps = {
+            "place the order": lambda i: shop.place_order(
+                f"o-{i}", customer=f"c-{i % 500}", amount=10, items=[f"sku-{i % 200}"]
+            ),
+            "ReserveStock": lambda i: shop.reserve_stock(
+                call("ReserveStock", i, {"order": f"o-{i}", "items": [f"sku-{i % 200}"]})
+            ),
+            "ChargeCard": lambda i: shop.charge_card(
+                call("ChargeCard", i, {"order": f"o-{i}", "amount": 10})
+            ),
+            "Ship": lambda i: shop.ship(call("Ship", i, {"order": f"o-{i}"})),
+        }
+        out = {}
+        for name, step in steps.items():
+            started = time.perf_counter()
+            for i in range(n):
+                step(i)
+            out[name] = (time.perf_counter() - started) / n * 1000
+        shop.engine.dispose()
+    return out

@@ -76,6 +76,20 @@ def test_the_comparison_runs_every_system_end_to_end(backend: Backend) -> None:
     assert "Best of each across the windows" in out.stdout
 
 
+@pytest.mark.backends("kafka")
+def test_the_shop_benchmark_runs_the_event_sourced_loop_end_to_end(backend: Backend) -> None:
+    from benchmarks.compare import run_system  # noqa: PLC0415
+    from benchmarks.shop import store_cost  # noqa: PLC0415
+
+    backend.transport()  # the session's broker
+    figures = run_system("shop-sqlite", 6, 3)
+    assert figures["system"] == "event-sourced shop" and figures["n"] == 6
+    assert len(figures["rss_mib"]) == 2 and figures["records_per_order"] >= 16
+    cost = store_cost(5)
+    assert list(cost) == ["place the order", "ReserveStock", "ChargeCard", "Ship"]
+    assert all(v > 0 for v in cost.values())
+
+
 def test_big_process_benchmark_decides_and_writes_a_part_per_completion() -> None:
     result = big.run_core(300)
     assert result["machines"] == 300
