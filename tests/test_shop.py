@@ -9,7 +9,8 @@ import os
 import signal
 import threading
 from collections import Counter
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from procession.workers import App, Runtime, TaskCall
 from tests.conftest import Backend, kafka_servers, until
 
 ORDERS = 40
+_databases = itertools.count(1)
 TASKS = ("ReserveStock", "ReleaseStock", "ChargeCard", "RefundCard", "Ship")
 
 
@@ -63,10 +65,40 @@ def effect_then_failure(shop: Shop) -> tuple[dict[str, Any], Counter[str]]:
     return {name: wrap(h) for name, h in shop.handlers().items()}, runs
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """One throwaway PostgreSQL server for the session (the benchmark's helper)."""
+    from benchmarks.peers import postgres  # noqa: PLC0415
+
+    with postgres.postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/shop.db"
+        return
+    import sqlalchemy  # noqa: PLC0415
+
+    server: str = request.getfixturevalue("postgres_server")
+    name = f"shop_{os.getpid()}_{next(_databases)}"
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield f"{server.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
+
+
 async def test_every_order_completes_each_event_decided_once_each_effect_applied_once(
-    backend: Backend, tmp_path: Path
+    backend: Backend, database: str
 ) -> None:
-    shop = Shop(f"sqlite:///{tmp_path}/shop.db", topics=backend.topics())
+    shop = Shop(database, topics=backend.topics())
     handlers, runs = effect_then_failure(shop)
     app = App(shop.app().sagas.values(), handlers, topics=shop.topics)  # type: ignore[arg-type]
     rt = await backend.runtime(app)
@@ -125,6 +157,7 @@ async def test_every_order_completes_each_event_decided_once_each_effect_applied
     for sku, n in held.items():
         assert shop.stock(sku).available == STOCK - n
     assert all(shop.order(f"o-{i}").shipped for i in range(ORDERS))
+    shop.engine.dispose()
 
 
 def test_a_relay_refuses_a_nonsense_batch() -> None:

@@ -33,7 +33,7 @@ from event_sourcery.exceptions import ConcurrentStreamWriteError
 from event_sourcery_sqlalchemy import SQLAlchemyBackend, configure_models
 from event_sourcery_sqlalchemy.models.default import DefaultOutboxEntry
 from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from procession.eventsourcery import once, publishes
@@ -199,14 +199,15 @@ class Shop:
             return _read(backend, aggregate, StreamUUID(name=name))
 
     def _retrying(self, work: Callable[[SQLAlchemyBackend], None], attempts: int = 20) -> None:
-        """Run ``work`` in a transaction; a concurrent write to the same stream (or
-        a busy database) makes it load and try again, up to ``attempts`` times."""
+        """Run ``work`` in a transaction; a concurrent write to the same stream (a
+        version conflict, or two transactions creating one stream), or a busy
+        database, makes it load and try again, up to ``attempts`` times."""
         for n in range(attempts):
             try:
                 with self.unit_of_work() as backend:
                     work(backend)
                 return
-            except (ConcurrentStreamWriteError, OperationalError):
+            except (ConcurrentStreamWriteError, OperationalError, IntegrityError):
                 if n == attempts - 1:
                     raise
                 time.sleep(0.005 * (n + 1))
