@@ -5,11 +5,11 @@ their effect committed."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import threading
 from collections import Counter
-import itertools
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
