@@ -117,7 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _one_line_on_failure(
             "history", lambda: asyncio.run(_history(app, servers, args.process_ids))
         )
-    return _one_line_on_failure(args.command, lambda: asyncio.run(_run(app, servers, args)))
+    return _one_line_on_failure(args.command, lambda: _traced(app, servers, args))
+
+
+def _traced(app: App, servers: str, args: argparse.Namespace) -> int:
+    """A long-lived command, exporting its spans when ``OTEL_*`` asks for it."""
+    from procession._telemetry import setup  # noqa: PLC0415 - per command
+
+    shutdown = setup(args.command)
+    try:
+        return asyncio.run(_run(app, servers, args))
+    finally:
+        shutdown()  # the last batch of spans goes out before the exit
 
 
 def _dlq_usage(action: str, offsets: list[int]) -> str:

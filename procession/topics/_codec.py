@@ -66,8 +66,9 @@ class Codec:
 
     def headers(self, record: Record) -> Headers:
         """Ids as headers: type, version, event id, correlation id, causation id, and a
-        W3C ``traceparent`` (one trace per process: trace id from the correlation id,
-        span id from the event id), so every hop can be exported as a span."""
+        W3C ``traceparent`` derived from ids (one trace per process: trace id from the
+        correlation id, span id from the event id). A hop with a live span
+        replaces it with its own (``procession._tracing``)."""
         out: Headers = [
             ("procession-type", record.type_name.encode()),
             ("procession-version", str(record.VERSION).encode()),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from immutables import Map
 
 from procession._errors import FencedError, UnknownVersionError
+from procession._tracing import hop
 from procession.sagas._fold import fold
 from procession.sagas._state import Parked, PendingTask, ProcessState
 from procession.topics._records import (
@@ -191,7 +192,12 @@ class PartitionProcessor:
         )
         if batch:
             out.offsets[self.tp] = batch[-1].offset + 1
-        await commit(self.producer, out, owner.metrics, f"partition {self.tp.partition}")
+        attributes = {
+            "procession.partition": self.tp.partition,
+            "procession.records": len(out.records),
+        }
+        with hop("procession commit", None, attributes, kind="producer", links=step.traced):
+            await commit(self.producer, out, owner.metrics, f"partition {self.tp.partition}")
         for decisions in step.decided:  # metrics count committed work only
             self._count(decisions)
         for pid, state in step.staged.items():

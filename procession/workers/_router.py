@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ValidationError
 
 from procession._errors import DecodeError, UnknownEventTypeError, UnroutableError
+from procession._tracing import Attributes, hop, parent_of
 from procession.sagas._ids import derive_id
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import DomainEvent
@@ -115,6 +116,14 @@ class Router(BatchLoop):
         return batch
 
     def _route(self, msg: Message) -> list[Outgoing]:
+        attributes: Attributes = {
+            "procession.input_topic": msg.topic,
+            "procession.partition": msg.partition,
+        }
+        with hop("procession route", parent_of(msg.headers), attributes) as traceparent:
+            return self._route_traced(msg, traceparent)
+
+    def _route_traced(self, msg: Message, traceparent: str | None) -> list[Outgoing]:
         event_type, event, data = self._decode(msg)
         try:
             pids = self.app.route(event)
@@ -142,7 +151,7 @@ class Router(BatchLoop):
                 event_type=event_type,
                 data=data,
             )
-            routed = encode(process, pid, rec, self.codec)
+            routed = encode(process, pid, rec, self.codec, traceparent=traceparent)
             if too_large := routed.too_large(limit, "routed record"):
                 raise UnroutableError(str(too_large)) from too_large
             out.append(routed)

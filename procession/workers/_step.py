@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from procession._errors import DecodeError, ProcessionError, UnwritableError
+from procession._tracing import Attributes, hop, parent_of
 from procession.sagas._budget import OverBudget, within
 from procession.sagas._fold import after_decisions
 from procession.sagas._state import Ended, Parked, ProcessState
@@ -22,6 +23,8 @@ from ._wire import Stored, dead_letter, encode, record_of
 from ._writes import decision_records, parking, state_changes, state_record
 
 if TYPE_CHECKING:
+    from procession.sagas._decider import ProcessDefinition
+
     from ._processor import Processor
 
 log = logging.getLogger("procession.processor")
@@ -64,6 +67,7 @@ class Step:
         self.parks: dict[str, list[Outgoing]] = {}
         self.decided: list[list[Record]] = []
         self.skip: dict[str, int] = {}  # decided by a resume: records below this offset
+        self.traced: list[str] = []  # the decide spans, for the commit span's links
 
     def resume(
         self, pid: str, state: ProcessState | None, held: list[tuple[Record, int]], upto: int
@@ -85,7 +89,7 @@ class Step:
             return  # our own decision, read back (already applied): not decoded
         rec = self._input(msg)
         if rec is not None and msg.offset >= self.skip.get(rec.process_id, -1):
-            self._decide(rec, msg.offset)
+            self._decide(rec, msg.offset, parent_of(msg.headers))
 
     def finish(self, first: list[Outgoing]) -> Batch:
         """The transaction: ``first`` (timer firings, inline results, notes), then
@@ -95,9 +99,9 @@ class Step:
             self._write_state(pid)
         return self.out
 
-    def _decide(self, rec: Record, offset: int) -> None:
-        """Decide one input; a process whose input cannot be decided
-        or written is parked."""
+    def _decide(self, rec: Record, offset: int, parent: str | None = None) -> None:
+        """Decide one input (a span, a child of the input's ``traceparent``); a
+        process whose input cannot be decided or written is parked."""
         pid = rec.process_id
         before = self.staged[pid] if pid in self.staged else self.store.get(pid)
         if isinstance(before, Parked):
@@ -106,11 +110,32 @@ class Step:
         self.firsts.setdefault(pid, (rec, offset))
         saga = self.owner.app.saga_for(pid)
         assert saga is not None  # checked by _input
-        owner = self.owner
+        attributes: Attributes = {
+            "procession.process_id": pid,
+            "procession.saga": saga.name,
+            "procession.input": rec.type_name,
+            "procession.partition": self.tp.partition,
+        }
+        with hop("procession decide", parent, attributes, kind="internal") as traceparent:
+            if traceparent is not None:
+                self.traced.append(traceparent)
+            self._decide_traced(rec, offset, before, saga, traceparent)
+
+    def _decide_traced(
+        self,
+        rec: Record,
+        offset: int,
+        before: ProcessState | Ended | None,
+        saga: ProcessDefinition,
+        traceparent: str | None,
+    ) -> None:
+        pid, owner = rec.process_id, self.owner
         try:
             with within(_Deadline(owner.decision_budget_s)):
                 decisions = saga.decide(before, rec)
-            mine = decision_records(pid, decisions, owner.topics, owner.codec, owner.limits)
+            mine = decision_records(
+                pid, decisions, owner.topics, owner.codec, owner.limits, traceparent=traceparent
+            )
         except UnwritableError as exc:
             self.staged[pid] = self._park(rec, offset, before, str(exc))
             return

@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from procession._errors import FencedError
+from procession._tracing import Attributes, hop, parent_of
 
 from ._committer import commit
 from ._execute import execute
@@ -55,10 +56,18 @@ class TaskPartition:
 
     async def _run(self, msg: Message, request: TaskRequest) -> None:
         worker = self.worker
+        attributes: Attributes = {
+            "procession.process_id": request.process_id,
+            "procession.machine_id": request.machine_id,
+            "procession.task_type": request.task_type or "",
+            "procession.task_id": request.task_id or "",
+            "procession.attempt": request.attempt,
+        }
         try:
-            result = await execute(worker.app, request, worker.clock.now_ms())
+            with hop("procession task", parent_of(msg.headers), attributes) as traceparent:
+                result = await execute(worker.app, request, worker.clock.now_ms())
             del self.pending[msg.offset]  # a cancelled task stays pending: not committed
-            self.ready += worker.results(msg, result)
+            self.ready += worker.results(msg, result, traceparent)
         except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
             raise
         except BaseException as exc:  # noqa: BLE001 - execute() reports handler errors; not this

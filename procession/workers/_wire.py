@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from procession._errors import DecodeError
+from procession._tracing import with_traceparent
 from procession.sagas._parts import assemble, header, part, snapshot
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import Codec
@@ -35,14 +36,21 @@ def readable(messages: Iterable[Message], codec: Codec) -> Iterator[tuple[Messag
 
 
 def encode(
-    topic: str, key: str | None, record: Record, codec: Codec, partition: int | None = None
+    topic: str,
+    key: str | None,
+    record: Record,
+    codec: Codec,
+    partition: int | None = None,
+    *,
+    traceparent: str | None = None,
 ) -> Outgoing:
-    """A record on its way out: the codec's bytes and headers.
+    """A record on its way out: the codec's bytes and headers (with the hop's
+    ``traceparent`` when it has one, else the codec's id-derived one).
 
     Raises ``TypeError`` when a field holds something JSON cannot carry (a
     payload with a set, say): the caller decides whose problem that is.
     """
-    headers = tuple(codec.headers(record))
+    headers = with_traceparent(tuple(codec.headers(record)), traceparent)
     return Outgoing(topic, key, codec.encode(record), headers, partition)
 
 

@@ -176,13 +176,16 @@ class Worker(Component):
         self.metrics["dead_lettered"] += 1
         return [dead_letter(msg, reason, self.app.topics, self.limits)]
 
-    def results(self, msg: Message, result: TaskCompleted | TaskFailed) -> list[Outgoing]:
-        """The result record for the process topic (and a dead letter for a final failure)."""
+    def results(
+        self, msg: Message, result: TaskCompleted | TaskFailed, traceparent: str | None = None
+    ) -> list[Outgoing]:
+        """The result record for the process topic (and a dead letter for a final
+        failure), carrying the task span's ``traceparent``."""
         topic, limit = self.app.topics.process, self.limits[self.app.topics.process]
-        out = encode(topic, result.process_id, result, self.codec)
+        out = encode(topic, result.process_id, result, self.codec, traceparent=traceparent)
         if too_large := out.too_large(limit, "result"):
             result = _too_large(result, str(too_large))
-            out = encode(topic, result.process_id, result, self.codec)
+            out = encode(topic, result.process_id, result, self.codec, traceparent=traceparent)
         self.metrics["failed" if isinstance(result, TaskFailed) else "completed"] += 1
         if isinstance(result, TaskFailed) and not result.retryable:
             return [out, *self.dead(msg, f"non-retryable failure: {result.reason}")]

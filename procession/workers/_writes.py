@@ -31,14 +31,20 @@ def checked(out: Outgoing, limits: dict[str, int], what: str = "a record") -> Ou
 
 
 def decision_records(
-    pid: str, decisions: list[Record], topics: Topics, codec: Codec, limits: dict[str, int]
+    pid: str,
+    decisions: list[Record],
+    topics: Topics,
+    codec: Codec,
+    limits: dict[str, int],
+    *,
+    traceparent: str | None = None,
 ) -> list[Outgoing]:
     """The process-topic records of ``decisions``, plus a task-topic copy of each
     async task request; :class:`UnwritableError` if one cannot be written."""
     out: list[Outgoing] = []
     for d in decisions:
         try:
-            rec = encode(topics.process, pid, d, codec)
+            rec = encode(topics.process, pid, d, codec, traceparent=traceparent)
         except TypeError as exc:
             raise UnwritableError(f"{d.type_name} cannot be encoded: {exc}") from exc
         out.append(checked(rec, limits))

@@ -1,0 +1,125 @@
+"""The OTLP path for real: `procession processor` and `procession worker` export
+their spans to an OTLP/HTTP receiver inside the test; without the exporter the
+command refuses in one line."""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.conftest import Backend, kafka_servers, until
+from tests.test_cli import ROOT, create_topics, publish_one, spawn
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    """Collects (service name, span name, trace id) from every OTLP trace export."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.spans: list[tuple[str, str, str]] = []
+        self.lock = threading.Lock()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        got = []
+        for rs in request.resource_spans:
+            service = next(
+                a.value.string_value for a in rs.resource.attributes if a.key == "service.name"
+            )
+            for ss in rs.scope_spans:
+                got += [(service, s.name, s.trace_id.hex()) for s in ss.spans]
+        with self.server.lock:
+            self.server.spans += got
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+@pytest.mark.backends("kafka")
+async def test_processor_and_worker_export_one_trace_over_otlp(
+    backend: Backend, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create_topics(backend)
+    endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    args = ("tests.kafka_app:app", "--bootstrap-servers", kafka_servers())
+    procs = [
+        spawn("processor", *args, prefix=backend.prefix, stderr=tmp_path / "processor.log"),
+        spawn("worker", *args, prefix=backend.prefix, stderr=tmp_path / "worker.log"),
+    ]
+    try:
+        await publish_one(backend)
+
+        async def exported() -> bool:
+            with receiver.lock:
+                names = {(service, name) for service, name, _ in receiver.spans}
+            return {
+                ("procession-processor", "procession route"),
+                ("procession-processor", "procession decide"),
+                ("procession-processor", "procession commit"),
+                ("procession-worker", "procession task"),
+            } <= names and sum(n == "procession decide" for _, n in names) >= 1
+
+        await until(exported, timeout_s=60)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        codes = [proc.wait(timeout=30) for proc in procs]
+    assert codes == [0, 0], [
+        (tmp_path / f).read_text()[-2000:] for f in ("processor.log", "worker.log")
+    ]
+    with receiver.lock:
+        hops = {t for _, name, t in receiver.spans if name != "procession commit"}
+    assert len(hops) == 1  # route, decisions and the task: one trace
+
+
+def test_tracing_asked_for_without_the_exporter_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "sitecustomize.py"  # the exporter "not installed" in the child
+    blocker.write_text(
+        "import sys\nsys.modules['opentelemetry.exporter.otlp.proto.http.trace_exporter'] = None\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "procession._cli", "worker", "tests.kafka_app:app"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": f"{tmp_path}:{ROOT}",
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "install the otel extra" in lines[0], out.stderr
