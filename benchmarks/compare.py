@@ -49,6 +49,11 @@ async def _one(system: str, n: int, window: int) -> dict[str, Any]:
         from benchmarks.peers import temporal_order  # noqa: PLC0415
 
         result = await temporal_order.run(n, window)
+    elif system.startswith("procession-kafka-traced"):  # -traced: all; -traced-10: 10%
+        from benchmarks import procession_kafka  # noqa: PLC0415
+
+        share = int(system.removeprefix("procession-kafka-traced").strip("-") or 100) / 100
+        result = await procession_kafka.run(servers, n, window, traced=share)
     elif system == "shop-sqlite":
         import tempfile  # noqa: PLC0415
 
@@ -66,7 +71,7 @@ async def _one(system: str, n: int, window: int) -> dict[str, Any]:
         result.system = "event-sourced shop"
         result.notes = f"PostgreSQL {postgres.version().split()[0]}"
     else:
-        known = ", ".join([*SYSTEMS, *SHOP])
+        known = ", ".join([*SYSTEMS, *SHOP, "procession-kafka-traced"])
         raise SystemExit(f"unknown system {system!r}; one of {known}")
     return result.summary()
 

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
+from benchmarks import otlp_sink
 from benchmarks.kafka_load import create_topics, drive, running
 from benchmarks.load import Result
 
 
-async def run(servers: str, n: int, window: int, *, concurrency: int = 256) -> Result:
-    """The order saga for ``n`` orders; one processor (with its router) and one worker."""
+async def run(
+    servers: str, n: int, window: int, *, concurrency: int = 256, traced: float | None = None
+) -> Result:
+    """The order saga for ``n`` orders; one processor (with its router) and one
+    worker. ``traced``: both export spans over OTLP/HTTP to a receiver in this
+    process, which parses each request as a collector would; the value is the
+    share of traces sampled (``parentbased_traceidratio``)."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     await create_topics(servers, prefix)
     cli = ["-m", "procession._cli", "--log-level", "WARNING"]
     target = ["benchmarks.order_app:app", "--bootstrap-servers", servers]
-    with running({"BENCH_PREFIX": prefix}) as procs:
+    with contextlib.ExitStack() as stack:
+        env = {"BENCH_PREFIX": prefix}
+        if traced is not None:
+            sink = stack.enter_context(otlp_sink.running())
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
+            env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+            env["OTEL_TRACES_SAMPLER_ARG"] = str(traced)
+        procs = stack.enter_context(running(env))
         procs.spawn("processor", [*cli, "processor", *target])
         procs.spawn("worker", [*cli, "worker", *target, "--concurrency", str(concurrency)])
-        return await drive(servers, prefix, n, window, procs=procs, system="Procession on Kafka")
+        system = "Procession on Kafka"
+        if traced is not None:
+            system += f", traced ({traced:.0%} sampled)"
+        result = await drive(servers, prefix, n, window, procs=procs, system=system)
+        if traced is not None:
+            procs.stop()  # their last spans are flushed at exit
+            result.notes = f"{len(sink.spans) / (n + 20):.1f} spans per order exported"
+        return result

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from procession.workers._port import Headers
+if TYPE_CHECKING:
+    from procession.workers._port import Headers
 
 try:  # the optional otel extra
     from opentelemetry import trace
     from opentelemetry.context import Context
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-except ImportError:  # pragma: no cover - exercised where the extra is absent
+except ImportError:  # exercised in a subprocess by tests/test_tracing.py
     trace = None  # type: ignore[assignment]
 
-_PROPAGATOR = TraceContextTextMapPropagator() if trace is not None else None
+#: Follows whatever provider the application installs, even later on.
+_TRACER = trace.get_tracer("procession") if trace is not None else None
+_ROOT = Context() if trace is not None else None
 
 Attributes = Mapping[str, str | int | bool]
 
@@ -47,10 +49,22 @@ def parent_of(headers: Headers | None) -> str | None:
     return None
 
 
-def _context(traceparent: str | None) -> Any:
-    if traceparent is None or _PROPAGATOR is None:
-        return Context()  # a root: never the caller's current span by accident
-    return _PROPAGATOR.extract({"traceparent": traceparent}, context=Context())
+def _span_context(traceparent: str) -> Any:
+    """The span context a W3C ``traceparent`` names, or None when it is malformed."""
+    parts = traceparent.split("-")
+    if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags & 1))
+
+
+def _traceparent(ctx: Any) -> str:
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 
 @contextmanager
@@ -61,34 +75,47 @@ def hop(
     *,
     kind: str = "consumer",
     links: Sequence[str] = (),
+    current: bool = False,
 ) -> Iterator[str | None]:
     """A span for one hop, a child of ``parent`` (a ``traceparent``), linked to
     ``links``; yields the ``traceparent`` to write on what the hop produces (None
-    when nothing records spans: the records keep their id-derived one). An
-    exception leaves the block after it is recorded on the span."""
-    if trace is None:
+    when no tracer provider is installed: the records keep their id-derived
+    one). A span the sampler left out still passes its trace on, unsampled. An
+    exception leaves the block after it is recorded on the span. ``current``
+    makes the span the current one inside the block (a task handler's own spans
+    and log lines then belong to it); that costs as much again as the span, so
+    the runtime's own hops leave it off."""
+    if _TRACER is None:
         yield None
         return
-    tracer = trace.get_tracer("procession")
-    span_links = []
-    for link in links:
-        ctx = trace.get_current_span(_context(link)).get_span_context()
-        if ctx.is_valid:
-            span_links.append(trace.Link(ctx))
-    with tracer.start_as_current_span(
-        name,
-        context=_context(parent),
-        kind=_KINDS[kind],
-        attributes=dict(attributes),
-        links=span_links,
-    ) as span:
-        if not span.is_recording():
-            yield None
-            return
-        carrier: dict[str, str] = {}
-        assert _PROPAGATOR is not None
-        _PROPAGATOR.inject(carrier)
-        yield carrier.get("traceparent")
+    parent_ctx = _span_context(parent) if parent else None
+    context = (
+        trace.set_span_in_context(trace.NonRecordingSpan(parent_ctx), _ROOT)
+        if parent_ctx is not None
+        else _ROOT  # a root: never the caller's current span by accident
+    )
+    span_links = [trace.Link(c) for c in map(_span_context, links) if c is not None]
+    span = _TRACER.start_span(
+        name, context=context, kind=_KINDS[kind], attributes=attributes, links=span_links
+    )
+    ctx = span.get_span_context()
+    if not span.is_recording():
+        span.end()
+        sampled_out = ctx.is_valid and (parent_ctx is None or ctx.span_id != parent_ctx.span_id)
+        yield _traceparent(ctx) if sampled_out else None
+        return
+    if current:
+        with trace.use_span(span, end_on_exit=True):
+            yield _traceparent(ctx)
+        return
+    try:
+        yield _traceparent(ctx)
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+        raise
+    finally:
+        span.end()
 
 
 def with_traceparent(headers: Headers, traceparent: str | None) -> Headers:

@@ -90,6 +90,18 @@ def test_the_shop_benchmark_runs_the_event_sourced_loop_end_to_end(backend: Back
     assert all(v > 0 for v in cost.values())
 
 
+@pytest.mark.backends("kafka")
+def test_the_traced_benchmark_exports_every_hop(backend: Backend) -> None:
+    from benchmarks.compare import run_system  # noqa: PLC0415
+
+    backend.transport()  # the session's broker
+    figures = run_system("procession-kafka-traced", 6, 3)
+    assert figures["system"] == "Procession on Kafka, traced (100% sampled)"
+    assert figures["n"] == 6
+    spans = float(figures["notes"].split()[0])
+    assert spans >= 8  # route, 4 decisions and 3 tasks per order, and commits
+
+
 def test_big_process_benchmark_decides_and_writes_a_part_per_completion() -> None:
     result = big.run_core(300)
     assert result["machines"] == 300

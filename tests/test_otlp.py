@@ -4,71 +4,30 @@ command refuses in one line."""
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from benchmarks.otlp_sink import Sink, running
 from tests.conftest import Backend, kafka_servers, until
 from tests.test_cli import ROOT, create_topics, publish_one, spawn
 
 
-class Receiver(http.server.ThreadingHTTPServer):
-    """Collects (service name, span name, trace id) from every OTLP trace export."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.spans: list[tuple[str, str, str]] = []
-        self.lock = threading.Lock()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        got = []
-        for rs in request.resource_spans:
-            service = next(
-                a.value.string_value for a in rs.resource.attributes if a.key == "service.name"
-            )
-            for ss in rs.scope_spans:
-                got += [(service, s.name, s.trace_id.hex()) for s in ss.spans]
-        with self.server.lock:
-            self.server.spans += got
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    thread.join()
-    server.server_close()
+def receiver() -> Iterator[Sink]:
+    with running() as sink:
+        yield sink
 
 
 @pytest.mark.backends("kafka")
 async def test_processor_and_worker_export_one_trace_over_otlp(
-    backend: Backend, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, receiver: Sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await create_topics(backend)
-    endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     args = ("tests.kafka_app:app", "--bootstrap-servers", kafka_servers())
     procs = [
@@ -79,8 +38,7 @@ async def test_processor_and_worker_export_one_trace_over_otlp(
         await publish_one(backend)
 
         async def exported() -> bool:
-            with receiver.lock:
-                names = {(service, name) for service, name, _ in receiver.spans}
+            names = receiver.names()
             return {
                 ("procession-processor", "procession route"),
                 ("procession-processor", "procession decide"),

@@ -37,6 +37,7 @@ from procession.topics._layout import TopicSpec
 
 from . import _kafka_admin
 from ._kafka_consumer import KEY_ERRORS, KafkaConsumer, RebalanceListener, message_of
+from ._kafka_security import options
 from ._port import DEFAULT_MAX_MESSAGE_BYTES, Batch, Listener, Message, TopicInfo, TopicPartition
 
 log = logging.getLogger("procession.kafka")
@@ -129,6 +130,7 @@ class KafkaProducer:
         while True:
             self._p = AIOKafkaProducer(
                 bootstrap_servers=self._t.bootstrap_servers,
+                **self._t.security,
                 client_id=self.transactional_id,
                 transactional_id=self.transactional_id,
                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
@@ -271,8 +273,12 @@ class KafkaTransport:
             ...
     """
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, *, security: dict[str, Any] | None = None) -> None:
+        """``security``: aiokafka's TLS and SASL options; by default those the
+        ``KAFKA_SECURITY_PROTOCOL`` and ``KAFKA_SASL_*`` / ``KAFKA_SSL_*``
+        variables ask for (``_kafka_security``)."""
         self.bootstrap_servers = bootstrap_servers
+        self.security = options() if security is None else security
         self._admin: AIOKafkaAdminClient | None = None
         self._limits: dict[str, int] = {}
 
@@ -288,6 +294,7 @@ class KafkaTransport:
     ) -> KafkaConsumer:
         c = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
+            **self.security,
             group_id=group,
             isolation_level="read_committed",
             enable_auto_commit=False,
@@ -304,6 +311,7 @@ class KafkaTransport:
     async def read_partition(self, tp: TopicPartition) -> list[Message]:
         c = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
+            **self.security,
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -332,7 +340,10 @@ class KafkaTransport:
         self, group: str, tps: Sequence[TopicPartition]
     ) -> dict[TopicPartition, int]:
         c = AIOKafkaConsumer(  # never subscribes: asks the coordinator, joins nothing
-            bootstrap_servers=self.bootstrap_servers, group_id=group, enable_auto_commit=False
+            bootstrap_servers=self.bootstrap_servers,
+            **self.security,
+            group_id=group,
+            enable_auto_commit=False,
         )
         await c.start()
         try:
@@ -361,7 +372,7 @@ class KafkaTransport:
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, **self.security)
             try:
                 await admin.start()
             except BaseException:

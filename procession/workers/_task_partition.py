@@ -64,7 +64,8 @@ class TaskPartition:
             "procession.attempt": request.attempt,
         }
         try:
-            with hop("procession task", parent_of(msg.headers), attributes) as traceparent:
+            parent = parent_of(msg.headers)
+            with hop("procession task", parent, attributes, current=True) as traceparent:
                 result = await execute(worker.app, request, worker.clock.now_ms())
             del self.pending[msg.offset]  # a cancelled task stays pending: not committed
             self.ready += worker.results(msg, result, traceparent)
