@@ -5,8 +5,8 @@ Tracing is on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set and ``OTEL_TRACES_EXPORTER`` is
 not ``none``. Spans then go to that endpoint over OTLP/HTTP in batches
 (``OTEL_BSP_*`` tune them), under ``OTEL_SERVICE_NAME``, or
-``procession-<role>`` when that is unset. Log lines carry the trace and span
-ids of the hop that wrote them.
+``procession-<role>`` when that is unset. Log lines written inside a task's
+span carry its trace and span ids.
 
 Example::
 
