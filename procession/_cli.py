@@ -440,19 +440,58 @@ async def _connected(servers: str) -> AsyncIterator[KafkaTransport]:
     from procession.workers._kafka import KafkaTransport  # noqa: PLC0415
 
     transport = KafkaTransport(servers)
+    refusals = _Refusals()
+    aiokafka_log = logging.getLogger("aiokafka")
     try:
         try:
+            aiokafka_log.addFilter(refusals)
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await _reach(servers)
                 await transport.describe([])  # starts the admin client: bootstraps
         except KafkaConnectionError as exc:
+            if refusals.seen:  # it answered, and refused our TLS or SASL settings
+                raise KafkaUnreachableError(servers, _refused(refusals.seen[-1])) from exc
             raise KafkaUnreachableError(servers, reason(exc)) from exc
         except TimeoutError as exc:
             why = f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
             raise KafkaUnreachableError(servers, why) from exc
+        finally:
+            aiokafka_log.removeFilter(refusals)
         yield transport
     finally:
         await transport.close()
+
+
+class _Refusals(logging.Filter):
+    """Keeps (and holds back) aiokafka's errors that say a broker refused the
+    connection's authentication, so the command can say so in its one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "Authentication" in text or "SSL" in text:
+            self.seen.append(text)
+            return False
+        return True
+
+
+def _refused(text: str) -> str:
+    """The broker's refusal, with the settings it refused.
+
+    Example:
+        >>> _refused('Unable connect to "k:9093": [Error 58] SaslAuthenticationFailed: bad')
+        'it refused the connection: SaslAuthenticationFailed: bad (KAFKA_SECURITY_PROTOCOL=...)'
+    """
+    why = text.split("] ", 1)[-1]
+    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    user = os.environ.get("KAFKA_SASL_USERNAME")
+    settings = f"KAFKA_SECURITY_PROTOCOL={protocol}" + (
+        f", KAFKA_SASL_USERNAME={user}" if user else ""
+    )
+    return f"it refused the connection: {why} ({settings})"
 
 
 async def _reach(servers: str) -> None:
