@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 
@@ -21,6 +25,7 @@ class Sink(http.server.ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.spans: list[tuple[str, str, str]] = []
+        self.metrics: set[tuple[str, str]] = set()  # (service, metric name)
         self.lock = threading.Lock()
 
     @property
@@ -37,25 +42,44 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        got = []
-        for rs in request.resource_spans:
-            service = next(
-                (a.value.string_value for a in rs.resource.attributes if a.key == "service.name"),
-                "",
-            )
-            for ss in rs.scope_spans:
-                got += [(service, s.name, s.trace_id.hex()) for s in ss.spans]
-        with self.server.lock:
-            self.server.spans += got
+        if self.path == "/v1/metrics":
+            self._metrics(body)
+        else:
+            self._spans(body)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _metrics(self, body: bytes) -> None:
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(body)
+        got = {
+            (_service(rm.resource.attributes), m.name)
+            for rm in request.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+        with self.server.lock:
+            self.server.metrics |= got
+
+    def _spans(self, body: bytes) -> None:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        got = []
+        for rs in request.resource_spans:
+            service = _service(rs.resource.attributes)
+            for ss in rs.scope_spans:
+                got += [(service, s.name, s.trace_id.hex()) for s in ss.spans]
+        with self.server.lock:
+            self.server.spans += got
+
     def log_message(self, format: str, *args: object) -> None:
         pass  # one line per request would drown the output
+
+
+def _service(attributes: Iterable[Any]) -> str:
+    return next((a.value.string_value for a in attributes if a.key == "service.name"), "")
 
 
 @contextmanager

@@ -407,6 +407,7 @@ def _co_partitioned(app: App) -> tuple[str, str]:
 
 
 async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
+    from procession._telemetry import observe  # noqa: PLC0415
     from procession.workers import Processor, Router, Worker  # noqa: PLC0415 - per command
 
     async with _connected(servers) as transport:  # each component checks its topics
@@ -420,6 +421,7 @@ async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
                 app, transport, task_types=_task_types(args) or None, concurrency=args.concurrency
             )
             parts.append(("worker", worker))
+        observe(parts)  # OpenTelemetry metrics, when OTEL_* asked for them
         if args.health_port is None:
             return await supervise(parts, asyncio.Event())
         host = os.environ.get("PROCESSION_HEALTH_HOST", "0.0.0.0")  # noqa: S104 - probes reach the pod's address

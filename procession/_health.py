@@ -5,7 +5,9 @@ stopped (an event loop that is blocked does not answer at all, which a
 liveness probe also counts as a failure). ``GET /readyz``: 200 once every
 component is ready (a member of its group, its partitions taken over and,
 for the processor, restored), 503 naming those that are not. ``GET
-/metrics``: the components' counters in the Prometheus text format.
+/metrics``: the components' counters, gauges (consumer lag, timer backlog,
+parked processes, running tasks) and latency histograms (commit, restore,
+task) in the Prometheus text format.
 
 Example::
 
@@ -24,6 +26,7 @@ from types import TracebackType
 from typing import Protocol
 
 from procession._errors import one_line
+from procession.workers._stats import BUCKETS, Labels, Stats
 
 #: How long a client may take to send its request line and headers.
 _READ_DEADLINE_S = 5.0
@@ -33,11 +36,28 @@ class Observed(Protocol):
     """What the endpoints read from a component (a processor, router or worker)."""
 
     metrics: Counter[str]
+    stats: Stats
 
     @property
     def failure(self) -> BaseException | None: ...
 
     def ready(self) -> bool: ...
+
+    def gauges(self) -> dict[str, float]: ...
+
+
+def _labels(labels: Labels) -> str:
+    """Prometheus label pairs, values escaped.
+
+    Example:
+        >>> _labels((("role", "worker"), ("task_type", 'a"b')))
+        'role="worker",task_type="a\\\\"b"'
+    """
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class HealthServer:
@@ -84,7 +104,8 @@ class HealthServer:
         return 404, f"no such endpoint {path!r}: /healthz, /readyz, /metrics"
 
     def exposition(self) -> str:
-        """The counters as Prometheus text: ``procession_<name>_total{role="..."}``."""
+        """Prometheus text: ``procession_<name>_total{role="..."}`` per counter,
+        ``procession_<gauge>``, and ``procession_<name>_seconds`` histograms."""
         lines = [
             "# TYPE procession_ready gauge",
             *(f'procession_ready{{role="{r}"}} {int(p.ready())}' for r, p in self.parts),
@@ -94,6 +115,30 @@ class HealthServer:
             metric = f"procession_{_METRIC.sub('_', name).lower()}_total"
             lines.append(f"# TYPE {metric} counter")
             lines += [f'{metric}{{role="{r}"}} {p.metrics[name]}' for r, p in self.parts]
+        gauges = [(r, p.gauges()) for r, p in self.parts]
+        for name in sorted({name for _, g in gauges for name in g}):
+            lines.append(f"# TYPE procession_{name} gauge")
+            lines += [
+                f'procession_{name}{{role="{r}"}} {g[name]:g}' for r, g in gauges if name in g
+            ]
+        histograms = sorted(
+            (name, r, labels, h)
+            for r, p in self.parts
+            for (name, labels), h in p.stats.histograms.items()
+        )
+        typed: set[str] = set()
+        for name, role, labels, h in histograms:
+            metric = f"procession_{name}"
+            if metric not in typed:
+                typed.add(metric)
+                lines.append(f"# TYPE {metric} histogram")
+            base = _labels((("role", role), *labels))
+            bounds = [*(f"{b:g}" for b in BUCKETS), "+Inf"]
+            lines += [
+                f'{metric}_bucket{{{base},le="{le}"}} {n}'
+                for le, n in zip(bounds, h.cumulative(), strict=True)
+            ]
+            lines += [f"{metric}_sum{{{base}}} {h.sum:.6f}", f"{metric}_count{{{base}}} {h.count}"]
         return "\n".join(lines)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

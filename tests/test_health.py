@@ -66,6 +66,38 @@ async def test_ready_once_started_healthy_until_a_component_dies(backend: Backen
         assert (await get(health.port, "/nope"))[0] == 404
 
 
+async def test_metrics_show_latencies_lag_and_backlog(backend: Backend) -> None:
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    rt = await backend.runtime(app)
+    async with HealthServer(parts_of(rt)) as health:  # type: ignore[arg-type]
+        await rt.publish(RebaseFailed(rebase_id="m1", instances=["A", "B", "C"]))
+        assert (await rt.wait("rebase:m1")).status == "completed"  # type: ignore[union-attr]
+        await rt.settle()
+        _, text = await get(health.port, "/metrics")
+
+    def value(pattern: str) -> float:
+        found = re.search(re.escape(pattern) + r" (\S+)$", text, re.M)
+        assert found is not None, f"{pattern} not in\n{text}"
+        return float(found[1])
+
+    # every transaction of each role timed, and the +Inf bucket holds them all
+    for role in ("processor", "router", "worker"):
+        commits = value(f'procession_commit_seconds_count{{role="{role}"}}')
+        assert commits >= 1
+        assert value(f'procession_commit_seconds_bucket{{role="{role}",le="+Inf"}}') == commits
+    assert value('procession_transactions_total{role="processor"}') >= value(
+        'procession_commit_seconds_count{role="processor"}'
+    )
+    task = 'role="worker",outcome="completed",task_type="CloseInstance"'
+    assert value(f"procession_task_seconds_count{{{task}}}") == 3
+    assert value('procession_restore_seconds_count{role="processor"}') == 3  # one per partition
+    assert value('procession_consumer_lag{role="processor"}') == 0  # settled: read to the end
+    assert value('procession_timer_backlog{role="processor"}') == 0
+    assert value('procession_parked_processes{role="processor"}') == 0
+    assert value('procession_tasks_running{role="worker"}') == 0
+    assert "# TYPE procession_commit_seconds histogram" in text
+
+
 async def test_a_request_that_is_not_a_get_is_refused() -> None:
     async with HealthServer([]) as health:
         reader, writer = await asyncio.open_connection("127.0.0.1", health.port)

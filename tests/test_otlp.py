@@ -29,6 +29,7 @@ async def test_processor_and_worker_export_one_trace_over_otlp(
     await create_topics(backend)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
     args = ("tests.kafka_app:app", "--bootstrap-servers", kafka_servers())
     procs = [
         spawn("processor", *args, prefix=backend.prefix, stderr=tmp_path / "processor.log"),
@@ -47,6 +48,20 @@ async def test_processor_and_worker_export_one_trace_over_otlp(
             } <= names and sum(n == "procession decide" for _, n in names) >= 1
 
         await until(exported, timeout_s=60)
+
+        async def measured() -> bool:
+            with receiver.lock:
+                got = set(receiver.metrics)
+            return {
+                ("procession-processor", "procession.count"),
+                ("procession-processor", "procession.commit.duration"),
+                ("procession-processor", "procession.consumer_lag"),
+                ("procession-processor", "procession.timer_backlog"),
+                ("procession-worker", "procession.task.duration"),
+                ("procession-worker", "procession.tasks_running"),
+            } <= got
+
+        await until(measured, timeout_s=60)
     finally:
         for proc in procs:
             proc.terminate()

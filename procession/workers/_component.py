@@ -9,6 +9,7 @@ from collections.abc import Collection
 from procession._errors import FencedError, one_line
 
 from ._port import Consumer, TopicPartition
+from ._stats import Stats
 
 log = logging.getLogger("procession")
 
@@ -26,6 +27,17 @@ class Component:
 
     name = "component"
     crashed: asyncio.Future[BaseException] | None = None
+    stats: Stats
+
+    def gauges(self) -> dict[str, float]:
+        """The state of the moment, for ``/metrics``; each component adds its own."""
+        return {}
+
+    @staticmethod
+    def lag_of(consumer: Consumer | None) -> dict[str, float]:
+        """``consumer_lag`` when the consumer knows it."""
+        lag = consumer.lag() if consumer is not None else None
+        return {} if lag is None else {"consumer_lag": lag}
 
     def arm(self) -> None:
         """Called by ``start()``: from now on a death is reported."""

@@ -53,16 +53,20 @@ class KafkaConsumer:
 
     def caught_up(self) -> bool:
         """Joined, and at the last stable offset of the latest fetch on every partition."""
-        if not self.joined():
-            return False
+        return self.joined() and self.lag() == 0
+
+    def lag(self) -> int | None:
+        """From the last stable offset of the latest fetch on each partition."""
         sub = self._c._subscription.subscription
         if sub is None or sub.assignment is None:
-            return False
+            return None
+        total = 0
         for tp in self._c.assignment():
             state = sub.assignment.state_value(tp)
-            if not state.has_valid_position or state.lso is None or state.position < state.lso:
-                return False
-        return True
+            if not state.has_valid_position or state.lso is None:
+                return None
+            total += max(0, state.lso - state.position)
+        return total
 
     async def stop(self) -> None:
         """Give the partitions back (the revoke listener runs first), then leave."""

@@ -12,6 +12,7 @@ from procession._errors import FencedError
 from ._committer import commit
 from ._component import Component
 from ._port import Batch, Consumer, Message, TopicPartition, Transport
+from ._stats import Stats
 from ._writers import Writers
 
 log = logging.getLogger("procession.loop")
@@ -30,6 +31,7 @@ class BatchLoop(Component):
         self.transport, self.group, self.name = transport, group, prefix
         self.poll_s, self.max_batch = poll_s, max_batch
         self.metrics: Counter[str] = Counter()
+        self.stats = Stats()
         self._writers = Writers(transport, prefix)
         self._owned: set[TopicPartition] = set()
         self._unclaimed: set[TopicPartition] = set()  # assigned, previous owner not fenced yet
@@ -60,6 +62,9 @@ class BatchLoop(Component):
         if self._working or self._unclaimed or self._consumer is None:
             return True
         return not self._consumer.caught_up()
+
+    def gauges(self) -> dict[str, float]:
+        return self.lag_of(self._consumer)
 
     def ready(self) -> bool:
         """Joined, and every assigned partition taken over."""
@@ -120,7 +125,8 @@ class BatchLoop(Component):
         batch.group = self.group
         batch.offsets[tp] = msgs[-1].offset + 1
         try:
-            await commit(await self._writers.get(tp), batch, self.metrics, self.name)
+            producer = await self._writers.get(tp)
+            await commit(producer, batch, self.metrics, self.name, self.stats)
         except FencedError as exc:
             still_ours = tp in self._owned
             self.fenced(exc, still_ours=still_ours)

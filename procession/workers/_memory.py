@@ -341,7 +341,10 @@ class MemoryConsumer:
         return self._joined
 
     def caught_up(self) -> bool:
-        return all(pos >= self._log.end_offset(tp) for tp, pos in self._positions.items())
+        return self.lag() == 0
+
+    def lag(self) -> int:
+        return sum(max(0, self._log.end_offset(tp) - pos) for tp, pos in self._positions.items())
 
     async def stop(self) -> None:
         await self._log.leave(self.group, self)

@@ -82,7 +82,9 @@ class PartitionProcessor:
             await self.producer.start()  # fences a zombie before we read anything
             committed = await self.owner.rewind(self.tp)  # its last commit counts from here
             self.rewound = True
+            restoring = time.monotonic()
             await self._restore(committed or 0)
+            self.owner.stats.observe("restore_seconds", time.monotonic() - restoring)
             self.started = True
             await self._run()
         except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
@@ -197,7 +199,8 @@ class PartitionProcessor:
             "procession.records": len(out.records),
         }
         with hop("procession commit", None, attributes, kind="producer", links=step.traced):
-            await commit(self.producer, out, owner.metrics, f"partition {self.tp.partition}")
+            label = f"partition {self.tp.partition}"
+            await commit(self.producer, out, owner.metrics, label, owner.stats)
         for decisions in step.decided:  # metrics count committed work only
             self._count(decisions)
         for pid, state in step.staged.items():

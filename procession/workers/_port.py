@@ -171,6 +171,12 @@ class Consumer(Protocol):
         """Read up to the end of every assigned partition (as last seen)."""
         ...
 
+    def lag(self) -> int | None:
+        """Records between the position and the end (the last stable offset), summed
+        over the assigned partitions, as last seen; None while a position or an
+        end is not known yet."""
+        ...
+
     def joined(self) -> bool:
         """A member of its group with an assignment (possibly empty) in force."""
         ...

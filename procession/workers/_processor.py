@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from procession._errors import CoPartitionError
+from procession.sagas._state import Parked
 from procession.topics._codec import DEFAULT_CODEC, Codec
 
 from ._app import App
@@ -22,6 +23,7 @@ from ._clock import Clock, SystemClock
 from ._component import Component
 from ._partition import PartitionProcessor
 from ._port import Consumer, TopicPartition, Transport
+from ._stats import Stats
 from ._topic_check import verify
 
 log = logging.getLogger("procession.processor")
@@ -62,6 +64,7 @@ class Processor(Component):
         self.revoke_deadline_s = revoke_deadline_s
         self.decision_budget_s = decision_budget_s
         self.metrics: Counter[str] = Counter()
+        self.stats = Stats()
         self.partitions: dict[TopicPartition, PartitionProcessor] = {}
         #: max.message.bytes of every topic the processor writes to.
         self.limits: dict[str, int] = {}
@@ -112,6 +115,15 @@ class Processor(Component):
         if self._consumer is None or not self._consumer.caught_up():
             return True
         return any(p.busy() for p in self.partitions.values())
+
+    def gauges(self) -> dict[str, float]:
+        parts = list(self.partitions.values())
+        return {
+            **self.lag_of(self._consumer),
+            "processes": sum(len(p.store) for p in parts),
+            "parked_processes": sum(isinstance(s, Parked) for p in parts for s in p.store.values()),
+            "timer_backlog": sum(p.timers.pending() for p in parts),
+        }
 
     def ready(self) -> bool:
         """Joined, and every assigned partition restored from its changelog."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from procession._errors import FencedError
 from procession._tracing import Attributes, hop, parent_of
+from procession.topics._records import TaskCompleted
 
 from ._committer import commit
 from ._execute import execute
@@ -65,8 +67,16 @@ class TaskPartition:
         }
         try:
             parent = parent_of(msg.headers)
+            started = time.monotonic()
             with hop("procession task", parent, attributes, current=True) as traceparent:
                 result = await execute(worker.app, request, worker.clock.now_ms())
+            outcome = "completed" if isinstance(result, TaskCompleted) else "failed"
+            worker.stats.observe(
+                "task_seconds",
+                time.monotonic() - started,
+                task_type=request.task_type or "",
+                outcome=outcome,
+            )
             del self.pending[msg.offset]  # a cancelled task stays pending: not committed
             self.ready += worker.results(msg, result, traceparent)
         except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
@@ -90,7 +100,8 @@ class TaskPartition:
                 if records or offsets:
                     batch = Batch(records, offsets, self.worker.group)
                     producer = await self.worker.writers.get(self.tp)
-                    await commit(producer, batch, self.worker.metrics, self.worker.name)
+                    worker = self.worker
+                    await commit(producer, batch, worker.metrics, worker.name, worker.stats)
                     self.committed = upto
                 self.committing = False
         except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed

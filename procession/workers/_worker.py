@@ -29,6 +29,7 @@ from ._clock import Clock, SystemClock
 from ._component import Component
 from ._loop import claim
 from ._port import Consumer, Message, Outgoing, TopicPartition, Transport
+from ._stats import Stats
 from ._task_partition import TaskPartition
 from ._topic_check import verify
 from ._wire import dead_letter, encode, record_of
@@ -72,6 +73,7 @@ class Worker(Component):
         prefix = app.topics.prefix
         self.name, self.group = f"{prefix}.worker", f"{prefix}.workers"
         self.metrics: Counter[str] = Counter()
+        self.stats = Stats()
         self.writers = Writers(transport, self.name)
         self.parts: dict[TopicPartition, TaskPartition] = {}
         self.unclaimed: set[TopicPartition] = set()  # assigned, previous owner not fenced yet
@@ -118,6 +120,9 @@ class Worker(Component):
         """Joined, and every assigned partition taken over (a worker with no task
         types runs nothing and is always ready)."""
         return not self.task_types or self.member_ready(self._consumer, self.unclaimed)
+
+    def gauges(self) -> dict[str, float]:
+        return {**self.lag_of(self._consumer), "tasks_running": self.running()}
 
     def running(self) -> int:
         return sum(len(p.pending) for p in self.parts.values())
