@@ -7,6 +7,7 @@ id) for each span.
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import threading
 from collections.abc import Iterable, Iterator
@@ -42,6 +43,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":  # a collector's default
+            body = gzip.decompress(body)
         if self.path == "/v1/metrics":
             self._metrics(body)
         else:
