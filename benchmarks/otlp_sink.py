@@ -12,6 +12,7 @@ import http.server
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -26,6 +27,7 @@ class Sink(http.server.ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.spans: list[tuple[str, str, str]] = []
+        self.details: list[Span] = []
         self.metrics: set[tuple[str, str]] = set()  # (service, metric name)
         self.lock = threading.Lock()
 
@@ -69,16 +71,83 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _spans(self, body: bytes) -> None:
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
-        got = []
+        got, details = [], []
         for rs in request.resource_spans:
             service = _service(rs.resource.attributes)
             for ss in rs.scope_spans:
                 got += [(service, s.name, s.trace_id.hex()) for s in ss.spans]
+                details += [
+                    Span(
+                        service,
+                        s.name,
+                        s.trace_id.hex(),
+                        s.span_id.hex(),
+                        s.parent_span_id.hex(),
+                        s.start_time_unix_nano,
+                        s.end_time_unix_nano,
+                        {a.key: _value(a.value) for a in s.attributes},
+                    )
+                    for s in ss.spans
+                ]
         with self.server.lock:
             self.server.spans += got
+            self.server.details += details
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # one line per request would drown the output
+
+
+@dataclass(frozen=True)
+class Span:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+
+
+def render(spans: Iterable[Span], trace_id: str) -> str:
+    """One trace as an indented tree: offset from its first span, duration,
+    service, name and the attributes that say what the hop was about.
+
+    Example:
+        >>> a = Span("p", "procession route", "t", "a", "", 0, 2_000_000, {})
+        >>> b = Span("p", "procession decide", "t", "b", "a", 1_000_000, 1_500_000, {})
+        >>> print(render([a, b], "t"))
+        +   0.0 ms    2.0 ms  p  procession route
+        +   1.0 ms    0.5 ms  p    procession decide
+    """
+    mine = sorted((s for s in spans if s.trace_id == trace_id), key=lambda s: s.start_ns)
+    if not mine:
+        return f"(no spans of trace {trace_id})"
+    ids = {s.span_id for s in mine}
+    children: dict[str, list[Span]] = {}
+    for s in mine:
+        children.setdefault(s.parent_id if s.parent_id in ids else "", []).append(s)
+    t0, lines = mine[0].start_ns, []
+
+    def walk(parent: str, depth: int) -> None:
+        for s in children.get(parent, []):
+            keys = ("procession.input", "procession.task_type", "procession.machine_id")
+            about = " ".join(
+                f"{k.split('.')[1]}={s.attributes[k]}" for k in keys if k in s.attributes
+            )
+            lines.append(
+                f"+{(s.start_ns - t0) / 1e6:6.1f} ms {(s.end_ns - s.start_ns) / 1e6:6.1f} ms  "
+                f"{s.service}  {'  ' * depth}{s.name}{'  ' + about if about else ''}"
+            )
+            walk(s.span_id, depth + 1)
+
+    walk("", 0)
+    return "\n".join(lines)
+
+
+def _value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else None
 
 
 def _service(attributes: Iterable[Any]) -> str:

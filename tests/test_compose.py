@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.otlp_sink import Sink, running
+from benchmarks.otlp_sink import Sink, render, running
 from procession.examples.apps import rebase_app
 from procession.topics import ProcessCompleted
 from procession.workers._kafka import KafkaTransport
@@ -164,4 +164,10 @@ async def test_compose_completes_every_rebase_and_the_collector_gets_every_role(
         await transport.close()
     with sink.lock:
         traces = {t for _, name, t in sink.spans if name == "procession route"}
+        details = list(sink.details)
     assert len(traces) >= LOAD  # a trace per published rebase, at least
+    # one rebase's trace, as the collector passed it on (kept beside the logs)
+    tree = render(details, sorted(traces)[0])
+    (tmp_path / "trace.txt").write_text(tree + "\n")
+    assert "procession route" in tree.splitlines()[0]
+    assert "procession task" in tree and "procession decide" in tree
