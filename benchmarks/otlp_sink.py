@@ -127,7 +127,7 @@ def render(spans: Iterable[Span], trace_id: str) -> str:
     children: dict[str, list[Span]] = {}
     for s in mine:
         children.setdefault(s.parent_id if s.parent_id in ids else "", []).append(s)
-    t0, lines = mine[0].start_ns, []
+    t0, lines, width = mine[0].start_ns, [], max(len(s.service) for s in mine)
 
     def walk(parent: str, depth: int) -> None:
         for s in children.get(parent, []):
@@ -137,7 +137,7 @@ def render(spans: Iterable[Span], trace_id: str) -> str:
             )
             lines.append(
                 f"+{(s.start_ns - t0) / 1e6:6.1f} ms {(s.end_ns - s.start_ns) / 1e6:6.1f} ms  "
-                f"{s.service}  {'  ' * depth}{s.name}{'  ' + about if about else ''}"
+                f"{s.service:<{width}}  {'  ' * depth}{s.name}{'  ' + about if about else ''}"
             )
             walk(s.span_id, depth + 1)
 
