@@ -3,14 +3,18 @@ task and commit to ProcessCompleted, on every backend."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
+from procession import TaskError
 from procession.examples import RebaseFailed, rebase_saga
 from procession.publish import Publisher
 from procession.topics import ProcessCompleted
@@ -109,6 +113,7 @@ import asyncio, sys
 sys.modules["opentelemetry"] = None  # the otel extra is not installed
 from procession import App, Runtime
 from procession import _tracing
+from procession import TaskError
 from procession.examples import RebaseFailed, rebase_saga
 from procession.topics._codec import traceparent
 
@@ -132,3 +137,39 @@ asyncio.run(main())
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("derived ")
+
+
+async def test_a_retry_after_its_backoff_stays_in_the_trace(
+    backend: Backend, spans: list[ReadableSpan]
+) -> None:
+    tries: list[str] = []
+
+    def close(call: Any) -> dict[str, bool]:
+        tries.append(call.payload["instance"])
+        if len(tries) == 1:
+            raise TaskError("busy (injected)", retryable=True)
+        return {"closed": True}
+
+    app = backend.app([rebase_saga(backoff=timedelta(seconds=1))], {"CloseInstance": close})
+    rt = await backend.runtime(app)
+    tracer = trace.get_tracer("the caller")
+    async with Publisher(app.topics, backend.transport()) as publisher:
+        with tracer.start_as_current_span("place rebase") as root:
+            await publisher.publish(RebaseFailed(rebase_id="t2", instances=["A"]))
+    async with asyncio.timeout(60):
+        while (state := await rt.state("rebase:t2")) is None or not state.terminal:
+            await rt.advance(timedelta(seconds=1))  # the retry's durable timer comes due
+    assert state.status == "completed" and tries == ["A", "A"]
+    await rt.settle()
+    trace_id = root.get_span_context().trace_id
+    hops = [s for s in spans if s.name.startswith("procession ") and s.name != "procession commit"]
+    inputs = [s.attributes["procession.input"] for s in hops if s.name == "procession decide"]  # type: ignore[index]
+    assert "procession.TimerFired" in inputs
+    assert {s.context.trace_id for s in hops} == {trace_id}
+    history = await backend.records(app.topics.process)
+    (done,) = [
+        m
+        for m in history
+        if dict(m.headers).get("procession-type") == ProcessCompleted.TYPE.encode()
+    ]
+    assert dict(done.headers)["traceparent"].decode().split("-")[1] == hex_id(trace_id, 32)

@@ -22,6 +22,7 @@ from procession.topics._records import (
     Record,
     ResumeRequested,
     TaskRequest,
+    TimerFired,
     TransitionPlanned,
 )
 
@@ -37,6 +38,9 @@ from ._writes import parking, state_record
 if TYPE_CHECKING:
     from ._app import App
     from ._processor import Processor
+
+#: Traceparents kept for armed timers, at most (the oldest are dropped).
+_ARMED_KEPT = 100_000
 
 log = logging.getLogger("procession.processor")
 
@@ -58,6 +62,10 @@ class PartitionProcessor:
         self.timers = TimerQueue()
         self.queue: deque[Message] = deque()
         self.outbox: list[Record] = []
+        #: timer id -> the traceparent of the decision that armed it, so that its
+        #: firing continues that trace (in memory: after a restart, the timer's
+        #: firing starts from the process's id-derived trace)
+        self.armed: dict[str, str] = {}
         self.notes: list[Outgoing] = []  # written with the next transaction
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
@@ -190,7 +198,21 @@ class PartitionProcessor:
         sent, self.outbox = self.outbox, []
         notes, self.notes = self.notes, []
         out = step.finish(
-            [*(encode(owner.topics.process, r.process_id, r, owner.codec) for r in sent), *notes]
+            [
+                *(
+                    encode(
+                        owner.topics.process,
+                        r.process_id,
+                        r,
+                        owner.codec,
+                        traceparent=self.armed.pop(r.timer_id, None)
+                        if isinstance(r, TimerFired)
+                        else None,
+                    )
+                    for r in sent
+                ),
+                *notes,
+            ]
         )
         if batch:
             out.offsets[self.tp] = batch[-1].offset + 1
@@ -201,6 +223,9 @@ class PartitionProcessor:
         with hop("procession commit", None, attributes, kind="producer", links=step.traced):
             label = f"partition {self.tp.partition}"
             await commit(self.producer, out, owner.metrics, label, owner.stats)
+        self.armed.update(step.armed)
+        while len(self.armed) > _ARMED_KEPT:  # timers cancelled before firing: oldest go
+            del self.armed[next(iter(self.armed))]
         for decisions in step.decided:  # metrics count committed work only
             self._count(decisions)
         for pid, state in step.staged.items():

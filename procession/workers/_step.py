@@ -15,6 +15,7 @@ from procession.topics._records import (
     RECORD_TYPES,
     Record,
     TaskRequest,
+    TimerScheduled,
     is_task_request,
 )
 
@@ -68,6 +69,7 @@ class Step:
         self.decided: list[list[Record]] = []
         self.skip: dict[str, int] = {}  # decided by a resume: records below this offset
         self.traced: list[str] = []  # the decide spans, for the commit span's links
+        self.armed: dict[str, str] = {}  # timer id -> the decide span that armed it
 
     def resume(
         self, pid: str, state: ProcessState | None, held: list[tuple[Record, int]], upto: int
@@ -155,6 +157,10 @@ class Step:
         self.staged[pid] = after_decisions(before, rec, decisions)
         self.writes.setdefault(pid, []).extend(mine)
         self.decided.append(decisions)
+        if traceparent is not None:  # its firing continues this trace
+            for d in decisions:
+                if isinstance(d, TimerScheduled):
+                    self.armed[d.timer_id] = traceparent
         for d in decisions:
             if is_task_request(d) and d.mode == "inline":  # type: ignore[attr-defined]
                 self.requests.setdefault(pid, []).append(d)  # type: ignore[arg-type]
