@@ -33,6 +33,17 @@ class ProcessionError(Exception):
 
 
 @dataclass
+class SettingError(ProcessionError):
+    """A setting (mostly an environment variable) that cannot work; the reason
+    names it. Example: ``KAFKA_SECURITY_PROTOCOL='TLS' is not one of ...``."""
+
+    reason: str
+
+    def message(self) -> str:
+        return self.reason
+
+
+@dataclass
 class DefinitionError(ProcessionError):
     """A saga definition that makes no sense.
 

@@ -22,22 +22,15 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from procession._errors import ProcessionError
+from procession._errors import SettingError
 
 if TYPE_CHECKING:
     from procession._health import Observed
     from procession.workers._stats import Labels
 
 
-class TelemetryError(ProcessionError):
+class TelemetryError(SettingError):
     """Tracing was asked for and cannot be set up."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
-
-    def message(self) -> str:
-        return self.reason
 
 
 def wanted(env: Mapping[str, str] = os.environ) -> bool:

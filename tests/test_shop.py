@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import signal
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -178,13 +179,17 @@ async def test_a_worker_killed_after_its_effect_committed_does_not_charge_twice(
     for i in range(10):
         shop.place_order(f"o-{i}", customer="c-1", amount=5, items=["sku-1"])
     env = {"SHOP_DB": db, "SHOP_CRASH_MARKER": str(marker)}
-    args = ("worker", "tests.shop_app:app", "--bootstrap-servers", kafka_servers())
-    os.environ.update(env)
-    try:
-        worker = spawn(*args, prefix=backend.prefix, stderr=tmp_path / "worker-1.log")
-    finally:
-        for name in env:
-            del os.environ[name]
+
+    def start_worker(n: int) -> subprocess.Popen[bytes]:
+        args = ("worker", "tests.shop_app:app", "--bootstrap-servers", kafka_servers())
+        os.environ.update(env)  # spawn passes the test's environment on
+        try:
+            return spawn(*args, prefix=backend.prefix, stderr=tmp_path / f"worker-{n}.log")
+        finally:
+            for name in env:
+                del os.environ[name]
+
+    worker = start_worker(1)
     rt = Runtime(app, backend.transport(), workers=0)  # the router and the processor
     await rt.start()
     try:
@@ -194,12 +199,7 @@ async def test_a_worker_killed_after_its_effect_committed_does_not_charge_twice(
             )
         await until(lambda: has(marker, "-"), timeout_s=60)
         assert await asyncio.to_thread(worker.wait, 30) == -signal.SIGKILL
-        os.environ.update(env)
-        try:
-            worker = spawn(*args, prefix=backend.prefix, stderr=tmp_path / "worker-2.log")
-        finally:
-            for name in env:
-                del os.environ[name]
+        worker = start_worker(2)
         for i in range(10):
             state = await rt.wait(f"order:o-{i}", timeout_s=60)
             assert state is not None and state.status == "completed", (i, state)

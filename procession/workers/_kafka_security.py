@@ -22,21 +22,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from procession._errors import ProcessionError
+from procession._errors import SettingError
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-class KafkaSettingError(ProcessionError):
+class KafkaSettingError(SettingError):
     """A Kafka connection setting that cannot work."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
-
-    def message(self) -> str:
-        return self.reason
 
 
 def options(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
