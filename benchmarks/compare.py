@@ -165,6 +165,11 @@ def table(results: Results, n: int, repeat: int = 1) -> str:
     return "\n".join(header + rows) + summary + note
 
 
+def latencies(figures: dict[str, Any]) -> str:
+    """A system's latency percentiles for a table cell: ``p50 / p95 / p99`` in ms."""
+    return " / ".join(f"{figures[p]:,.0f}" for p in ("p50_ms", "p95_ms", "p99_ms"))
+
+
 def _rows(window: int, results: dict[str, dict[str, Any]]) -> list[str]:
     ours = results.get("procession-kafka")
     rows = []
@@ -179,7 +184,7 @@ def _rows(window: int, results: dict[str, dict[str, Any]]) -> list[str]:
                 times = ours["per_s"] / r["per_s"]
                 ratio = f"{times:.2f}\N{MULTIPLICATION SIGN} its orders/s"
         name = r["system"] + (f" ({r['notes']})" if r["notes"] else "")
-        latency = " / ".join(f"{r[p]:,.0f}" for p in ("p50_ms", "p95_ms", "p99_ms"))
+        latency = latencies(r)
         rows.append(
             f"| {window:,} | {name} | {r['per_s']:,.0f} | {rps} | {latency} | {rss} | {ratio} |"
         )

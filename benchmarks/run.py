@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import big
-from benchmarks.compare import N, add_load_options, compare, run_options, run_system, versions
+from benchmarks.compare import (
+    N,
+    add_load_options,
+    compare,
+    latencies,
+    run_options,
+    run_system,
+    versions,
+)
 from benchmarks.core import run_core
 from benchmarks.memory import run_memory
 
@@ -125,7 +133,7 @@ def tracing_table(quick: bool, window: int = 500, repeat: int = 3) -> str:
     tenth = median["procession-kafka-traced-10"]
     rows = [
         f"| {r['system']} | {r['per_s']:,.0f} | "
-        + " / ".join(f"{r[p]:,.0f}" for p in ("p50_ms", "p95_ms", "p99_ms"))
+        + latencies(r)
         + f" | {', '.join(f'{k} {v:,.0f}' for k, v in r['rss_mib'].items())} | {r['notes']} |"
         for r in (off, on, tenth)
     ]
@@ -150,8 +158,9 @@ def shop_table(quick: bool, window: int = 50) -> str:
     for system in ("procession-kafka", "shop-sqlite", "shop-postgres"):
         r = run_system(system, n, window)
         name = r["system"] + (f" ({r['notes']})" if r["notes"] else "")
-        latency = " / ".join(f"{r[p]:,.0f}" for p in ("p50_ms", "p95_ms", "p99_ms"))
-        rows.append(f"| {name} | {r['per_s']:,.0f} | {latency} | {r['records_per_order']:.1f} |")
+        rows.append(
+            f"| {name} | {r['per_s']:,.0f} | {latencies(r)} | {r['records_per_order']:.1f} |"
+        )
     from benchmarks.shop import store_cost  # noqa: PLC0415
 
     cost = store_cost(20 if quick else 200)

@@ -452,7 +452,8 @@ async def _connected(servers: str) -> AsyncIterator[KafkaTransport]:
                 await transport.describe([])  # starts the admin client: bootstraps
         except KafkaConnectionError as exc:
             if refusals.seen:  # it answered, and refused our TLS or SASL settings
-                raise KafkaUnreachableError(servers, _refused(refusals.seen[-1])) from exc
+                why = _refused(refusals.seen[-1], transport.security)
+                raise KafkaUnreachableError(servers, why) from exc
             raise KafkaUnreachableError(servers, reason(exc)) from exc
         except TimeoutError as exc:
             why = f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
@@ -480,16 +481,17 @@ class _Refusals(logging.Filter):
         return True
 
 
-def _refused(text: str) -> str:
-    """The broker's refusal, with the settings it refused.
+def _refused(text: str, security: dict[str, Any]) -> str:
+    """The broker's refusal, with the settings it refused (never the password).
 
     Example:
-        >>> _refused('Unable connect to "k:9093": [Error 58] SaslAuthenticationFailed: bad')
-        'it refused the connection: SaslAuthenticationFailed: bad (KAFKA_SECURITY_PROTOCOL=...)'
+        >>> print(_refused('Unable connect to "k:9093": [Error 58] SaslAuthenticationFailed: bad',
+        ...                {"security_protocol": "SASL_SSL", "sasl_plain_username": "svc"}))
+        it refused the connection: SaslAuthenticationFailed: bad (...=SASL_SSL, ...=svc)
     """
     why = text.split("] ", 1)[-1]
-    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
-    user = os.environ.get("KAFKA_SASL_USERNAME")
+    protocol = security.get("security_protocol", "PLAINTEXT")
+    user = security.get("sasl_plain_username")
     settings = f"KAFKA_SECURITY_PROTOCOL={protocol}" + (
         f", KAFKA_SASL_USERNAME={user}" if user else ""
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -136,6 +137,22 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         await rt.stop()
     if b._kafka is not None:
         await b._kafka.close()
+
+
+def free_ports(n: int) -> int:
+    """A free port on 127.0.0.1 whose next ``n - 1`` neighbours are free too (a
+    broker and its controller, say)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        try:
+            for k in range(1, n):
+                with socket.socket() as t:
+                    t.bind(("127.0.0.1", port + k))
+        except OSError:
+            continue
+        return port
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:

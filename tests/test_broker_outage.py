@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,28 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Backend, until
+from tests.conftest import Backend, free_ports, until
 from tests.test_kafka import ROOT
 
 KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
 
 
-def free_port_pair() -> int:
-    """A port whose neighbour (the controller's) is free too."""
-    while True:
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return int(port)
-
-
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[int]:
-    port = free_port_pair()
+    port = free_ports(2)
     args = ["--port", str(port), "--data-dir", str(tmp_path / "data")]
     subprocess.run([KAFKA_LOCAL, "start", *args], check=True, capture_output=True, timeout=120)
     yield port

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -20,26 +19,11 @@ from procession.examples.apps import rebase_app
 from procession.topics import ProcessCompleted
 from procession.workers._kafka import KafkaTransport
 from procession.workers._port import TopicPartition
-from tests.conftest import until
+from tests.conftest import free_ports, until
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = ROOT / "scripts" / "compose-local"
 LOAD = 40
-
-
-def free_ports(n: int) -> int:
-    """A port whose next ``n - 1`` neighbours are free as well."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            for k in range(1, n):
-                with socket.socket() as t:
-                    t.bind(("127.0.0.1", port + k))
-        except OSError:
-            continue
-        return port
 
 
 def engine_available() -> bool:

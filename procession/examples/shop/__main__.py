@@ -37,7 +37,8 @@ async def run(shop: Shop, orders: int, transport: Transport | None) -> str:
     async with Runtime(app, transport, concurrency=32) as rt:
         publisher = Publisher(app.topics, rt.transport)
         await publisher.start()
-        relay = OutboxRelay(shop.unit_of_work, SyncPublisher.on_loop(publisher, rt_loop()))
+        loop = asyncio.get_running_loop()
+        relay = OutboxRelay(shop.unit_of_work, SyncPublisher.on_loop(publisher, loop))
         stop = threading.Event()
         relaying = asyncio.create_task(asyncio.to_thread(relay.run, stop))
         started = time.perf_counter()
@@ -60,10 +61,6 @@ async def run(shop: Shop, orders: int, transport: Transport | None) -> str:
             await relaying
             await publisher.close()
     return report(shop, orders, seconds, relay.published)
-
-
-def rt_loop() -> asyncio.AbstractEventLoop:
-    return asyncio.get_running_loop()
 
 
 def report(shop: Shop, orders: int, seconds: float, published: int) -> str:
