@@ -3,13 +3,24 @@
 Used as the trace sink of the tracing-overhead benchmark and by the OTLP
 tests: it parses every export request and keeps (service, span name, trace
 id) for each span.
+
+``python -m benchmarks.otlp_sink --port-file F`` runs one on a free port
+(written to F) until SIGTERM, for scripts (scripts/k8s-local): ``GET
+/summary`` answers the span counts per service and name as JSON, ``GET
+/trace`` the fullest trace so far, rendered by :func:`render`.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import http.server
+import json
+import os
+import signal
+import sys
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +53,24 @@ class Sink(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Sink
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            spans, details = list(self.server.spans), list(self.server.details)
+        if self.path == "/summary":
+            names = Counter(f"{service} {name}" for service, name, _ in spans)
+            body = json.dumps({"spans": len(spans), "names": dict(sorted(names.items()))})
+        elif self.path == "/trace":
+            body = render(details, fullest(details)) + "\n" if details else ""
+        else:
+            self.send_error(404)
+            return
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -145,6 +174,16 @@ def render(spans: Iterable[Span], trace_id: str) -> str:
     return "\n".join(lines)
 
 
+def fullest(spans: Iterable[Span]) -> str:
+    """The id of the trace with the most spans (the earliest of those tied)."""
+    count: Counter[str] = Counter()
+    first: dict[str, int] = {}
+    for s in spans:
+        count[s.trace_id] += 1
+        first[s.trace_id] = min(first.get(s.trace_id, s.start_ns), s.start_ns)
+    return min(count, key=lambda t: (-count[t], first[t]))
+
+
 def _value(v: Any) -> Any:
     kind = v.WhichOneof("value")
     return getattr(v, kind) if kind else None
@@ -165,3 +204,27 @@ def running() -> Iterator[Sink]:
         sink.shutdown()
         thread.join()
         sink.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.otlp_sink")
+    parser.add_argument("--port-file", required=True, help="where to write the port it listens on")
+    args = parser.parse_args(argv)
+    sink = Sink()
+    tmp = f"{args.port_file}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{sink.server_address[1]}\n")
+    os.replace(tmp, args.port_file)  # whole or absent: the script waits for it
+
+    def stop(*_: object) -> None:  # shutdown() waits for serve_forever: not on its thread
+        threading.Thread(target=sink.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sink.serve_forever()
+    sink.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -91,6 +91,23 @@ def test_probes_use_the_health_endpoints_and_pods_run_as_non_root() -> None:
     ]
 
 
+def test_each_role_can_have_its_own_health_port_for_host_network_pods_on_one_node() -> None:
+    # with hostNetwork a processor and a worker on one node cannot share a port
+    docs = render(*MINIMAL, "--set", "hostNetwork=true", "--set", "worker.healthPort=9998")
+    ports = {}
+    for d in docs:
+        if d["kind"] == "Deployment":
+            pod = d["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert pod["hostNetwork"] is True
+            assert env["PROCESSION_HEALTH_PORT"] == str(container["ports"][0]["containerPort"])
+            annotations = d["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/port"] == env["PROCESSION_HEALTH_PORT"]
+            ports[d["metadata"]["name"]] = container["ports"][0]["containerPort"]
+    assert ports == {"t-procession-processor": 8080, "t-procession-worker": 9998}
+
+
 def test_sasl_credentials_reach_the_pods_from_a_secret() -> None:
     docs = render("--values", str(CHART / "ci" / "values.yaml"))
     (secret,) = [d for d in docs if d["kind"] == "Secret"]
