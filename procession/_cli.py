@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from procession.topics._layout import TopicSpec
     from procession.workers import App
     from procession.workers._kafka import KafkaTransport
+    from procession.workers._rdkafka import RdKafkaTransport
 
 OK, FAILED, USAGE = 0, 1, 2
 #: How long the first contact with the cluster may take before giving up.
@@ -431,17 +432,18 @@ async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _connected(servers: str) -> AsyncIterator[KafkaTransport]:
-    """A :class:`KafkaTransport` whose cluster answered, closed on the way out.
+async def _connected(servers: str) -> AsyncIterator[KafkaTransport | RdKafkaTransport]:
+    """A Kafka transport (``PROCESSION_KAFKA_CLIENT``) whose cluster answered,
+    closed on the way out.
 
     An unreachable cluster is a :class:`KafkaUnreachableError` within
     :data:`CONNECT_TIMEOUT_S`, whatever aiokafka makes of it.
     """
     from aiokafka.errors import KafkaConnectionError  # noqa: PLC0415 - per command
 
-    from procession.workers._kafka import KafkaTransport  # noqa: PLC0415
+    from procession.workers._kafka_client import kafka_transport  # noqa: PLC0415
 
-    transport = KafkaTransport(servers)
+    transport = kafka_transport(servers)
     refusals = _Refusals()
     aiokafka_log = logging.getLogger("aiokafka")
     try:

@@ -46,9 +46,9 @@ def main(bootstrap_servers: str | None = None) -> int:
 
 
 async def _on_kafka(servers: str) -> str:
-    from procession.workers._kafka import KafkaTransport  # noqa: PLC0415 - needs the kafka extra
+    from procession.workers._kafka_client import kafka_transport  # noqa: PLC0415 - a Kafka extra
 
-    transport = KafkaTransport(servers)
+    transport = kafka_transport(servers)
     try:  # a new rebase id per run: a finished process stays finished on a durable log
         return await run_demo(transport, rebase_id=f"r-{int(time.time())}")
     finally:

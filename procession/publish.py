@@ -73,9 +73,9 @@ class Publisher:
 
     def __init__(self, topics: Topics, transport: Transport | str) -> None:
         if isinstance(transport, str):
-            from procession.workers._kafka import KafkaTransport  # noqa: PLC0415
+            from procession.workers._kafka_client import kafka_transport  # noqa: PLC0415
 
-            transport = KafkaTransport(transport)
+            transport = kafka_transport(transport)
             self._owned: Transport | None = transport
         else:
             self._owned = None

@@ -1,7 +1,8 @@
 """Shared fixtures: the runtime backends the behavioural suite runs on.
 
-``--backends memory`` (default) or ``--backends memory,kafka``; a Kafka run
-uses ``KAFKA_BOOTSTRAP_SERVERS``.
+``--backends memory`` (default) or ``--backends memory,kafka,rdkafka``; a Kafka
+run (``kafka``: the aiokafka transport, ``rdkafka``: the librdkafka one) uses
+``KAFKA_BOOTSTRAP_SERVERS``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from procession.workers import (
 )
 from procession.workers._kafka import KafkaTransport
 from procession.workers._port import partitions
+from procession.workers._rdkafka import RdKafkaTransport
 
 _prefixes = itertools.count(1)
 
@@ -35,7 +37,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--backends",
         default=os.environ.get("PROCESSION_BACKENDS", "memory"),
-        help="comma-separated runtimes for the behavioural suite: memory,kafka",
+        help="comma-separated runtimes for the behavioural suite: memory,kafka,rdkafka",
     )
 
 
@@ -49,6 +51,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 _container: Any = None
+
+
+#: The backends on a real broker: the aiokafka transport and the librdkafka one.
+KAFKA_BACKENDS = ("kafka", "rdkafka")
+
+
+def kafka_transport(name: str) -> KafkaTransport | RdKafkaTransport:
+    """A transport of the backend ``name`` (``kafka``: aiokafka; ``rdkafka``) on the broker."""
+    return KafkaTransport(kafka_servers()) if name == "kafka" else RdKafkaTransport(kafka_servers())
 
 
 def kafka_servers() -> str:
@@ -95,7 +106,7 @@ class Backend:
         self.clock = VirtualClock(start_ms=1_700_000_000_000)
         self.prefix = f"t{os.getpid()}-{next(_prefixes)}"
         self._memory = MemoryTransport(clock_ms=self.clock.now_ms)
-        self._kafka: KafkaTransport | None = None
+        self._kafka: KafkaTransport | RdKafkaTransport | None = None
         self.runtimes: list[Runtime] = []
 
     def topics(self) -> Topics:
@@ -104,10 +115,9 @@ class Backend:
     def transport(self) -> Transport:
         if self.name == "memory":
             return self._memory
-        if self.name == "kafka":
-            servers = kafka_servers()
+        if self.name in KAFKA_BACKENDS:
             if self._kafka is None:
-                self._kafka = KafkaTransport(servers)
+                self._kafka = kafka_transport(self.name)
             return self._kafka
         raise pytest.UsageError(f"unknown backend {self.name!r}")
 

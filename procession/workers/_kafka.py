@@ -306,7 +306,7 @@ class KafkaTransport:
         await c.start()
         listener = RebalanceListener(on_assign, on_revoke)
         c.subscribe(list(topics), listener=listener)
-        return KafkaConsumer(c, listener)
+        return KafkaConsumer(c, listener, self.producer)
 
     async def read_partition(self, tp: TopicPartition) -> list[Message]:
         c = AIOKafkaConsumer(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
 
-from ._port import Listener, Message, TopicPartition
+from ._port import Listener, Message, Producer, TopicPartition
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -30,8 +31,17 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaConsumer:
     """A group member reading committed records only; offsets are committed in transactions."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, listener: RebalanceListener) -> None:
-        self._c, self._listener = consumer, listener
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        listener: RebalanceListener,
+        producers: Callable[[str], Producer],
+    ) -> None:
+        self._c, self._listener, self._producers = consumer, listener, producers
+
+    def producer(self, transactional_id: str) -> Producer:
+        """A producer of its own (exactly-once v1): its start fences the old owner."""
+        return self._producers(transactional_id)
 
     async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
         got = await self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)

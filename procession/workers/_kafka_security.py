@@ -91,3 +91,30 @@ def _ssl_context(env: Mapping[str, str]) -> Any:
         return create_ssl_context(cafile=cafile, certfile=certfile, keyfile=keyfile)
     except (OSError, ValueError) as exc:
         raise KafkaSettingError(f"the TLS settings cannot be loaded: {exc}") from exc
+
+
+def rdkafka_options(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The same settings as librdkafka configuration properties (checked as
+    :func:`options` checks them).
+
+    Example:
+        >>> rdkafka_options({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        ...     "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"})["sasl.username"]
+        'u'
+    """
+    checked = options(env)
+    if not checked:
+        return {}
+    out: dict[str, Any] = {"security.protocol": checked["security_protocol"]}
+    if "sasl_mechanism" in checked:
+        out["sasl.mechanism"] = checked["sasl_mechanism"]
+        out["sasl.username"] = checked["sasl_plain_username"]
+        out["sasl.password"] = checked["sasl_plain_password"]
+    for var, prop in (
+        ("KAFKA_SSL_CAFILE", "ssl.ca.location"),
+        ("KAFKA_SSL_CERTFILE", "ssl.certificate.location"),
+        ("KAFKA_SSL_KEYFILE", "ssl.key.location"),
+    ):
+        if env.get(var):
+            out[prop] = env[var]
+    return out

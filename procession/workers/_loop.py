@@ -45,6 +45,7 @@ class BatchLoop(Component):
         self._consumer = await self.transport.consumer(
             self.group, topics, self._on_assign, self._on_revoke
         )
+        self._writers.consumer = self._consumer
         self._task = asyncio.create_task(self._loop(), name=f"procession-{self.name}")
 
     async def stop(self) -> None:

@@ -291,9 +291,12 @@ class MemoryConsumer:
         topics: Sequence[str],
         on_assign: Listener | None,
         on_revoke: Listener | None,
+        *,
+        producers: Callable[[str], MemoryProducer],
     ) -> None:
         self._log, self.group, self.topics = log, group, list(topics)
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._producers = producers
         self._positions: dict[TopicPartition, int] = {}
         self._joined = False
         self.member_id = next(_ids)
@@ -340,6 +343,10 @@ class MemoryConsumer:
     def joined(self) -> bool:
         return self._joined
 
+    def producer(self, transactional_id: str) -> MemoryProducer:
+        """A producer of its own (exactly-once v1): its start fences the old owner."""
+        return self._producers(transactional_id)
+
     def caught_up(self) -> bool:
         return self.lag() == 0
 
@@ -375,7 +382,9 @@ class MemoryTransport:
         on_assign: Listener | None = None,
         on_revoke: Listener | None = None,
     ) -> MemoryConsumer:
-        member = MemoryConsumer(self.log, group, topics, on_assign, on_revoke)
+        member = MemoryConsumer(
+            self.log, group, topics, on_assign, on_revoke, producers=self.producer
+        )
         await self.log.join(group, member)
         return member
 

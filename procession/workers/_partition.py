@@ -57,7 +57,7 @@ class PartitionProcessor:
     def __init__(self, owner: Processor, tp: TopicPartition) -> None:
         self.owner, self.tp = owner, tp
         topics = owner.topics
-        self.producer = owner.transport.producer(f"{topics.prefix}.processor.{tp.partition}")
+        self.producer = owner.producer_for(f"{topics.prefix}.processor.{tp.partition}")
         self.store: dict[str, Stored] = {}
         self.timers = TimerQueue()
         self.queue: deque[Message] = deque()

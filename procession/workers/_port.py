@@ -181,6 +181,17 @@ class Consumer(Protocol):
         """A member of its group with an assignment (possibly empty) in force."""
         ...
 
+    def producer(self, transactional_id: str) -> Producer:
+        """A producer for the work of one of this member's partitions.
+
+        Exactly-once v1 transports (in-memory, aiokafka) give a producer of its
+        own with that static id, whose start fences the partition's previous
+        owner. An exactly-once v2 transport (librdkafka) gives a share in the
+        member's one transactional producer: its partitions' commits go out
+        together, fenced by the group's generation; the id is not used.
+        """
+        ...
+
     async def stop(self) -> None: ...
 
 

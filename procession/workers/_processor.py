@@ -22,7 +22,7 @@ from ._app import App
 from ._clock import Clock, SystemClock
 from ._component import Component
 from ._partition import PartitionProcessor
-from ._port import Consumer, TopicPartition, Transport
+from ._port import Consumer, Producer, TopicPartition, Transport
 from ._stats import Stats
 from ._topic_check import verify
 
@@ -137,6 +137,10 @@ class Processor(Component):
         super().died(error)
         if self._cleanup is None:
             self._cleanup = asyncio.ensure_future(self._stop())
+
+    def producer_for(self, transactional_id: str) -> Producer:
+        """The producer of one assigned partition's work (see ``Consumer.producer``)."""
+        return (self._consumer or self.transport).producer(transactional_id)
 
     async def rewind(self, tp: TopicPartition) -> int | None:
         """Read ``tp`` again from its committed offset (called once its producer fenced

@@ -94,6 +94,7 @@ class Worker(Component):
         self._consumer = await self.transport.consumer(
             self.group, [t.tasks(x) for x in self.task_types], self._on_assign, self._on_revoke
         )
+        self.writers.consumer = self._consumer
         self._task = asyncio.create_task(self._loop(), name=f"procession-{self.name}")
 
     async def stop(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from ._port import Producer, TopicPartition, Transport
+from ._port import Consumer, Producer, TopicPartition, Transport
 
 
 class Writers:
@@ -28,6 +28,8 @@ class Writers:
         self._transport, self._prefix = transport, prefix
         self._producers: dict[TopicPartition, Producer] = {}
         self._starting = asyncio.Lock()
+        #: the member whose partitions these are: it makes their producers
+        self.consumer: Consumer | None = None
 
     def id_for(self, tp: TopicPartition) -> str:
         return f"{self._prefix}.{tp.topic}.{tp.partition}"
@@ -37,7 +39,8 @@ class Writers:
         async with self._starting:  # one producer per id, even when two ask at once
             producer = self._producers.get(tp)
             if producer is None:
-                producer = self._transport.producer(self.id_for(tp))
+                maker = self.consumer or self._transport
+                producer = maker.producer(self.id_for(tp))
                 await producer.start()
                 self._producers[tp] = producer
             return producer

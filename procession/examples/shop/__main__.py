@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 async def _main(shop: Shop, orders: int, servers: str | None) -> str:
     if not servers:
         return await run(shop, orders, None)
-    from procession.workers._kafka import KafkaTransport  # noqa: PLC0415 - the kafka extra
+    from procession.workers._kafka_client import kafka_transport  # noqa: PLC0415 - a Kafka extra
 
-    transport = KafkaTransport(servers)
+    transport = kafka_transport(servers)
     try:
         return await run(shop, orders, transport)
     finally:

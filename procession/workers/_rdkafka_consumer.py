@@ -1,0 +1,262 @@
+"""Group consumers on librdkafka (confluent-kafka): cooperative, static, read_committed.
+
+``consume()`` runs on the consumer's own thread, one call per fetch, and the
+rebalance callbacks it triggers there run the listeners on the event loop
+(the thread waits for them: a partition is given up only once its work has
+stopped). A rewind reads the committed offset beside it and seeks only while
+no ``consume()`` is in progress; records a fetch returned from before a seek
+are dropped, so a rewound partition never sees its old records again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTP
+
+from ._kafka import SESSION_TIMEOUT_MS
+from ._kafka_consumer import KEY_ERRORS
+from ._port import Listener, Message, Producer, TopicPartition
+from ._rdkafka_producer import Share, TransactionalProducer
+
+if TYPE_CHECKING:
+    from ._rdkafka import RdKafkaTransport
+
+log = logging.getLogger("procession.rdkafka")
+
+
+def message_of(m: Any) -> Message:
+    """A record librdkafka fetched, as the port's :class:`Message`."""
+    key = m.key()
+    return Message(
+        m.topic() or "",
+        m.partition() or 0,
+        m.offset() or 0,
+        None if key is None else key.decode("utf-8", KEY_ERRORS),
+        m.value(),
+        tuple((k, v or b"") for k, v in m.headers() or ()),
+        m.timestamp()[1],
+    )
+
+
+#: Seconds a committed-offset lookup may take before the rewind fails.
+_LOOKUP_S = 30.0
+
+
+class RdKafkaConsumer:
+    """A group member on librdkafka, reading committed records only.
+
+    Its partitions' producers (:meth:`producer`) share one transaction per
+    round, fenced by the group's generation (exactly-once v2). With an
+    ``instance`` it is a static member: restarted under the same instance it
+    gets its partitions back at once, without a rebalance.
+    """
+
+    def __init__(
+        self,
+        transport: RdKafkaTransport,
+        group: str,
+        topics: Sequence[str],
+        on_assign: Listener | None,
+        on_revoke: Listener | None,
+        *,
+        instance: str | None,
+        transactional_id: str,
+    ) -> None:
+        self.group, self._topics = group, list(topics)
+        self._t, self._assign, self._revoke = transport, on_assign, on_revoke
+        self._config: dict[str, Any] = {
+            **transport.config,
+            "group.id": group,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": 1_000,
+            "max.poll.interval.ms": 300_000,
+        }
+        if instance is not None:
+            self._config["group.instance.id"] = instance
+        self._tid = transactional_id
+        self._loop = asyncio.get_running_loop()
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"rdkafka-consume-{group}")
+        self._side = ThreadPoolExecutor(1, thread_name_prefix=f"rdkafka-rewind-{group}")
+        self._c: Consumer | None = None
+        self._assigned: set[TopicPartition] = set()
+        self._joined = False
+        self._eof: set[TopicPartition] = set()
+        self._next: dict[TopicPartition, int] = {}
+        self._consuming = threading.Lock()  # held by consume(); a seek waits for it
+        self._seeks = 0
+        self._epoch: dict[TopicPartition, int] = {}
+        self._member: TransactionalProducer | None = None
+
+    async def start(self) -> None:
+        self._c = await self._loop.run_in_executor(self._io, self._subscribe)
+
+    def _subscribe(self) -> Consumer:
+        c = Consumer(self._config, logger=log)
+        c.subscribe(
+            self._topics,
+            on_assign=self._assigned_cb,
+            on_revoke=self._revoked_cb,
+            on_lost=self._lost_cb,
+        )
+        return c
+
+    # ------------------------------------------------------------ callbacks (consumer thread)
+
+    def _assigned_cb(self, c: Consumer, parts: list[KafkaTP]) -> None:
+        c.incremental_assign(parts)  # before the listener: a rewind may seek them
+        tps = [TopicPartition(p.topic, p.partition) for p in parts]
+        self._assigned.update(tps)
+        self._joined = True
+        if self._assign is not None and tps:
+            self._on_loop(self._assign(tps))
+
+    def _revoked_cb(self, c: Consumer, parts: list[KafkaTP]) -> None:
+        tps = [tp for p in parts if (tp := TopicPartition(p.topic, p.partition)) in self._assigned]
+        self._assigned.difference_update(tps)
+        self._eof.difference_update(tps)
+        if self._revoke is not None and tps:
+            self._on_loop(self._revoke(tps))
+
+    def _lost_cb(self, c: Consumer, parts: list[KafkaTP]) -> None:
+        log.warning("group %s: partitions lost (session timed out): %s", self.group, parts)
+        self._joined = False
+        self._revoked_cb(c, parts)
+
+    def _on_loop(self, listening: Awaitable[None]) -> None:
+        """Run a listener on the event loop; the consumer thread waits for it."""
+
+        async def listen() -> None:
+            await listening
+
+        asyncio.run_coroutine_threadsafe(listen(), self._loop).result()
+
+    # ------------------------------------------------------------ the port
+
+    async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        got, seeks, epochs = await self._loop.run_in_executor(
+            self._io, self._consume, timeout_s, max_records
+        )
+        if seeks == self._seeks:
+            return got
+        return [m for m in got if self._epoch.get(m.tp, 0) == epochs.get(m.tp, 0)]
+
+    def _consume(
+        self, timeout_s: float, max_records: int
+    ) -> tuple[list[Message], int, dict[TopicPartition, int]]:
+        assert self._c is not None
+        with self._consuming:
+            seeks, epochs = self._seeks, dict(self._epoch) if self._seeks else {}
+            raw = self._c.consume(max_records, timeout_s)
+            out: list[Message] = []
+            for m in raw:
+                err = m.error()
+                if err is None:
+                    msg = message_of(m)
+                    out.append(msg)
+                    self._next[msg.tp] = msg.offset + 1
+                    self._eof.discard(msg.tp)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    tp = TopicPartition(m.topic() or "", m.partition() or 0)
+                    self._next[tp] = m.offset() or 0
+                    if tp in self._assigned:
+                        self._eof.add(tp)
+                elif err.fatal():
+                    raise KafkaException(err)
+                else:
+                    log.warning("group %s: %s", self.group, err.str())
+        return out, seeks, epochs
+
+    async def rewind(self, tp: TopicPartition) -> int | None:
+        return await self._loop.run_in_executor(self._side, self._rewind, tp)
+
+    def _rewind(self, tp: TopicPartition) -> int | None:
+        """On the side thread. The committed offset is asked for with
+        require_stable (read_committed): it waits for a previous owner's
+        transaction that commits offsets on ``tp``."""
+        assert self._c is not None
+        if tp not in self._assigned:
+            return None
+        ktp = KafkaTP(tp.topic, tp.partition)
+        committed = self._c.committed([ktp], timeout=_LOOKUP_S)[0].offset
+        while tp in self._assigned:
+            if not self._consuming.acquire(timeout=0.05):
+                continue  # a consume() is in progress (perhaps running a revoke)
+            try:
+                if tp not in self._assigned:
+                    break
+                start = committed if committed >= 0 else OFFSET_BEGINNING
+                self._c.seek(KafkaTP(tp.topic, tp.partition, start))
+                self._seeks += 1
+                self._epoch[tp] = self._epoch.get(tp, 0) + 1
+                self._eof.discard(tp)
+                self._next.pop(tp, None)
+                return committed if committed >= 0 else None
+            finally:
+                self._consuming.release()
+        return None
+
+    def joined(self) -> bool:
+        return self._joined
+
+    def caught_up(self) -> bool:
+        """Joined, and the latest fetch of every assigned partition reached its end
+        (librdkafka's partition EOF, at the last stable offset)."""
+        return self._joined and self._assigned <= self._eof
+
+    def lag(self) -> int | None:
+        """0 for a partition at its end; otherwise the high watermark (as last
+        fetched) minus the position, an upper bound (librdkafka tells the last
+        stable offset only at the end)."""
+        if self._c is None:
+            return None
+        total = 0
+        for tp in list(self._assigned):
+            if tp in self._eof:
+                continue
+            position = self._next.get(tp)
+            if position is None:
+                return None
+            _, high = self._c.get_watermark_offsets(KafkaTP(tp.topic, tp.partition), cached=True)
+            if high < 0:
+                return None
+            total += max(0, high - position)
+        return total
+
+    def producer(self, transactional_id: str) -> Producer:
+        """A share in this member's one transactional producer (``transactional_id``
+        is the EOS v1 id a partition would have had; it is not used)."""
+        if self._member is None:
+            self._member = TransactionalProducer(self._t, self._tid, self._metadata)
+        return Share(self._member)
+
+    def _metadata(self, group: str) -> Any:
+        if group != self.group or self._c is None:
+            return self._t.group_metadata(group)
+        return self._c.consumer_group_metadata()
+
+    async def stop(self) -> None:
+        """Give the partitions back (the revoke listener runs first), then leave."""
+        gone = list(self._assigned)
+        self._assigned.clear()
+        if self._revoke is not None and gone:
+            await self._revoke(gone)
+        if self._c is not None:
+            c, self._c = self._c, None
+            await self._loop.run_in_executor(self._io, c.close)
+        if self._member is not None:
+            await self._member.stop()
+        self._io.shutdown(wait=False)
+        self._side.shutdown(wait=False)

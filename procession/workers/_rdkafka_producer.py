@@ -1,0 +1,270 @@
+"""Transactional producers on librdkafka (confluent-kafka), with group commit.
+
+A :class:`TransactionalProducer` runs each transaction in one call on its own
+thread: begin, produce every record, send the offsets, commit. Commits asked
+for while a transaction is in flight wait and then go out together as the next
+transaction, so the partitions of one member share one transaction per round
+(Kafka's exactly-once v2: fenced by the consumer group's generation, not by a
+transactional id per partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as KafkaTP
+
+from procession._errors import FencedError, TransactionAbortedError, WriterFailedError
+
+from ._kafka import START_DEADLINE_S, TRANSACTION_TIMEOUT_MS
+from ._kafka_consumer import KEY_ERRORS
+from ._port import Batch, Outgoing, TopicPartition
+
+if TYPE_CHECKING:
+    from ._rdkafka import RdKafkaTransport
+
+log = logging.getLogger("procession.rdkafka")
+
+#: Group metadata (``Consumer.consumer_group_metadata()``) for a group's offsets.
+Metadata = Callable[[str], Any]
+
+_FENCED = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.INVALID_PRODUCER_ID_MAPPING,
+    }
+)
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
+
+#: Seconds a blocking transaction call may take (librdkafka's own retries inside).
+_CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000
+
+#: How long a producer waits before retrying a request the broker refused (the
+#: CONCURRENT_TRANSACTIONS that follows every commit, above all).
+TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10"))
+
+
+class TransactionalProducer:
+    """One librdkafka transactional producer; concurrent commits share a transaction.
+
+    Example::
+
+        producer = TransactionalProducer(transport, "shop.publisher.1", metadata)
+        await producer.start()
+        await producer.commit(Batch([Outgoing("shop.events", "k", b"v")]))
+    """
+
+    def __init__(
+        self, transport: RdKafkaTransport, transactional_id: str, metadata: Metadata
+    ) -> None:
+        self.transactional_id, self._t = transactional_id, transport
+        self._config = {
+            **transport.config,
+            "transactional.id": transactional_id,
+            "client.id": transactional_id,
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            # record batches no larger than aiokafka's: a topic refuses a batch over
+            # its max.message.bytes, and only a single record may come near it
+            "batch.size": 16_384,
+            "retry.backoff.ms": TXN_RETRY_BACKOFF_MS,
+            "partitioner": "murmur2_random",  # where Java (and aiokafka) put a key
+        }
+        self._metadata = metadata
+        self._p: Producer | None = None
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"rdkafka-{transactional_id}")
+        self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
+        self._flight: tuple[asyncio.Future[None], list[asyncio.Future[None]]] | None = None
+        self._one_at_a_time = asyncio.Lock()
+        self._starting = asyncio.Lock()
+        self._failed: BaseException | None = None
+
+    async def start(self) -> None:
+        """InitProducerId: fence older producers with this id and abort their open
+        transaction. Started once; later calls return at once. A broker out of
+        reach is waited for, with backoff, for up to ``START_DEADLINE_S``."""
+        async with self._starting:
+            if self._p is None:
+                loop = asyncio.get_running_loop()
+                self._p = await loop.run_in_executor(self._io, self._init)
+
+    def _init(self) -> Producer:
+        give_up = time.monotonic() + START_DEADLINE_S
+        while True:
+            p = Producer(self._config)
+            try:
+                p.init_transactions(max(1.0, min(_CALL_TIMEOUT_S, give_up - time.monotonic())))
+                return p
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or time.monotonic() > give_up:
+                    raise self._fatal(err) from exc
+                log.warning("producer %s: %s; retrying", self.transactional_id, err.str())
+
+    async def commit(self, batch: Batch) -> None:
+        """Commit ``batch`` in one transaction, possibly with batches committed at
+        the same time by others. Cancelled, it returns once no transaction holding
+        the batch is in flight: nothing of it is committed after that."""
+        for out in batch.records:  # before anything is sent: the broker would refuse it
+            if too_large := out.too_large(await self._t.limit(out.topic)):
+                raise too_large
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        item = (batch, done)
+        self._queue.append(item)
+        try:
+            async with self._one_at_a_time:
+                if not done.done():
+                    self._launch(loop)
+                await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if item in self._queue:
+                self._queue.remove(item)
+            elif self._flight is not None and done in self._flight[1]:
+                await asyncio.wait([self._flight[0]])
+            if done.done() and not done.cancelled():
+                done.exception()  # the caller is gone; the outcome is seen
+            raise
+        except BaseException:
+            if item in self._queue:  # not launched: it must not go out later
+                self._queue.remove(item)
+            raise
+
+    def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._p is None:
+            raise RuntimeError(f"producer {self.transactional_id!r} used before start()")
+        if self._failed is not None:
+            raise WriterFailedError(self.transactional_id, f"{self._failed}")
+        taken, self._queue = self._queue, []
+        groups = {b.group for b, _ in taken if b.offsets and b.group is not None}
+        metadata = {g: self._metadata(g) for g in groups}
+        job = loop.run_in_executor(
+            self._io, self._transact, self._p, [b for b, _ in taken], metadata
+        )
+        futures = [f for _, f in taken]
+        self._flight = (job, futures)
+        job.add_done_callback(functools.partial(self._settle, futures))
+
+    def _settle(self, futures: list[asyncio.Future[None]], job: asyncio.Future[None]) -> None:
+        if self._flight is not None and self._flight[0] is job:
+            self._flight = None
+        error = job.exception()
+        if isinstance(error, FencedError | WriterFailedError):
+            self._failed = error
+        for f in futures:
+            if f.done():
+                continue
+            if error is None:
+                f.set_result(None)
+            else:
+                f.set_exception(error)
+
+    def _transact(self, p: Producer, batches: Sequence[Batch], metadata: dict[str, Any]) -> None:
+        """One transaction, on the producer's thread."""
+        offsets: dict[str, list[KafkaTP]] = {}
+        for b in batches:
+            if b.offsets and b.group is not None:
+                offsets.setdefault(b.group, []).extend(
+                    KafkaTP(tp.topic, tp.partition, off) for tp, off in b.offsets.items()
+                )
+        try:
+            p.begin_transaction()
+            for b in batches:
+                for out in b.records:
+                    self._produce(p, out)
+            for group, tps in offsets.items():
+                p.send_offsets_to_transaction(tps, metadata[group], _CALL_TIMEOUT_S)
+            p.commit_transaction(_CALL_TIMEOUT_S)
+        except KafkaException as exc:
+            raise self._failure(p, exc.args[0]) from exc
+        finally:
+            p.poll(0)  # serve the delivery reports
+
+    @staticmethod
+    def _produce(p: Producer, out: Outgoing) -> None:
+        key = None if out.key is None else out.key.encode("utf-8", KEY_ERRORS)
+        partition = -1 if out.partition is None else out.partition
+        while True:
+            try:
+                p.produce(out.topic, out.value, key, partition, headers=list(out.headers) or None)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                p.poll(0.01)
+
+    def _failure(self, p: Producer, err: KafkaError) -> BaseException:
+        """What a failed transaction raises; abort it first when it must be."""
+        if err.fatal():
+            return self._fatal(err)
+        if err.code() in _TOO_LARGE:
+            self._t.forget_limits()  # the topic's limit changed since we looked
+        try:
+            p.abort_transaction(_CALL_TIMEOUT_S)
+        except KafkaException as exc:
+            abort = exc.args[0]
+            if abort.fatal():
+                return self._fatal(abort)
+            if abort.code() != KafkaError._STATE:  # _STATE: no transaction was open
+                return WriterFailedError(self.transactional_id, f"cannot abort: {abort.str()}")
+        return TransactionAbortedError(f"{err.name()}: {err.str()}")
+
+    def _fatal(self, err: KafkaError) -> BaseException:
+        if err.code() in _FENCED:
+            return FencedError(self.transactional_id)
+        return WriterFailedError(self.transactional_id, f"{err.name()}: {err.str()}")
+
+    async def stop(self) -> None:
+        """Wait out a transaction in flight, then close (nothing stays open)."""
+        async with self._one_at_a_time:
+            for _, f in self._queue:
+                f.set_exception(RuntimeError(f"producer {self.transactional_id!r} stopped"))
+            self._queue.clear()
+            p, self._p = self._p, None
+            if p is not None:
+                await asyncio.get_running_loop().run_in_executor(self._io, _close, p)
+        self._io.shutdown(wait=False)
+
+
+def _close(p: Producer) -> None:
+    """Flush and close. A producer in a fatal state (fenced) cannot abort what
+    it had open; confluent-kafka warns of that, and the broker aborts it."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        p.flush(5)
+        p.close()
+    for w in said:
+        log.debug("closing a producer: %s", w.message)
+
+
+class Share:
+    """A member's producer as one of its partitions sees it: its commits go into
+    the member's shared transaction; stopping it leaves the producer running for
+    the member's other partitions (the member's consumer closes it)."""
+
+    def __init__(self, producer: TransactionalProducer, tp: TopicPartition | None = None) -> None:
+        self._producer, self.tp = producer, tp
+
+    @property
+    def transactional_id(self) -> str:
+        return self._producer.transactional_id
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def commit(self, batch: Batch) -> None:
+        await self._producer.commit(batch)
+
+    async def stop(self) -> None:
+        return None
