@@ -20,7 +20,15 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
-SYSTEMS = ("procession-kafka", "floor", "procession-memory", "dbos", "temporal")
+SYSTEMS = (
+    "procession-rdkafka",
+    "procession-kafka",
+    "floor-rdkafka",
+    "floor",
+    "procession-memory",
+    "dbos",
+    "temporal",
+)
 #: The event-sourced shop (docs/event-sourcing.md): its own table, not the comparison's.
 SHOP = ("shop-sqlite", "shop-postgres")
 
@@ -30,7 +38,15 @@ async def _one(system: str, n: int, window: int) -> dict[str, Any]:
     if system == "procession-kafka":
         from benchmarks import procession_kafka  # noqa: PLC0415 - each system imports its own
 
-        result = await procession_kafka.run(servers, n, window)
+        result = await procession_kafka.run(servers, n, window, client="aiokafka")
+    elif system == "procession-rdkafka":
+        from benchmarks import procession_kafka  # noqa: PLC0415
+
+        result = await procession_kafka.run(servers, n, window, client="librdkafka")
+    elif system == "floor-rdkafka":
+        from benchmarks import floor_rdkafka  # noqa: PLC0415
+
+        result = await floor_rdkafka.run(servers, n, window)
     elif system == "floor":
         from benchmarks import floor  # noqa: PLC0415
 
@@ -134,17 +150,14 @@ def table(results: Results, n: int, repeat: int = 1) -> str:
         for key in next(iter(results.values()))
     }
     summary = ""
-    if "procession-kafka" in best:
-        ours = best["procession-kafka"]
+    mine = _ours(best)
+    if mine is not None:
+        ours = best[mine]
         summary = (
             "\n\nBest of each across the windows, orders/s: "
             + ", ".join(
                 f"{next(iter(results.values()))[k]['system']} {v:,.0f}"
-                + (
-                    ""
-                    if k == "procession-kafka"
-                    else f" (Procession {ours / v:.2f}\N{MULTIPLICATION SIGN})"
-                )
+                + ("" if k == mine else f" (Procession {ours / v:.2f}\N{MULTIPLICATION SIGN})")
                 for k, v in best.items()
             )
             + "."
@@ -157,7 +170,7 @@ def table(results: Results, n: int, repeat: int = 1) -> str:
         "Records per order on Kafka: "
         + ", ".join(
             f"{some[k]['system']} {some[k]['records_per_order']:.1f}"
-            for k in ("procession-kafka", "floor")
+            for k in ("procession-rdkafka", "procession-kafka", "floor-rdkafka", "floor")
             if k in some
         )
         + "."
@@ -170,15 +183,25 @@ def latencies(figures: dict[str, Any]) -> str:
     return " / ".join(f"{figures[p]:,.0f}" for p in ("p50_ms", "p95_ms", "p99_ms"))
 
 
+#: The floors: raw clients doing Procession's record work, no saga logic.
+FLOORS = ("floor-rdkafka", "floor")
+
+
+def _ours(results: dict[str, Any]) -> str | None:
+    """Which run is "Procession on Kafka" in the ratios: the default client's, if run."""
+    return next((k for k in ("procession-rdkafka", "procession-kafka") if k in results), None)
+
+
 def _rows(window: int, results: dict[str, dict[str, Any]]) -> list[str]:
-    ours = results.get("procession-kafka")
+    mine = _ours(results)
+    ours = results[mine] if mine is not None else None
     rows = []
     for key, r in results.items():
         rps = "—" if r["records_per_s"] is None else f"{r['records_per_s']:,.0f}"
         rss = ", ".join(f"{k} {v:,.0f}" for k, v in r["rss_mib"].items())
         ratio = ""
-        if ours is not None and key != "procession-kafka":
-            if key == "floor":
+        if ours is not None and key != mine:
+            if key in FLOORS:
                 ratio = f"{ours['records_per_s'] / r['records_per_s']:.0%} of its records/s"
             else:
                 times = ours["per_s"] / r["per_s"]
@@ -225,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 #: Systems quick enough to run several times; the run with the median rate is
 #: reported, as the broker's and this machine's pace vary between runs.
-REPEATED = ("procession-kafka", "floor", "procession-memory")
+REPEATED = ("procession-rdkafka", "procession-kafka", "floor-rdkafka", "floor", "procession-memory")
 
 
 def compare(n: int, windows: Sequence[int], only: str | None = None, repeat: int = 3) -> str:
@@ -237,7 +260,7 @@ def compare(n: int, windows: Sequence[int], only: str | None = None, repeat: int
     floor run goes first.
     """
     systems = only.split(",") if only else list(SYSTEMS)
-    if {"procession-kafka", "floor"} & set(systems):
+    if {"procession-rdkafka", "procession-kafka", *FLOORS} & set(systems):
         print("compare: warming the broker up (unmeasured) ...", file=sys.stderr)
         run_system("floor", min(n, 2000), max(windows))
     results: Results = {}

@@ -11,18 +11,25 @@ from benchmarks.load import Result
 
 
 async def run(
-    servers: str, n: int, window: int, *, concurrency: int = 256, traced: float | None = None
+    servers: str,
+    n: int,
+    window: int,
+    *,
+    concurrency: int = 256,
+    traced: float | None = None,
+    client: str = "librdkafka",
 ) -> Result:
     """The order saga for ``n`` orders; one processor (with its router) and one
     worker. ``traced``: both export spans over OTLP/HTTP to a receiver in this
     process, which parses each request as a collector would; the value is the
-    share of traces sampled (``parentbased_traceidratio``)."""
+    share of traces sampled (``parentbased_traceidratio``). ``client``: the Kafka
+    client (``PROCESSION_KAFKA_CLIENT``) both use."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     await create_topics(servers, prefix)
     cli = ["-m", "procession._cli", "--log-level", "WARNING"]
     target = ["benchmarks.order_app:app", "--bootstrap-servers", servers]
     with contextlib.ExitStack() as stack:
-        env = {"BENCH_PREFIX": prefix}
+        env = {"BENCH_PREFIX": prefix, "PROCESSION_KAFKA_CLIENT": client}
         if traced is not None:
             sink = stack.enter_context(otlp_sink.running())
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
@@ -31,7 +38,7 @@ async def run(
         procs = stack.enter_context(running(env))
         procs.spawn("processor", [*cli, "processor", *target])
         procs.spawn("worker", [*cli, "worker", *target, "--concurrency", str(concurrency)])
-        system = "Procession on Kafka"
+        system = f"Procession on Kafka ({client})"
         if traced is not None:
             system += f", traced ({traced:.0%} sampled)"
         result = await drive(servers, prefix, n, window, procs=procs, system=system)

@@ -2,7 +2,7 @@
 
 ./dev bench                      # full run, updates the docs
 ./dev bench --quick              # tiny sizes, prints only
-./dev bench --n 2000 --windows 500 --only procession-kafka,floor   # part of the comparison
+./dev bench --n 2000 --windows 500 --only procession-rdkafka,floor-rdkafka   # a part
 
 The comparison (benchmarks/compare.py) needs KAFKA_BOOTSTRAP_SERVERS; ./dev
 bench starts a local broker when it is unset.
@@ -120,7 +120,7 @@ def tracing_table(quick: bool, window: int = 500, repeat: int = 3) -> str:
     interleaved runs, the median of each."""
     n = 20 if quick else 5_000
     runs: dict[str, list[dict[str, Any]]] = {
-        "procession-kafka": [],
+        "procession-rdkafka": [],
         "procession-kafka-traced": [],
         "procession-kafka-traced-10": [],
     }
@@ -129,7 +129,7 @@ def tracing_table(quick: bool, window: int = 500, repeat: int = 3) -> str:
         for system in order[rep:] + order[:rep]:  # meet a broker with more topics
             runs[system].append(run_system(system, n, window))
     median = {k: sorted(v, key=lambda r: r["per_s"])[len(v) // 2] for k, v in runs.items()}
-    off, on = median["procession-kafka"], median["procession-kafka-traced"]
+    off, on = median["procession-rdkafka"], median["procession-kafka-traced"]
     tenth = median["procession-kafka-traced-10"]
     rows = [
         f"| {r['system']} | {r['per_s']:,.0f} | "
@@ -140,7 +140,7 @@ def tracing_table(quick: bool, window: int = 500, repeat: int = 3) -> str:
     return "\n".join(
         [
             f"{n:,} orders, at most {window} in flight; the median of "
-            f"{len(runs['procession-kafka'])} interleaved runs each. "
+            f"{len(runs['procession-rdkafka'])} interleaved runs each. "
             f"Traced: {1 - on['per_s'] / off['per_s']:.1%} fewer orders/s with every trace "
             f"sampled, {1 - tenth['per_s'] / off['per_s']:.1%} with one in ten.",
             "",
@@ -155,7 +155,7 @@ def shop_table(quick: bool, window: int = 50) -> str:
     """The event-sourced shop (SQLite, PostgreSQL) beside bare Procession on Kafka."""
     n = 20 if quick else 2_000
     rows = []
-    for system in ("procession-kafka", "shop-sqlite", "shop-postgres"):
+    for system in ("procession-rdkafka", "shop-sqlite", "shop-postgres"):
         r = run_system(system, n, window)
         name = r["system"] + (f" ({r['notes']})" if r["notes"] else "")
         rows.append(

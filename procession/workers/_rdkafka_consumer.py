@@ -45,6 +45,19 @@ def message_of(m: Any) -> Message:
     )
 
 
+def take(c: Consumer, max_records: int, timeout_s: float) -> list[Any]:
+    """What the consumer has now, up to ``max_records``; if nothing, wait up to
+    ``timeout_s`` for the first record only (``consume()`` alone would wait
+    for all ``max_records`` and hold every hop up for the whole timeout)."""
+    got = c.consume(max_records, 0)
+    if got:
+        return got
+    first = c.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *c.consume(max_records - 1, 0)] if max_records > 1 else [first]
+
+
 #: Seconds a committed-offset lookup may take before the rewind fails.
 _LOOKUP_S = 30.0
 
@@ -99,6 +112,10 @@ class RdKafkaConsumer:
         self._seeks = 0
         self._epoch: dict[TopicPartition, int] = {}
         self._member: TransactionalProducer | None = None
+        #: the group metadata as of the latest rebalance (asking for it while
+        #: another thread polls can wait out the poll)
+        self._group_metadata: Any = None
+        self._stale = True
 
     async def start(self) -> None:
         self._c = await self._loop.run_in_executor(self._io, self._subscribe)
@@ -116,6 +133,7 @@ class RdKafkaConsumer:
     # ------------------------------------------------------------ callbacks (consumer thread)
 
     def _assigned_cb(self, c: Consumer, parts: list[KafkaTP]) -> None:
+        self._stale = True  # a new generation
         c.incremental_assign(parts)  # before the listener: a rewind may seek them
         tps = [TopicPartition(p.topic, p.partition) for p in parts]
         self._assigned.update(tps)
@@ -124,6 +142,7 @@ class RdKafkaConsumer:
             self._on_loop(self._assign(tps))
 
     def _revoked_cb(self, c: Consumer, parts: list[KafkaTP]) -> None:
+        self._stale = True
         tps = [tp for p in parts if (tp := TopicPartition(p.topic, p.partition)) in self._assigned]
         self._assigned.difference_update(tps)
         self._eof.difference_update(tps)
@@ -159,7 +178,10 @@ class RdKafkaConsumer:
         assert self._c is not None
         with self._consuming:
             seeks, epochs = self._seeks, dict(self._epoch) if self._seeks else {}
-            raw = self._c.consume(max_records, timeout_s)
+            raw = take(self._c, max_records, timeout_s)
+            if self._stale:
+                self._stale = False
+                self._group_metadata = self._c.consumer_group_metadata()
             out: list[Message] = []
             for m in raw:
                 err = m.error()
@@ -239,13 +261,19 @@ class RdKafkaConsumer:
         """A share in this member's one transactional producer (``transactional_id``
         is the EOS v1 id a partition would have had; it is not used)."""
         if self._member is None:
-            self._member = TransactionalProducer(self._t, self._tid, self._metadata)
+            self._member = TransactionalProducer(
+                self._t, self._tid, self._metadata, on_abort=self._refresh
+            )
         return Share(self._member)
 
     def _metadata(self, group: str) -> Any:
         if group != self.group or self._c is None:
             return self._t.group_metadata(group)
-        return self._c.consumer_group_metadata()
+        return self._group_metadata or self._c.consumer_group_metadata()
+
+    def _refresh(self) -> None:
+        """Read the group metadata again with the next fetch."""
+        self._stale = True
 
     async def stop(self) -> None:
         """Give the partitions back (the revoke listener runs first), then leave."""

@@ -66,8 +66,14 @@ class TransactionalProducer:
     """
 
     def __init__(
-        self, transport: RdKafkaTransport, transactional_id: str, metadata: Metadata
+        self,
+        transport: RdKafkaTransport,
+        transactional_id: str,
+        metadata: Metadata,
+        on_abort: Callable[[], None] = lambda: None,
     ) -> None:
+        """``metadata``: a group's metadata for its offsets; ``on_abort``: told of
+        every aborted transaction (the metadata may be stale)."""
         self.transactional_id, self._t = transactional_id, transport
         self._config = {
             **transport.config,
@@ -81,9 +87,10 @@ class TransactionalProducer:
             # its max.message.bytes, and only a single record may come near it
             "batch.size": 16_384,
             "retry.backoff.ms": TXN_RETRY_BACKOFF_MS,
+            "retry.backoff.max.ms": 4 * TXN_RETRY_BACKOFF_MS,
             "partitioner": "murmur2_random",  # where Java (and aiokafka) put a key
         }
-        self._metadata = metadata
+        self._metadata, self._on_abort = metadata, on_abort
         self._p: Producer | None = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"rdkafka-{transactional_id}")
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
@@ -149,11 +156,7 @@ class TransactionalProducer:
         if self._failed is not None:
             raise WriterFailedError(self.transactional_id, f"{self._failed}")
         taken, self._queue = self._queue, []
-        groups = {b.group for b, _ in taken if b.offsets and b.group is not None}
-        metadata = {g: self._metadata(g) for g in groups}
-        job = loop.run_in_executor(
-            self._io, self._transact, self._p, [b for b, _ in taken], metadata
-        )
+        job = loop.run_in_executor(self._io, self._transact, self._p, [b for b, _ in taken])
         futures = [f for _, f in taken]
         self._flight = (job, futures)
         job.add_done_callback(functools.partial(self._settle, futures))
@@ -172,8 +175,9 @@ class TransactionalProducer:
             else:
                 f.set_exception(error)
 
-    def _transact(self, p: Producer, batches: Sequence[Batch], metadata: dict[str, Any]) -> None:
-        """One transaction, on the producer's thread."""
+    def _transact(self, p: Producer, batches: Sequence[Batch]) -> None:
+        """One transaction, on the producer's thread (the group metadata is read
+        here too: it can take a while)."""
         offsets: dict[str, list[KafkaTP]] = {}
         for b in batches:
             if b.offsets and b.group is not None:
@@ -186,7 +190,7 @@ class TransactionalProducer:
                 for out in b.records:
                     self._produce(p, out)
             for group, tps in offsets.items():
-                p.send_offsets_to_transaction(tps, metadata[group], _CALL_TIMEOUT_S)
+                p.send_offsets_to_transaction(tps, self._metadata(group), _CALL_TIMEOUT_S)
             p.commit_transaction(_CALL_TIMEOUT_S)
         except KafkaException as exc:
             raise self._failure(p, exc.args[0]) from exc
@@ -208,6 +212,7 @@ class TransactionalProducer:
         """What a failed transaction raises; abort it first when it must be."""
         if err.fatal():
             return self._fatal(err)
+        self._on_abort()
         if err.code() in _TOO_LARGE:
             self._t.forget_limits()  # the topic's limit changed since we looked
         try:
