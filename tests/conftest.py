@@ -57,6 +57,10 @@ _container: Any = None
 KAFKA_BACKENDS = ("kafka", "rdkafka")
 
 
+#: The PROCESSION_KAFKA_CLIENT of each backend on a broker (for the CLI in subprocesses).
+CLIENTS = {"kafka": "aiokafka", "rdkafka": "librdkafka"}
+
+
 def kafka_transport(name: str) -> KafkaTransport | RdKafkaTransport:
     """A transport of the backend ``name`` (``kafka``: aiokafka; ``rdkafka``) on the broker."""
     return KafkaTransport(kafka_servers()) if name == "kafka" else RdKafkaTransport(kafka_servers())

@@ -50,7 +50,8 @@ def renamed() -> App:
 
 def _die_in_transaction(role: str) -> None:
     """Make this process SIGKILL itself inside its first transaction of ``role``
-    (after the records were sent, before the commit): a writer killed mid-transaction."""
+    (after the records were sent, before the commit): a writer killed mid-transaction,
+    on either client."""
     from procession.workers import _kafka  # noqa: PLC0415 - test-only fault injection
 
     send_all = _kafka.send_all
@@ -61,6 +62,23 @@ def _die_in_transaction(role: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     _kafka.send_all = send_then_die  # type: ignore[assignment]
+
+    from procession.workers._rdkafka_producer import TransactionalProducer  # noqa: PLC0415
+
+    transact = TransactionalProducer._transact
+
+    def produce_then_die(self: TransactionalProducer, p: Any, batches: Any) -> None:
+        if f".{role}" not in self.transactional_id:
+            return transact(self, p, batches)
+        p.begin_transaction()
+        for b in batches:
+            for out in b.records:
+                self._produce(p, out)
+        p.flush(30)  # every record acknowledged, none committed
+        os.kill(os.getpid(), signal.SIGKILL)
+        return None
+
+    TransactionalProducer._transact = produce_then_die  # type: ignore[method-assign]
 
 
 if os.environ.get("PROCESSION_TEST_DIE_IN_TXN"):

@@ -28,9 +28,9 @@ from procession.topics import (
 from procession.workers import Batch, Outgoing, Processor, Router, Runtime, Worker
 from procession.workers._router import event_headers
 from tests import kafka_app
-from tests.conftest import Backend, until
+from tests.conftest import CLIENTS, KAFKA_BACKENDS, Backend, until
 
-pytestmark = pytest.mark.backends("kafka")
+pytestmark = pytest.mark.backends(*KAFKA_BACKENDS)
 ROOT = Path(__file__).parent.parent
 
 
@@ -86,7 +86,12 @@ def spawn(
             *args,
         ],
         cwd=ROOT,
-        env={**os.environ, "PROCESSION_TEST_PREFIX": backend.prefix, **env},
+        env={
+            **os.environ,
+            "PROCESSION_TEST_PREFIX": backend.prefix,
+            "PROCESSION_KAFKA_CLIENT": CLIENTS[backend.name],
+            **env,
+        },
     )
 
 
@@ -128,7 +133,7 @@ async def test_processor_killed_mid_run_and_restarted_loses_and_repeats_nothing(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(backend, monkeypatch)
-    monkeypatch.setenv("PROCESSION_TEST_SLOW_S", "0.02")  # 900 tasks take seconds, not less
+    monkeypatch.setenv("PROCESSION_TEST_SLOW_S", "0.05")  # 900 tasks take over 5 s, not less
     transport = backend.transport()
     await transport.create_topics(app.topics.specs(app.task_types()))
     router, worker = Router(app, transport), Worker(app, transport, concurrency=8)

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTP
 
 from procession.topics._layout import TopicSpec
@@ -36,7 +36,7 @@ from procession.topics._layout import TopicSpec
 from ._kafka import KafkaTransport
 from ._kafka_security import rdkafka_options
 from ._port import Listener, Message, TopicInfo, TopicPartition
-from ._rdkafka_consumer import RdKafkaConsumer, message_of
+from ._rdkafka_consumer import RdKafkaConsumer, message_of, take
 from ._rdkafka_producer import TransactionalProducer
 
 log = logging.getLogger("procession.rdkafka")
@@ -129,14 +129,19 @@ class RdKafkaTransport:
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,  # the end is told by an empty fetch: soon
             }
         )
         try:
-            c.assign([KafkaTP(tp.topic, tp.partition, OFFSET_BEGINNING)])
+            ktp = KafkaTP(tp.topic, tp.partition)
+            low, high = c.get_watermark_offsets(ktp, timeout=_READ_DEADLINE_S)
+            if high <= low:
+                return []  # nothing in it (the common case of a new partition)
+            c.assign([KafkaTP(tp.topic, tp.partition, low)])
             out: list[Message] = []
             give_up = time.monotonic() + _READ_DEADLINE_S
             while time.monotonic() < give_up:
-                for m in c.consume(5000, 0.2):
+                for m in take(c, 5000, 0.2):
                     err = m.error()
                     if err is None:
                         out.append(message_of(m))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -45,17 +46,28 @@ def message_of(m: Any) -> Message:
     )
 
 
-def take(c: Consumer, max_records: int, timeout_s: float) -> list[Any]:
+def take(
+    c: Consumer, max_records: int, timeout_s: float, interrupted: Callable[[], bool] = bool
+) -> list[Any]:
     """What the consumer has now, up to ``max_records``; if nothing, wait up to
     ``timeout_s`` for the first record only (``consume()`` alone would wait
-    for all ``max_records`` and hold every hop up for the whole timeout)."""
+    for all ``max_records`` and hold every hop up for the whole timeout).
+    The wait ends early once ``interrupted()`` (a rebalance was served)."""
     got = c.consume(max_records, 0)
-    if got:
+    if got or interrupted():
         return got
-    first = c.poll(timeout_s)
-    if first is None:
-        return []
-    return [first, *c.consume(max_records - 1, 0)] if max_records > 1 else [first]
+    give_up = time.monotonic() + timeout_s
+    while (left := give_up - time.monotonic()) > 0:
+        first = c.poll(min(left, _SLICE_S))
+        if first is not None:
+            return [first, *c.consume(max_records - 1, 0)] if max_records > 1 else [first]
+        if interrupted():
+            break
+    return []
+
+
+#: How long one poll waits before it looks whether a rebalance was served.
+_SLICE_S = 0.05
 
 
 #: Seconds a committed-offset lookup may take before the rewind fails.
@@ -116,6 +128,7 @@ class RdKafkaConsumer:
         #: another thread polls can wait out the poll)
         self._group_metadata: Any = None
         self._stale = True
+        self._rebalanced = False  # a callback ran in this fetch: return, let the owner act
 
     async def start(self) -> None:
         self._c = await self._loop.run_in_executor(self._io, self._subscribe)
@@ -133,7 +146,7 @@ class RdKafkaConsumer:
     # ------------------------------------------------------------ callbacks (consumer thread)
 
     def _assigned_cb(self, c: Consumer, parts: list[KafkaTP]) -> None:
-        self._stale = True  # a new generation
+        self._stale = self._rebalanced = True  # a new generation
         c.incremental_assign(parts)  # before the listener: a rewind may seek them
         tps = [TopicPartition(p.topic, p.partition) for p in parts]
         self._assigned.update(tps)
@@ -142,7 +155,7 @@ class RdKafkaConsumer:
             self._on_loop(self._assign(tps))
 
     def _revoked_cb(self, c: Consumer, parts: list[KafkaTP]) -> None:
-        self._stale = True
+        self._stale = self._rebalanced = True
         tps = [tp for p in parts if (tp := TopicPartition(p.topic, p.partition)) in self._assigned]
         self._assigned.difference_update(tps)
         self._eof.difference_update(tps)
@@ -178,7 +191,8 @@ class RdKafkaConsumer:
         assert self._c is not None
         with self._consuming:
             seeks, epochs = self._seeks, dict(self._epoch) if self._seeks else {}
-            raw = take(self._c, max_records, timeout_s)
+            self._rebalanced = False
+            raw = take(self._c, max_records, timeout_s, lambda: self._rebalanced)
             if self._stale:
                 self._stale = False
                 self._group_metadata = self._c.consumer_group_metadata()

@@ -192,10 +192,9 @@ class TransactionalProducer:
             for group, tps in offsets.items():
                 p.send_offsets_to_transaction(tps, self._metadata(group), _CALL_TIMEOUT_S)
             p.commit_transaction(_CALL_TIMEOUT_S)
+            p.poll(0)  # serve the delivery reports
         except KafkaException as exc:
             raise self._failure(p, exc.args[0]) from exc
-        finally:
-            p.poll(0)  # serve the delivery reports
 
     @staticmethod
     def _produce(p: Producer, out: Outgoing) -> None:
@@ -238,13 +237,18 @@ class TransactionalProducer:
             self._queue.clear()
             p, self._p = self._p, None
             if p is not None:
-                await asyncio.get_running_loop().run_in_executor(self._io, _close, p)
+                await asyncio.get_running_loop().run_in_executor(
+                    self._io, _close, p, self._failed is not None
+                )
         self._io.shutdown(wait=False)
 
 
-def _close(p: Producer) -> None:
-    """Flush and close. A producer in a fatal state (fenced) cannot abort what
-    it had open; confluent-kafka warns of that, and the broker aborts it."""
+def _close(p: Producer, fatal: bool) -> None:
+    """Flush and close. A producer in a fatal state (fenced) cannot abort what it
+    had open, and close() would try (and warn): it is dropped instead, and the
+    broker aborts that transaction (its successor has, if it fenced it)."""
+    if fatal:
+        return
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         p.flush(5)
