@@ -3,7 +3,7 @@
 # Configuration comes from the environment: KAFKA_BOOTSTRAP_SERVERS,
 # PROCESSION_* (docs/operations.md) and the standard OTEL_* variables.
 # The wheels are built outside the image, so the build needs no package index:
-#   pip wheel -w wheels ".[kafka,otel]" && docker build -t procession .
+#   pip wheel -w wheels ".[kafka,rdkafka,otel]" && docker build -t procession .
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -14,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/procession \
  && /opt/procession/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels \
-        "procession[kafka,otel]" \
+        "procession[kafka,rdkafka,otel]" \
  && rm -rf /tmp/wheels \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin procession
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 import ssl
+import sys
 
 import pytest
 
+from procession.workers._kafka_client import kafka_transport
 from procession.workers._kafka_security import KafkaSettingError, options
 
 
@@ -82,3 +84,18 @@ def test_a_bad_setting_stops_a_command_with_one_line_and_exit_1() -> None:
         env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "KAFKA_SECURITY_PROTOCOL": "TLS"},
     )
     one_line_error(out, 1, "KAFKA_SECURITY_PROTOCOL='TLS' is not one of")
+
+
+def test_a_kafka_client_not_installed_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails, as uninstalled
+    for loaded in ("_rdkafka", "_rdkafka_consumer", "_rdkafka_producer"):
+        monkeypatch.delitem(sys.modules, f"procession.workers.{loaded}", raising=False)
+    monkeypatch.delenv("PROCESSION_KAFKA_CLIENT", raising=False)  # the default: librdkafka
+    with pytest.raises(KafkaSettingError) as caught:
+        kafka_transport("127.0.0.1:9092")
+    assert str(caught.value) == (
+        "the librdkafka Kafka client is not installed (confluent_kafka is missing): "
+        "pip install 'procession[rdkafka]', or set PROCESSION_KAFKA_CLIENT=aiokafka"
+    )

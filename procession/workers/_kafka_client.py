@@ -46,10 +46,19 @@ def kafka_transport(
     bootstrap_servers: str, name: str | None = None
 ) -> KafkaTransport | RdKafkaTransport:
     """A transport to ``bootstrap_servers`` on the client ``name`` (default: :func:`client`)."""
-    if (name or client()) == "aiokafka":
-        from ._kafka import KafkaTransport  # noqa: PLC0415 - the kafka extra
+    chosen = name or client()
+    extra = "kafka" if chosen == "aiokafka" else "rdkafka"
+    try:
+        if chosen == "aiokafka":
+            from ._kafka import KafkaTransport  # noqa: PLC0415 - the kafka extra
 
-        return KafkaTransport(bootstrap_servers)
-    from ._rdkafka import RdKafkaTransport  # noqa: PLC0415 - the rdkafka extra
+            return KafkaTransport(bootstrap_servers)
+        from ._rdkafka import RdKafkaTransport  # noqa: PLC0415 - the rdkafka extra
 
-    return RdKafkaTransport(bootstrap_servers)
+        return RdKafkaTransport(bootstrap_servers)
+    except ImportError as exc:
+        other = "aiokafka" if chosen == "librdkafka" else "librdkafka"
+        raise KafkaSettingError(
+            f"the {chosen} Kafka client is not installed ({exc.name} is missing): "
+            f"pip install 'procession[{extra}]', or set PROCESSION_KAFKA_CLIENT={other}"
+        ) from exc

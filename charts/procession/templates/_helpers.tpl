@@ -49,6 +49,8 @@ app.kubernetes.io/component: {{ .role }}
   valueFrom: {configMapKeyRef: {name: {{ include "procession.fullname" . }}, key: bootstrapServers}}
 - name: KAFKA_SECURITY_PROTOCOL
   valueFrom: {configMapKeyRef: {name: {{ include "procession.fullname" . }}, key: securityProtocol}}
+- name: PROCESSION_KAFKA_CLIENT
+  value: {{ .Values.kafka.client | default "librdkafka" | quote }}
 {{- if hasPrefix "SASL" .Values.kafka.securityProtocol }}
 - name: KAFKA_SASL_MECHANISM
   value: {{ .Values.kafka.sasl.mechanism | quote }}
