@@ -62,7 +62,7 @@ def stage(
             "linger.ms": 2,
             "batch.size": 16_384,
             "retry.backoff.ms": TXN_RETRY_BACKOFF_MS,  # the same producer settings as Procession's
-        "retry.backoff.max.ms": 4 * TXN_RETRY_BACKOFF_MS,
+            "retry.backoff.max.ms": 4 * TXN_RETRY_BACKOFF_MS,
             "partitioner": "murmur2_random",
         }
     )

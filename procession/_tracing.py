@@ -36,6 +36,15 @@ _ROOT = Context() if trace is not None else None
 Attributes = Mapping[str, str | int | bool]
 
 
+def tracing() -> bool:
+    """Whether spans go anywhere: an SDK tracer provider is installed (looked up
+    each time, as it may come later; cheap beside building a span)."""
+    if trace is None:
+        return False
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 def parent_of(headers: Headers | None) -> str | None:
     """The ``traceparent`` a record carries, if any.
 
@@ -85,7 +94,7 @@ def hop(
     makes the span the current one inside the block (a task handler's own spans
     and log lines then belong to it); that costs as much again as the span, so
     the runtime's own hops leave it off."""
-    if _TRACER is None:
+    if _TRACER is None or not tracing():
         yield None
         return
     parent_ctx = _span_context(parent) if parent else None

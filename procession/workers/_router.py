@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ValidationError
 
 from procession._errors import DecodeError, UnknownEventTypeError, UnroutableError
-from procession._tracing import Attributes, hop, parent_of
+from procession._tracing import Attributes, hop, parent_of, tracing
 from procession.sagas._ids import derive_id
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import DomainEvent
@@ -116,6 +116,8 @@ class Router(BatchLoop):
         return batch
 
     def _route(self, msg: Message) -> list[Outgoing]:
+        if not tracing():
+            return self._route_traced(msg, None)
         attributes: Attributes = {
             "procession.input_topic": msg.topic,
             "procession.partition": msg.partition,

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from procession._errors import DecodeError, ProcessionError, UnwritableError
-from procession._tracing import Attributes, hop, parent_of
+from procession._tracing import Attributes, hop, parent_of, tracing
 from procession.sagas._budget import OverBudget, within
 from procession.sagas._fold import after_decisions
 from procession.sagas._state import Ended, Parked, ProcessState
@@ -112,6 +112,9 @@ class Step:
         self.firsts.setdefault(pid, (rec, offset))
         saga = self.owner.app.saga_for(pid)
         assert saga is not None  # checked by _input
+        if not tracing():  # the common case: no span to describe
+            self._decide_traced(rec, offset, before, saga, None)
+            return
         attributes: Attributes = {
             "procession.process_id": pid,
             "procession.saga": saga.name,
