@@ -60,7 +60,11 @@ class Replica:
             out.write(f"--- {time.strftime('%H:%M:%S')} chaos: {line}\n".encode())
 
     def start(self, env: dict[str, str]) -> None:
+        """Start an incarnation. Every incarnation of a replica has the same
+        instance id, as a restarted container keeps its pod's name: on
+        librdkafka it is the same static group member, back without a rebalance."""
         argv = [*procession_command(), "--log-level", "WARNING", self.role, APP]
+        env = {**env, "PROCESSION_INSTANCE_ID": f"chaos-{self.name}"}
         self.note(f"starting {self.name} ({self.starts + 1})")
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(

@@ -19,6 +19,7 @@ import platform
 import re
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ CBEGIN, CEND = "<!-- comparison: begin -->", "<!-- comparison: end -->"
 BBEGIN, BEND = "<!-- big process: begin -->", "<!-- big process: end -->"
 SBEGIN, SEND = "<!-- event-sourced shop: begin -->", "<!-- event-sourced shop: end -->"
 TBEGIN, TEND = "<!-- tracing overhead: begin -->", "<!-- tracing overhead: end -->"
+KBEGIN, KEND = "<!-- two kafka clients: begin -->", "<!-- two kafka clients: end -->"
+#: Procession on each Kafka client beside each client's floor.
+CLIENTS = ("procession-rdkafka", "procession-kafka", "floor-rdkafka", "floor")
 
 
 def machine() -> str:
@@ -79,11 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--in-memory-only", action="store_true", help="only the core and in-memory figures"
     )
+    parser.add_argument(
+        "--kafka-clients",
+        action="store_true",
+        help="only Procession on both Kafka clients beside both floors (written to the docs)",
+    )
     args = parser.parse_args(argv)
     if args.n is not None or args.only:
         print(run_options(args))
         return 0
     stamp = f"Measured {datetime.date.today().isoformat()} on {machine()}."
+    if args.kafka_clients:
+        n = 20 if args.quick else 5_000
+        ktable = compare(n, [50, 500], ",".join(CLIENTS), repeat=1 if args.quick else args.repeat)
+        kstamp = f"{stamp[:-1]}; {client_versions()}."
+        print(kstamp)
+        print(ktable)
+        if not args.quick:
+            _write(KBEGIN, KEND, f"{kstamp}\n\n{ktable}")
+        return 0
     if not args.in_memory_only:
         # first: a broker that has just started compiles code for a while, and
         # the single-core figures below would pay for it
@@ -113,6 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         _write(BEGIN, END, f"{stamp}\n\n{table}")
     return 0
+
+
+def client_versions() -> str:
+    """The versions the Kafka clients' comparison measured."""
+    import confluent_kafka  # noqa: PLC0415 - the rdkafka extra
+
+    kafka = os.environ.get("KAFKA_VERSION", "3.9.1")
+    rd, lib = confluent_kafka.version()[0], confluent_kafka.libversion()[0]
+    return (
+        f"Kafka {kafka} (single node, scripts/kafka-local), aiokafka {version('aiokafka')}, "
+        f"confluent-kafka {rd} (librdkafka {lib})"
+    )
 
 
 def tracing_table(quick: bool, window: int = 500, repeat: int = 3) -> str:

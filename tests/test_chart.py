@@ -127,6 +127,28 @@ def test_sasl_credentials_reach_the_pods_from_a_secret() -> None:
     }
 
 
+def _env(docs: list[dict[str, Any]], role: str) -> dict[str, Any]:
+    (found,) = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(role)
+    ]
+    return {e["name"]: e for e in found["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_kafka_client_and_static_membership_reach_every_pod() -> None:
+    plain = _env(render(*MINIMAL), "processor")
+    assert plain["PROCESSION_KAFKA_CLIENT"]["value"] == "librdkafka"
+    assert "PROCESSION_INSTANCE_ID" not in plain  # dynamic members: a rollout moves at once
+    static = render(
+        *MINIMAL, "--set", "kafka.staticMembership=true", "--set", "kafka.client=aiokafka"
+    )
+    for role in ("processor", "worker"):
+        env = _env(static, role)
+        assert env["PROCESSION_KAFKA_CLIENT"]["value"] == "aiokafka"
+        assert env["PROCESSION_INSTANCE_ID"]["valueFrom"] == {
+            "fieldRef": {"fieldPath": "metadata.name"}  # unique per pod, kept across restarts
+        }
+
+
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
