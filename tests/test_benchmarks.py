@@ -96,7 +96,7 @@ def test_the_traced_benchmark_exports_every_hop(backend: Backend) -> None:
 
     backend.transport()  # the session's broker
     figures = run_system("procession-kafka-traced", 6, 3)
-    assert figures["system"] == "Procession on Kafka, traced (100% sampled)"
+    assert figures["system"] == "Procession on Kafka (librdkafka), traced (100% sampled)"
     assert figures["n"] == 6
     spans = float(figures["notes"].split()[0])
     assert spans >= 8  # route, 4 decisions and 3 tasks per order, and commits

@@ -21,7 +21,7 @@ from procession.topics import DEFAULT_CODEC
 from procession.workers import Batch, Outgoing
 from procession.workers._port import partition_for
 from procession.workers._router import event_headers
-from tests.conftest import Backend, kafka_servers, until
+from tests.conftest import CLIENTS, KAFKA_BACKENDS, Backend, kafka_servers, until
 
 ROOT = Path(__file__).parent.parent
 _prefixes = itertools.count(1)
@@ -41,12 +41,12 @@ def cli(
     )
 
 
-def spawn(*args: str, prefix: str, stderr: Path) -> subprocess.Popen[bytes]:
+def spawn(*args: str, prefix: str, stderr: Path, **env: str) -> subprocess.Popen[bytes]:
     with stderr.open("wb") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "procession._cli", *args],
             cwd=ROOT,
-            env={**os.environ, "PROCESSION_TEST_PREFIX": prefix},
+            env={**os.environ, "PROCESSION_TEST_PREFIX": prefix, **env},
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
@@ -242,14 +242,15 @@ def test_a_long_lived_command_will_not_start_on_missing_topics(backend: Backend,
     assert "Unclosed" not in out.stderr
 
 
-@pytest.mark.backends("kafka")
+@pytest.mark.backends(*KAFKA_BACKENDS)
 @pytest.mark.parametrize(("role", "sig"), [("router", signal.SIGTERM), ("worker", signal.SIGINT)])
 async def test_a_signal_stops_a_running_command_gracefully_with_exit_0(
     backend: Backend, tmp_path: Path, role: str, sig: signal.Signals
 ) -> None:
     await create_topics(backend)
     stderr = tmp_path / "stderr"
-    proc = spawn(role, "tests.kafka_app:app", prefix=backend.prefix, stderr=stderr)
+    client = {"PROCESSION_KAFKA_CLIENT": CLIENTS[backend.name]}
+    proc = spawn(role, "tests.kafka_app:app", prefix=backend.prefix, stderr=stderr, **client)
     try:
         await until(lambda: has(stderr, f"INFO procession {role} running"), timeout_s=30)
         proc.send_signal(sig)
@@ -262,7 +263,7 @@ async def test_a_signal_stops_a_running_command_gracefully_with_exit_0(
     assert " ERROR " not in text and "Traceback" not in text and "Unclosed" not in text, text
 
 
-@pytest.mark.backends("kafka")
+@pytest.mark.backends(*KAFKA_BACKENDS)
 async def test_a_fenced_router_stops_its_process_with_one_line_and_exit_1(
     backend: Backend, tmp_path: Path
 ) -> None:
@@ -270,7 +271,15 @@ async def test_a_fenced_router_stops_its_process_with_one_line_and_exit_1(
     cannot go on, so the process must end rather than stay alive and idle."""
     await create_topics(backend)
     stderr = tmp_path / "stderr"
-    proc = spawn("router", "tests.kafka_app:app", prefix=backend.prefix, stderr=stderr)
+    instance = f"{backend.prefix}-router"  # librdkafka: the member's id, known in advance
+    proc = spawn(
+        "router",
+        "tests.kafka_app:app",
+        prefix=backend.prefix,
+        stderr=stderr,
+        PROCESSION_KAFKA_CLIENT=CLIENTS[backend.name],
+        PROCESSION_INSTANCE_ID=instance,
+    )
     try:
         await until(lambda: has(stderr, "INFO procession router running"), timeout_s=30)
         await publish_one(backend)  # the router starts the producer of r1's partition
@@ -278,6 +287,8 @@ async def test_a_fenced_router_stops_its_process_with_one_line_and_exit_1(
         topic = backend.topics().inputs
         zombie_killer = backend.transport().producer(
             f"{backend.prefix}.router.{topic}.{partition_for('r1', 3)}"
+            if backend.name == "kafka"  # one producer per input partition (EOS v1)
+            else f"{backend.prefix}.router.{instance}"  # one per member (EOS v2)
         )
         await zombie_killer.start()  # fences the router's producer
         await zombie_killer.stop()
