@@ -242,6 +242,26 @@ async def test_group_members_split_partitions_and_rebalance(bench: Bench) -> Non
     assert ("b", "revoke", b_had) in owners.calls
 
 
+async def test_a_member_left_without_partitions_is_joined_and_caught_up(bench: Bench) -> None:
+    """More members than partitions: the idle one is still a member in force
+    (a replica's readiness), with nothing to read."""
+    topic = await bench.topic("in", 1)
+    owners = Owners()
+    a = await bench.consumer("g", [topic], *owners.listeners("a"))
+    await settled([a], owners, {"a": 1})
+    b = await bench.consumer("g", [topic], *owners.listeners("b"))
+
+    async def both_joined() -> bool:
+        for c in (a, b):
+            await c.fetch(0.05)
+        return a.joined() and b.joined()
+
+    await until(both_joined, 30)
+    assert sorted(len(owners.held[w]) for w in "ab") == [0, 1], owners.calls
+    idle = b if not owners.held["b"] else a
+    assert idle.caught_up() and idle.lag() == 0
+
+
 async def test_describe_tells_how_topics_were_created(bench: Bench) -> None:
     plain = await bench.topic("plain", 3, max_message_bytes=20_000, retention_ms=3_600_000)
     compacted = await bench.topic("compacted", 2, compacted=True)

@@ -34,14 +34,14 @@ log = logging.getLogger("procession.rdkafka")
 
 def message_of(m: Any) -> Message:
     """A record librdkafka fetched, as the port's :class:`Message`."""
-    key = m.key()
+    key, headers = m.key(), m.headers()
     return Message(
         m.topic() or "",
         m.partition() or 0,
         m.offset() or 0,
         None if key is None else key.decode("utf-8", KEY_ERRORS),
         m.value(),
-        tuple((k, v or b"") for k, v in m.headers() or ()),
+        tuple(headers) if headers else (),  # as aiokafka's: (name, value) pairs
         m.timestamp()[1],
     )
 

@@ -110,8 +110,8 @@ class TransactionalProducer:
 
     def _init(self) -> Producer:
         give_up = time.monotonic() + START_DEADLINE_S
-        while True:
-            p = Producer(self._config)
+        p = Producer(self._config)
+        while True:  # a retriable failure (a broker out of reach) may be retried in place
             try:
                 p.init_transactions(max(1.0, min(_CALL_TIMEOUT_S, give_up - time.monotonic())))
                 return p
@@ -153,6 +153,8 @@ class TransactionalProducer:
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._p is None:
             raise RuntimeError(f"producer {self.transactional_id!r} used before start()")
+        if isinstance(self._failed, FencedError):  # every share of it is fenced
+            raise FencedError(self.transactional_id)
         if self._failed is not None:
             raise WriterFailedError(self.transactional_id, f"{self._failed}")
         taken, self._queue = self._queue, []
