@@ -41,6 +41,7 @@ class OverBudget(Exception):  # noqa: N818 - a signal the runtime catches, named
 
 
 _CURRENT: ContextVar[tuple[Budget, list[int]] | None] = ContextVar("budget", default=None)
+_get = _CURRENT.get
 
 
 @contextmanager
@@ -55,7 +56,7 @@ def within(budget: Budget | None) -> Iterator[None]:
 
 def check() -> None:
     """Raise :class:`OverBudget` when the current decision's budget is spent."""
-    current = _CURRENT.get()
+    current = _get()
     if current is None:
         return
     budget, work = current

@@ -98,6 +98,11 @@ class Task:
     def build_payload(self, ctx: Context) -> dict[str, Any]:
         return {} if self.payload is None else self.payload(ctx)
 
+    @cached_property
+    def timeout_ms(self) -> int | None:
+        """``timeout`` in whole milliseconds (None: no timeout)."""
+        return None if self.timeout is None else round(self.timeout.total_seconds() * 1000)
+
 
 @dataclass(frozen=True, eq=False)
 class Transition:
@@ -186,9 +191,14 @@ class Machine:
     transitions: Sequence[Transition]
     per: ForEach[Any] | None = None
 
-    @property
+    @cached_property
     def initial(self) -> State:
         return next(s for s in self.states if s.initial)
+
+    @cached_property
+    def timed(self) -> frozenset[str]:
+        """The states with a transition taken after a delay (a timer armed on entry)."""
+        return frozenset(t.source.name for t in self.transitions if t.after is not None)
 
     def state(self, name: str) -> State:
         """The state called ``name``; :class:`UnknownPartError` naming the machine if none."""

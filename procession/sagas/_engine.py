@@ -321,12 +321,13 @@ class Engine:
         self._arm_timeout(p, mid, spec, task.task_id, attempt)
 
     def _arm_timeout(self, p: Planner, mid: str, task: Task, task_id: str, attempt: int) -> None:
-        if task.timeout is None:
+        timeout_ms = task.timeout_ms
+        if timeout_ms is None:
             return
         p.emit(
             TimerScheduled,
             timer_id=p.task_id(mid, f"timeout:{task_id}:{attempt}"),
-            due_ms=p.now_ms + round(task.timeout.total_seconds() * 1000),
+            due_ms=p.now_ms + timeout_ms,
             purpose="task-timeout",
             machine_id=mid,
             task_id=task_id,
@@ -334,8 +335,10 @@ class Engine:
         )
 
     def _arm_state_timers(self, p: Planner, mid: str) -> None:
-        machine = p.state.machines[mid]
-        for t in self._machine(mid).transitions_from(machine.state):
+        machine, spec = p.state.machines[mid], self._machine(mid)
+        if machine.state not in spec.timed:
+            return
+        for t in spec.transitions_from(machine.state):
             if t.after is not None:
                 p.emit(
                     TimerScheduled,

@@ -65,20 +65,19 @@ class Planner:
     def emit(self, kind: type[D], **fields: Any) -> D:
         """Record a decision of ``kind`` and apply it to the scratch state."""
         check()
+        cause, records = self.cause, self.records
         record = kind(
-            event_id=derive_id(
-                self.cause.process_id, self.cause.event_id, self.seq, len(self.records)
-            ),
-            process_id=self.cause.process_id,
-            correlation_id=self.correlation_id,
-            causation_id=self.cause.event_id,
+            event_id=derive_id(cause.process_id, cause.event_id, self.seq, len(records)),
+            process_id=cause.process_id,
+            correlation_id=self.state.correlation_id or cause.correlation_id,
+            causation_id=cause.event_id,
             time_ms=self.now_ms,
             seq=self.seq,
             **fields,
         )
-        self.records.append(record)
+        records.append(record)
         apply_decision(self.state, record)
-        self.records.applied += 1
+        records.applied += 1
         return record
 
     def task_id(self, machine_id: str, transition: str) -> str:
