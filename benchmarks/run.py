@@ -138,7 +138,7 @@ def client_versions() -> str:
     import confluent_kafka  # noqa: PLC0415 - the rdkafka extra
 
     kafka = os.environ.get("KAFKA_VERSION", "3.9.1")
-    rd, lib = confluent_kafka.version()[0], confluent_kafka.libversion()[0]
+    rd, lib = version("confluent-kafka"), confluent_kafka.libversion()[0]
     return (
         f"Kafka {kafka} (single node, scripts/kafka-local), aiokafka {version('aiokafka')}, "
         f"confluent-kafka {rd} (librdkafka {lib})"
