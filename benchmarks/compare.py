@@ -22,6 +22,7 @@ from typing import Any
 
 SYSTEMS = (
     "procession-rdkafka",
+    "procession-rdkafka-routed",
     "procession-kafka",
     "floor-rdkafka",
     "floor",
@@ -43,6 +44,10 @@ async def _one(system: str, n: int, window: int) -> dict[str, Any]:
         from benchmarks import procession_kafka  # noqa: PLC0415
 
         result = await procession_kafka.run(servers, n, window, client="librdkafka")
+    elif system == "procession-rdkafka-routed":
+        from benchmarks import procession_kafka  # noqa: PLC0415
+
+        result = await procession_kafka.run(servers, n, window, client="librdkafka", routed=True)
     elif system == "floor-rdkafka":
         from benchmarks import floor_rdkafka  # noqa: PLC0415
 
@@ -170,7 +175,13 @@ def table(results: Results, n: int, repeat: int = 1) -> str:
         "Records per order on Kafka: "
         + ", ".join(
             f"{some[k]['system']} {some[k]['records_per_order']:.1f}"
-            for k in ("procession-rdkafka", "procession-kafka", "floor-rdkafka", "floor")
+            for k in (
+                "procession-rdkafka",
+                "procession-rdkafka-routed",
+                "procession-kafka",
+                "floor-rdkafka",
+                "floor",
+            )
             if k in some
         )
         + "."

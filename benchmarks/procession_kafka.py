@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 
-from benchmarks import otlp_sink
+from benchmarks import order_app, otlp_sink
 from benchmarks.kafka_load import create_topics, drive, running
 from benchmarks.load import Result
+from procession.publish import Publisher
 
 
 async def run(
@@ -18,17 +20,20 @@ async def run(
     concurrency: int = 256,
     traced: float | None = None,
     client: str = "librdkafka",
+    routed: bool = False,
 ) -> Result:
     """The order saga for ``n`` orders; one processor (with its router) and one
     worker. ``traced``: both export spans over OTLP/HTTP to a receiver in this
     process, which parses each request as a collector would; the value is the
     share of traces sampled (``parentbased_traceidratio``). ``client``: the Kafka
-    client (``PROCESSION_KAFKA_CLIENT``) both use."""
+    client (``PROCESSION_KAFKA_CLIENT``) both use. ``routed``: orders are
+    published with ``Publisher(route=app)`` straight into the process topic,
+    not to the input topic for the router."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     await create_topics(servers, prefix)
     cli = ["-m", "procession._cli", "--log-level", "WARNING"]
     target = ["benchmarks.order_app:app", "--bootstrap-servers", servers]
-    with contextlib.ExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         env = {"BENCH_PREFIX": prefix, "PROCESSION_KAFKA_CLIENT": client}
         if traced is not None:
             sink = stack.enter_context(otlp_sink.running())
@@ -41,7 +46,17 @@ async def run(
         system = f"Procession on Kafka ({client})"
         if traced is not None:
             system += f", traced ({traced:.0%} sampled)"
-        result = await drive(servers, prefix, n, window, procs=procs, system=system)
+        place = None
+        if routed:
+            system += ", published straight to the process topic"
+            app = order_app.app(prefix)
+            os.environ["PROCESSION_KAFKA_CLIENT"] = client  # the publisher's, too
+            publisher = await stack.enter_async_context(Publisher(app.topics, servers, route=app))
+
+            async def place(i: int) -> None:
+                await publisher.publish(order_app.order(i), event_id=f"order-{i}")
+
+        result = await drive(servers, prefix, n, window, procs=procs, system=system, place=place)
         if traced is not None:
             procs.stop()  # their last spans are flushed at exit
             result.notes = f"{len(sink.spans) / (n + 20):.1f} spans per order exported"

@@ -44,7 +44,13 @@ SBEGIN, SEND = "<!-- event-sourced shop: begin -->", "<!-- event-sourced shop: e
 TBEGIN, TEND = "<!-- tracing overhead: begin -->", "<!-- tracing overhead: end -->"
 KBEGIN, KEND = "<!-- two kafka clients: begin -->", "<!-- two kafka clients: end -->"
 #: Procession on each Kafka client beside each client's floor.
-CLIENTS = ("procession-rdkafka", "procession-kafka", "floor-rdkafka", "floor")
+CLIENTS = (
+    "procession-rdkafka",
+    "procession-rdkafka-routed",
+    "procession-kafka",
+    "floor-rdkafka",
+    "floor",
+)
 
 
 def machine() -> str:

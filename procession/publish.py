@@ -32,9 +32,14 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 
+from procession._errors import UnroutableError
+from procession.topics._codec import DEFAULT_CODEC
 from procession.topics._layout import Topics
+from procession.workers._app import App
+from procession.workers._clock import Clock, SystemClock
 from procession.workers._port import Batch, Headers, Outgoing, Transport
-from procession.workers._router import wire_headers
+from procession.workers._router import parse_event, routed_events, traceparent, wire_headers
+from procession.workers._wire import encode
 
 T = TypeVar("T")
 
@@ -69,9 +74,34 @@ class Event:
 
 class Publisher:
     """Publishes domain events to ``topics.inputs`` over a transport (or a Kafka
-    cluster given by its bootstrap servers)."""
+    cluster given by its bootstrap servers).
 
-    def __init__(self, topics: Topics, transport: Transport | str) -> None:
+    With ``route=app``, the publisher applies ``app``'s correlation rules itself
+    and writes each event straight into the app's process topic, keyed by the
+    process it is for: the router's hop and the input topic's record are
+    skipped. The event must be one the app's sagas follow: an unknown type, a
+    correlation rule that raises or names no process is an error to the
+    caller, and nothing of the batch is written.
+
+    Example::
+
+        async with Publisher(app.topics, "kafka:9092", route=app) as publisher:
+            await publisher.publish(OrderPlaced(order_id="o-1"), event_id=stored.id)
+    """
+
+    def __init__(
+        self,
+        topics: Topics,
+        transport: Transport | str,
+        *,
+        route: App | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if route is not None and route.topics != topics:
+            raise ValueError(
+                f"route= names the app of {route.topics.prefix!r}, "
+                f"but the topics given are {topics.prefix!r}'s"
+            )
         if isinstance(transport, str):
             from procession.workers._kafka_client import kafka_transport  # noqa: PLC0415
 
@@ -79,7 +109,8 @@ class Publisher:
             self._owned: Transport | None = transport
         else:
             self._owned = None
-        self.topics, self.transport = topics, transport
+        self.topics, self.transport, self.route = topics, transport, route
+        self.clock = clock or SystemClock()
         self._producer = transport.producer(f"{topics.prefix}.publisher.{uuid.uuid4().hex}")
         self._started = False
 
@@ -121,15 +152,43 @@ class Publisher:
         """Publish several events in one transaction: all of them, or none."""
         if not self._started:
             raise RuntimeError("the publisher is not started (use `async with` or start())")
-        await self._producer.commit(Batch(records=[self._record(e) for e in events]))
+        records = [r for e in events for r in self._records(e)]
+        await self._producer.commit(Batch(records=records))
 
-    def _record(self, e: Event) -> Outgoing:
+    def _records(self, e: Event) -> list[Outgoing]:
         if isinstance(e.event, Encoded):
             name, value = e.event.type_name, e.event.json()
         else:
             name, value = type(e.event).__name__, e.event.model_dump_json().encode()
-        headers = (*wire_headers(name, e.event_id, e.correlation_id, e.causation_id), *e.headers)
-        return Outgoing(self.topics.inputs, e.key, value, headers)
+        if self.route is None:
+            headers = (
+                *wire_headers(name, e.event_id, e.correlation_id, e.causation_id),
+                *e.headers,
+            )
+            return [Outgoing(self.topics.inputs, e.key, value, headers)]
+        return self._routed(name, value, e)
+
+    def _routed(self, name: str, value: bytes, e: Event) -> list[Outgoing]:
+        """What the router would write for ``e``, with the caller's trace context."""
+        assert self.route is not None
+        event, data = parse_event(self.route, name, value)
+        records = routed_events(
+            self.route,
+            name,
+            event,
+            data,
+            event_id=e.event_id or str(uuid.uuid4()),
+            correlation_id=e.correlation_id or "",
+            causation_id=e.causation_id or "",
+            time_ms=self.clock.now_ms(),
+        )
+        if not records:
+            raise UnroutableError(f"no saga of this app correlates this {name} with a process")
+        parent = traceparent()
+        return [
+            encode(self.topics.process, r.process_id, r, DEFAULT_CODEC, traceparent=parent)
+            for r in records
+        ]
 
 
 class SyncPublisher:
@@ -139,13 +198,16 @@ class SyncPublisher:
     the publisher raised.
     """
 
-    def __init__(self, topics: Topics, transport: Transport | str) -> None:
+    def __init__(
+        self, topics: Topics, transport: Transport | str, *, route: App | None = None
+    ) -> None:
+        """``route``: as :class:`Publisher`'s, straight into the app's process topic."""
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = threading.Thread(
             target=self._loop.run_forever, name="procession-publisher", daemon=True
         )
         self._thread.start()
-        self._publisher = self._call(_make(topics, transport))
+        self._publisher = self._call(_make(topics, transport, route))
         self._call(self._publisher.start())
 
     @classmethod
@@ -196,8 +258,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-async def _make(topics: Topics, transport: Transport | str) -> Publisher:
-    return Publisher(topics, transport)  # built on the loop that will use it
+async def _make(topics: Topics, transport: Transport | str, route: App | None) -> Publisher:
+    return Publisher(topics, transport, route=route)  # built on the loop that will use it
 
 
 __all__ = ["Encoded", "Event", "Publisher", "SyncPublisher", "wire_headers"]

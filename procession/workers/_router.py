@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -48,13 +49,14 @@ def wire_headers(
     ):
         if value:
             out.append((name, value.encode()))
-    parent = _traceparent()
+    parent = traceparent()
     if parent:
         out.append(("traceparent", parent.encode()))
     return tuple(out)
 
 
-def _traceparent() -> str | None:
+def traceparent() -> str | None:
+    """The caller's OpenTelemetry context as a ``traceparent`` (None without one)."""
     try:
         from opentelemetry import propagate  # noqa: PLC0415 - the optional otel extra
     except ImportError:
@@ -126,54 +128,90 @@ class Router(BatchLoop):
             return self._route_traced(msg, traceparent)
 
     def _route_traced(self, msg: Message, traceparent: str | None) -> list[Outgoing]:
-        event_type, event, data = self._decode(msg)
-        try:
-            pids = self.app.route(event)
-        except Exception as exc:
-            raise UnroutableError(f"correlation rule for {event_type} raised {exc!r}") from exc
-        if not pids:
-            self.metrics["unrouted"] += 1
-            log.info("event %s at %s@%s has no process key", event_type, msg.partition, msg.offset)
-            return []
         headers = dict(msg.headers)
+        event_type = _text(headers.get("procession-type"), "procession-type header")
+        if not event_type:
+            raise DecodeError("no procession-type header")
+        event, data = parse_event(self.app, event_type, msg.value)
         event_id = _text(headers.get("event-id"), "event-id header") or derive_id(
             msg.topic, msg.partition, msg.offset
         )
-        correlation = _text(headers.get("correlation-id"), "correlation-id header") or event_id
-        causation = _text(headers.get("causation-id"), "causation-id header") or None
+        records = routed_events(
+            self.app,
+            event_type,
+            event,
+            data,
+            event_id=event_id,
+            correlation_id=_text(headers.get("correlation-id"), "correlation-id header"),
+            causation_id=_text(headers.get("causation-id"), "causation-id header"),
+            time_ms=self.clock.now_ms(),
+        )
+        if not records:
+            self.metrics["unrouted"] += 1
+            log.info("event %s at %s@%s has no process key", event_type, msg.partition, msg.offset)
+            return []
         process, limit = self.app.topics.process, self._limits[self.app.topics.process]
         out = []
-        for pid in pids:
-            rec = DomainEvent(
-                event_id=event_id,
-                process_id=pid,
-                correlation_id=correlation,
-                causation_id=causation,
-                time_ms=self.clock.now_ms(),
-                event_type=event_type,
-                data=data,
-            )
-            routed = encode(process, pid, rec, self.codec, traceparent=traceparent)
+        for rec in records:
+            routed = encode(process, rec.process_id, rec, self.codec, traceparent=traceparent)
             if too_large := routed.too_large(limit, "routed record"):
                 raise UnroutableError(str(too_large)) from too_large
             out.append(routed)
-        self.metrics["routed"] += len(pids)
+        self.metrics["routed"] += len(records)
         return out
 
-    def _decode(self, msg: Message) -> tuple[str, BaseModel, dict[str, object]]:
-        event_type = _text(dict(msg.headers).get("procession-type"), "procession-type header")
-        if not event_type:
-            raise DecodeError("no procession-type header")
-        cls = self.app.event_types.get(event_type)
-        if cls is None:
-            raise UnknownEventTypeError(event_type)
-        if msg.value is None:
-            raise DecodeError("no value", event_type)
-        try:
-            event = cls.model_validate_json(msg.value)
-        except ValidationError as exc:
-            raise DecodeError(str(exc).replace("\n", " "), event_type) from exc
-        return event_type, event, event.model_dump(mode="json")
+
+def parse_event(app: App, event_type: str, value: bytes | None) -> tuple[BaseModel, dict[str, Any]]:
+    """A domain event's JSON as the app's model of ``event_type``, and as plain data.
+
+    Raises :class:`UnknownEventTypeError` when no saga of ``app`` knows the
+    type, :class:`DecodeError` when the JSON does not fit its model.
+    """
+    cls = app.event_types.get(event_type)
+    if cls is None:
+        raise UnknownEventTypeError(event_type)
+    if value is None:
+        raise DecodeError("no value", event_type)
+    try:
+        event = cls.model_validate_json(value)
+    except ValidationError as exc:
+        raise DecodeError(str(exc).replace("\n", " "), event_type) from exc
+    return event, event.model_dump(mode="json")
+
+
+def routed_events(
+    app: App,
+    event_type: str,
+    event: BaseModel,
+    data: dict[str, Any],
+    *,
+    event_id: str,
+    correlation_id: str,
+    causation_id: str,
+    time_ms: int,
+) -> list[DomainEvent]:
+    """The inputs one domain event becomes: one per process that the sagas'
+    correlation rules name (none: no saga follows it). An empty
+    ``correlation_id`` becomes the event id, an empty ``causation_id`` None.
+
+    Raises :class:`UnroutableError` when a correlation rule raises.
+    """
+    try:
+        pids = app.route(event)
+    except Exception as exc:
+        raise UnroutableError(f"correlation rule for {event_type} raised {exc!r}") from exc
+    return [
+        DomainEvent(
+            event_id=event_id,
+            process_id=pid,
+            correlation_id=correlation_id or event_id,
+            causation_id=causation_id or None,
+            time_ms=time_ms,
+            event_type=event_type,
+            data=data,
+        )
+        for pid in pids
+    ]
 
 
 def _text(raw: bytes | None, name: str = "header") -> str:
