@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,34 +181,58 @@ async def publish(app: Any, transport: Any, numbers: range) -> None:
         await producer.stop()
 
 
+def part_of(role: str, app: Any, transport: Any) -> Any:
+    """A runtime part of ``role``, in this process."""
+    if role == "processor":
+        return Processor(app, transport)
+    if role == "router":
+        return Router(app, transport)
+    return Worker(app, transport, concurrency=8)
+
+
+@contextlib.asynccontextmanager
+async def all_but(role: str, app: Any, transport: Any) -> AsyncIterator[None]:
+    """Every runtime part but ``role`` running in this process, stopped after."""
+    healthy = [part_of(r, app, transport) for r in ("processor", "router", "worker") if r != role]
+    for part in healthy:
+        await part.start()
+    try:
+        yield
+    finally:
+        for part in healthy:
+            await part.stop()
+
+
+async def exited(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    async with asyncio.timeout(timeout_s):
+        while proc.poll() is None:
+            await asyncio.sleep(0.01)
+
+
 async def test_worker_killed_mid_task_the_task_is_delivered_again(
     backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     app = make_app(backend, monkeypatch)
     transport = backend.transport()
     await transport.create_topics(app.topics.specs(app.task_types()))
-    processor, router = Processor(app, transport), Router(app, transport)
-    await processor.start()
-    await router.start()
     started = tmp_path / "started"
     slow = spawn(
         "worker", backend, PROCESSION_TEST_SLOW_S="600", PROCESSION_TEST_STARTED_FILE=str(started)
     )
     try:
-        await publish(app, transport, range(1, 2))
-        await until(lambda: _lines(started, 3), timeout_s=60)  # it holds all three tasks now
-        kill(slow)
-        worker = Worker(app, transport, concurrency=8)
-        await worker.start()
-        try:
-            await until(lambda: _at_least(backend, app, 1), timeout_s=90)
-        finally:
-            await worker.stop()
+        async with all_but("worker", app, transport):
+            await publish(app, transport, range(1, 2))
+            await until(lambda: _lines(started, 3), timeout_s=60)  # it holds all three tasks now
+            kill(slow)
+            worker = Worker(app, transport, concurrency=8)
+            await worker.start()
+            try:
+                await until(lambda: _at_least(backend, app, 1), timeout_s=90)
+            finally:
+                await worker.stop()
     finally:
         if slow.poll() is None:
             kill(slow)
-        await processor.stop()
-        await router.stop()
     records = await stream(backend, app)
     results = [r for r in records if isinstance(r, TaskCompleted)]
     assert sorted(r.machine_id for r in results) == ["instance:A", "instance:B", "instance:C"]

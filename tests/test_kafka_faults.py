@@ -21,7 +21,18 @@ from procession.examples import RebaseFailed
 from procession.workers import Processor, Router, Runtime, TopicPartition, Worker
 from procession.workers._port import partition_for
 from tests.conftest import KAFKA_BACKENDS, Backend, kafka_servers, until
-from tests.test_kafka import _at_least, _lines, exactly_once, make_app, publish, spawn, stream
+from tests.test_kafka import (
+    _at_least,
+    _lines,
+    all_but,
+    exactly_once,
+    exited,
+    make_app,
+    part_of,
+    publish,
+    spawn,
+    stream,
+)
 
 pytestmark = pytest.mark.backends(*KAFKA_BACKENDS)
 
@@ -85,34 +96,24 @@ async def test_a_writer_killed_mid_transaction_holds_its_partitions_up_for_secon
     app = make_app(backend, monkeypatch)
     transport = backend.transport()
     await transport.create_topics(app.topics.specs(app.task_types()))
-    make = {
-        "processor": lambda: Processor(app, transport),
-        "router": lambda: Router(app, transport),
-        "worker": lambda: Worker(app, transport, concurrency=8),
-    }
-    healthy = [make[r]() for r in make if r != role]
-    for part in healthy:
-        await part.start()
     args = ("--no-router",) if role == "processor" else ()
     doomed = spawn(role, backend, *args, PROCESSION_TEST_DIE_IN_TXN=role)
     replacement: Any = None
     try:
-        await publish(app, transport, range(3))
-        async with asyncio.timeout(60):
-            while doomed.poll() is None:
-                await asyncio.sleep(0.05)
-        assert doomed.returncode == -signal.SIGKILL  # it died inside its transaction
-        killed = time.monotonic()
-        replacement = make[role]()
-        await replacement.start()
-        await until(lambda: _at_least(backend, app, 3), timeout_s=60)
-        recovered = time.monotonic() - killed
+        async with all_but(role, app, transport):
+            await publish(app, transport, range(3))
+            await exited(doomed)
+            assert doomed.returncode == -signal.SIGKILL  # it died inside its transaction
+            killed = time.monotonic()
+            replacement = part_of(role, app, transport)
+            await replacement.start()
+            await until(lambda: _at_least(backend, app, 3), timeout_s=60)
+            recovered = time.monotonic() - killed
     finally:
         if doomed.poll() is None:
             doomed.kill()
-        for part in [*healthy, replacement]:
-            if part is not None:
-                await part.stop()
+        if replacement is not None:
+            await replacement.stop()
     print(f"\n{role} killed mid-transaction: every process completed {recovered:.1f} s later")
     assert recovered < (RECOVERY_S if backend.name == "kafka" else TAKEOVER_V2_S)
     exactly_once(await stream(backend, app), 3)
@@ -129,35 +130,24 @@ async def test_a_static_member_killed_mid_transaction_resumes_within_seconds_of_
     app = make_app(backend, monkeypatch)
     transport = backend.transport()
     await transport.create_topics(app.topics.specs(app.task_types()))
-    make = {
-        "processor": lambda: Processor(app, transport),
-        "router": lambda: Router(app, transport),
-        "worker": lambda: Worker(app, transport, concurrency=8),
-    }
-    healthy = [make[r]() for r in make if r != role]
-    for part in healthy:
-        await part.start()
     args = ("--no-router",) if role == "processor" else ()
     instance = {"PROCESSION_INSTANCE_ID": f"{backend.prefix}-{role}-0"}
     doomed = spawn(role, backend, *args, PROCESSION_TEST_DIE_IN_TXN=role, **instance)
     restarted: Any = None
     try:
-        await publish(app, transport, range(3))
-        async with asyncio.timeout(60):
-            while doomed.poll() is None:
-                await asyncio.sleep(0.01)
-        killed = time.monotonic()
-        restarted = spawn(role, backend, *args, **instance)
-        assert doomed.returncode == -signal.SIGKILL  # it died inside its transaction
-        await until(lambda: _at_least(backend, app, 3), timeout_s=60)
-        recovered = time.monotonic() - killed
+        async with all_but(role, app, transport):
+            await publish(app, transport, range(3))
+            await exited(doomed)
+            killed = time.monotonic()
+            restarted = spawn(role, backend, *args, **instance)
+            assert doomed.returncode == -signal.SIGKILL  # it died inside its transaction
+            await until(lambda: _at_least(backend, app, 3), timeout_s=60)
+            recovered = time.monotonic() - killed
     finally:
         for proc in (doomed, restarted):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
-        for part in healthy:
-            await part.stop()
     print(f"\n{role} killed mid-transaction, restarted: all completed {recovered:.1f} s later")
     assert recovered < RESTART_S
     exactly_once(await stream(backend, app), 3)
@@ -170,30 +160,25 @@ async def test_a_graceful_stop_mid_work_leaves_nothing_to_wait_for(
     app = make_app(backend, monkeypatch)
     transport = backend.transport()
     await transport.create_topics(app.topics.specs(app.task_types()))
-    processor, router = Processor(app, transport), Router(app, transport)
-    await processor.start()
-    await router.start()
     started = tmp_path / "started"
     worker = spawn(
         "worker", backend, PROCESSION_TEST_SLOW_S="0.5", PROCESSION_TEST_STARTED_FILE=str(started)
     )
     replacement = Worker(app, transport, concurrency=64)
     try:
-        await publish(app, transport, range(20))
-        await until(lambda: _lines(started, 3), timeout_s=60)
-        worker.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            while worker.poll() is None:
-                await asyncio.sleep(0.05)
-        stopped = time.monotonic()
-        await replacement.start()
-        await until(lambda: _at_least(backend, app, 20), timeout_s=60)
-        rest = time.monotonic() - stopped
+        async with all_but("worker", app, transport):
+            await publish(app, transport, range(20))
+            await until(lambda: _lines(started, 3), timeout_s=60)
+            worker.send_signal(signal.SIGTERM)
+            await exited(worker, 30)
+            stopped = time.monotonic()
+            await replacement.start()
+            await until(lambda: _at_least(backend, app, 20), timeout_s=60)
+            rest = time.monotonic() - stopped
     finally:
         if worker.poll() is None:
             worker.kill()
-        for part in (replacement, router, processor):
-            await part.stop()
+        await replacement.stop()
     print(f"\nworker stopped with SIGTERM mid-work: the rest completed {rest:.1f} s later")
     assert worker.returncode == 0
     assert rest < 5.0  # a partition left behind would cost the 10 s session timeout
