@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -82,3 +83,43 @@ def test_the_port_option_wins_over_the_environment(guarded: dict[str, str], tmp_
             stand_in.kill()
             stand_in.wait()
     assert not (tmp_path / "home" / "broker-5.pid").exists()
+
+
+def _time_wait_port() -> int:
+    """A port held only by a closed connection in TIME_WAIT on the listening side,
+    as a broker killed with clients connected leaves its port (its listener, as
+    the JVM's, with SO_REUSEADDR, which the connection inherits)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the listening side closes first: its end waits in TIME_WAIT
+    client.recv(1)
+    client.close()
+    listener.close()
+    return int(port)
+
+
+def test_a_port_only_closed_connections_hold_is_taken_one_another_socket_holds_is_not(
+    guarded: dict[str, str], tmp_path: Path
+) -> None:
+    """After a kill -9 the broker's own port waits in TIME_WAIT: it must start
+    there again at once (the JVM binds with SO_REUSEADDR). A port another
+    socket is bound to is refused before java runs."""
+    port = _time_wait_port()
+    out = run(guarded, "start", "--port", str(port))
+    assert "cannot be bound" not in out.stderr, out.stderr
+    assert (tmp_path / "mvn-was-run").exists()  # past the port checks, on to fetching jars
+    (tmp_path / "mvn-was-run").unlink()
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))  # bound, not listening: nothing answers there
+    try:
+        out = run(guarded, "start", "--port", str(held.getsockname()[1]))
+        assert out.returncode == 1
+        assert "cannot be bound (another socket holds it)" in out.stderr, out.stderr
+        assert not list(tmp_path.glob("*-was-run"))
+    finally:
+        held.close()
