@@ -129,7 +129,9 @@ def test_sasl_credentials_reach_the_pods_from_a_secret() -> None:
 
 def _env(docs: list[dict[str, Any]], role: str) -> dict[str, Any]:
     (found,) = [
-        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(role)
+        d
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"].endswith(role)
     ]
     return {e["name"]: e for e in found["spec"]["template"]["spec"]["containers"][0]["env"]}
 
@@ -149,6 +151,38 @@ def test_the_kafka_client_and_static_membership_reach_every_pod() -> None:
         }
 
 
+def test_a_statefulset_keeps_pod_names_for_static_members(tmp_path: Path) -> None:
+    values = [
+        *MINIMAL,
+        "--set",
+        "workload=StatefulSet",
+        "--set",
+        "kafka.staticMembership=true",
+        "--set",
+        "worker.autoscaling.enabled=true",
+        "--set",
+        "worker.autoscaling.consumerGroup=procession.workers",
+    ]
+    docs = render(*values)
+    sets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
+    assert sorted(sets) == ["t-procession-processor", "t-procession-worker"]
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    for name, d in sets.items():
+        assert d["spec"]["serviceName"] == name
+        assert d["spec"]["podManagementPolicy"] == "Parallel"  # all start at once
+        assert "strategy" not in d["spec"]  # a Deployment's field: refused by the API
+    (hpa,) = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    env = _env(docs, "processor")
+    assert env["PROCESSION_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    out = run(helm(), "template", "t", str(CHART), *values)
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(out.stdout)
+    validate = str(Path(sys.executable).parent / "kubernetes-validate")
+    check = run(validate, "--strict", "-k", KUBERNETES, str(rendered))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
@@ -165,6 +199,7 @@ def test_the_kafka_client_and_static_membership_reach_every_pod() -> None:
         ),
         ([*MINIMAL, "--set", "app=not an app"], "at '/app'"),
         ([*MINIMAL, "--set", "worker.replica=2"], "additional properties 'replica' not allowed"),
+        ([*MINIMAL, "--set", "workload=DaemonSet"], "at '/workload': value must be one of"),
         (
             [*MINIMAL, "--set", "worker.autoscaling.enabled=true"],
             "worker.autoscaling.consumerGroup",
