@@ -50,6 +50,7 @@ class Config:
     rate: float = 20.0  # orders published per second
     max_kills: int | None = None
     run_dir: Path | None = None
+    static: bool = False  # replicas keep an instance id across restarts
 
 
 @dataclass
@@ -124,7 +125,7 @@ class Run:
         self.run_dir = cfg.run_dir or ROOT / ".chaos" / self.prefix
         self.env = {"BENCH_PREFIX": self.prefix, "KAFKA_BOOTSTRAP_SERVERS": servers}
         self.log: list[str] = []
-        self.fleet = Fleet(cfg.processors, cfg.workers, self.run_dir, self.env)
+        self.fleet = Fleet(cfg.processors, cfg.workers, self.run_dir, self.env, static=cfg.static)
         self.publisher = Publisher(servers, self.prefix)
         self.completions = Completions(servers, f"{self.prefix}.process")
         self.restart: asyncio.Future[float] | None = None
@@ -301,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-broker-restart", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a small run, for a smoke test")
     parser.add_argument(
+        "--static",
+        action="store_true",
+        help="each replica a static group member (PROCESSION_INSTANCE_ID kept across restarts)",
+    )
+    parser.add_argument(
         "--own-broker",
         action="store_true",
         help="KAFKA_PORT and KAFKA_DATA_DIR name a scripts/kafka-local broker this run may kill",
@@ -318,11 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         deadline_s=args.deadline,
         broker_restart=not args.no_broker_restart,
         rate=args.rate,
+        static=args.static,
     )
     broker = Broker() if args.own_broker else None
     print(
         f"chaos: {cfg.orders:,} orders at {cfg.rate:g}/s; {cfg.processors} processors, "
-        f"{cfg.workers} workers; a kill every {cfg.kill_every_s:g} s (seed {cfg.seed})",
+        f"{cfg.workers} workers{' (static members)' if cfg.static else ''}; "
+        f"a kill every {cfg.kill_every_s:g} s (seed {cfg.seed})",
         flush=True,
     )
     result = asyncio.run(run(cfg, servers, broker))

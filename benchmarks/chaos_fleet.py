@@ -59,12 +59,14 @@ class Replica:
         with self.log.open("ab") as out:
             out.write(f"--- {time.strftime('%H:%M:%S')} chaos: {line}\n".encode())
 
-    def start(self, env: dict[str, str]) -> None:
-        """Start an incarnation. Every incarnation of a replica has the same
-        instance id, as a restarted container keeps its pod's name: on
-        librdkafka it is the same static group member, back without a rebalance."""
+    def start(self, env: dict[str, str], static: bool = False) -> None:
+        """Start an incarnation. ``static``: every incarnation of a replica has
+        the same instance id, as a restarted container keeps its pod's name: on
+        librdkafka it is the same static group member, back without a rebalance.
+        Otherwise each is a new dynamic member (the runtime's default)."""
         argv = [*procession_command(), "--log-level", "WARNING", self.role, APP]
-        env = {**env, "PROCESSION_INSTANCE_ID": f"chaos-{self.name}"}
+        if static:
+            env = {**env, "PROCESSION_INSTANCE_ID": f"chaos-{self.name}"}
         self.note(f"starting {self.name} ({self.starts + 1})")
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -84,8 +86,16 @@ class Kill:
 class Fleet:
     """The replicas of one run, their kills and their unplanned exits."""
 
-    def __init__(self, processors: int, workers: int, run_dir: Path, env: dict[str, str]) -> None:
-        self.env = {**os.environ, **env}
+    def __init__(
+        self,
+        processors: int,
+        workers: int,
+        run_dir: Path,
+        env: dict[str, str],
+        *,
+        static: bool = False,
+    ) -> None:
+        self.env, self.static = {**os.environ, **env}, static
         self.replicas = [
             Replica(f"processor-{i}", "processor", run_dir / f"processor-{i}.log")
             for i in range(1, processors + 1)
@@ -99,7 +109,7 @@ class Fleet:
     def start(self) -> None:
         self.t0 = time.monotonic()
         for replica in self.replicas:
-            replica.start(self.env)
+            replica.start(self.env, self.static)
 
     def kill_one(self, rng: random.Random) -> Kill:
         """SIGKILL a replica chosen by ``rng`` and start it again right away."""
@@ -112,7 +122,7 @@ class Fleet:
             replica.note(f"killed pid {pid} (SIGKILL)")
         kill = Kill(round(time.monotonic() - self.t0, 1), replica.name, pid)
         self.kills.append(kill)
-        replica.start(self.env)
+        replica.start(self.env, self.static)
         return kill
 
     def restart_exited(self, spacing_s: float = 1.0) -> list[str]:
@@ -129,7 +139,7 @@ class Fleet:
             if len(replica.exits) > seen:
                 out.append(f"{replica.name} exited with {replica.exits[-1]}")
             if time.monotonic() - replica.started_at >= spacing_s:
-                replica.start(self.env)
+                replica.start(self.env, self.static)
         return out
 
     def stop(self, timeout_s: float = 60.0) -> dict[str, int | None]:

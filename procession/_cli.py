@@ -32,7 +32,7 @@ from procession._errors import AppSpecError, KafkaUnreachableError, ProcessionEr
 from procession._errors import one_line as reason
 from procession._health import HealthServer
 from procession._load import check_task_types, load_app
-from procession._logs import limit_aiokafka
+from procession._logs import limit_kafka_logs
 from procession._ops import duration_ms
 from procession._replay_files import replay_files
 from procession._supervise import supervise
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level="WARNING" if quiet else args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    limit_aiokafka()
+    limit_kafka_logs()
     if demo:
         from procession._demo import main as demo_main  # noqa: PLC0415 - keeps --help fast
 

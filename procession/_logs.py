@@ -1,13 +1,15 @@
 """Logging helpers for long-lived commands: keep a broker outage from flooding the log.
 
 While a broker is down, aiokafka logs the same error thousands of times a
-minute. :class:`RateLimit` lets the first record of each message template
-through, then at most one per interval, and says how many it held back.
+minute, and librdkafka, one line per client and connection attempt, dozens a
+second. :class:`RateLimit` lets the first record of each kind through, then at
+most one per interval, and says how many it held back.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,12 +23,15 @@ class _Seen:
 
 @dataclass
 class RateLimit(logging.Filter):
-    """A filter passing each message template of some loggers at most once per ``interval_s``.
+    """A filter passing each kind of record of some loggers at most once per ``interval_s``.
 
     Records are grouped by logger and unformatted message (``record.msg``), so
-    ``"Unable connect to %r"`` is one template whatever the node. A record let
-    through after a quiet spell tells how many of its kind were dropped.
-    Records of loggers outside ``prefix`` pass untouched. It sits on handlers
+    ``"Unable connect to %r"`` is one template whatever the node. librdkafka's
+    records all share one template (facility, client, text), so they are
+    grouped by facility, client and text with its numbers left out: "Connect
+    to ... failed (after 0ms ...)" is one kind per client and broker. A record
+    let through after a quiet spell tells how many of its kind were dropped.
+    Records of loggers outside ``prefixes`` pass untouched. It sits on handlers
     (a logger's filter would miss its children's records) and decides once per
     record, however many handlers it is on.
 
@@ -39,15 +44,16 @@ class RateLimit(logging.Filter):
     """
 
     interval_s: float = 30.0
-    prefix: str = "aiokafka"
+    prefixes: tuple[str, ...] = ("aiokafka", "procession.rdkafka")
     now: Callable[[], float] = time.monotonic
-    _seen: dict[tuple[str, int, str], _Seen] = field(default_factory=dict, init=False)
+    _seen: dict[tuple[str, ...], _Seen] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         super().__init__()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not (record.name == self.prefix or record.name.startswith(self.prefix + ".")):
+        name = record.name
+        if not any(name == p or name.startswith(p + ".") for p in self.prefixes):
             return True
         decided = record.__dict__.get(_DECIDED)
         if decided is None:
@@ -55,7 +61,10 @@ class RateLimit(logging.Filter):
         return bool(decided)
 
     def _decide(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, str(record.msg))
+        key: tuple[str, ...] = (record.name, str(record.levelno), str(record.msg))
+        args = record.args
+        if record.msg == LIBRDKAFKA and isinstance(args, tuple) and len(args) == 3:
+            key = (*key, str(args[0]), str(args[1]), _NUMBERS.sub("#", str(args[2])))
         now = self.now()
         seen = self._seen.get(key)
         if seen is None:
@@ -72,9 +81,14 @@ class RateLimit(logging.Filter):
 
 _DECIDED = "procession_rate_limit"
 
+#: The template of every record librdkafka logs through confluent-kafka.
+LIBRDKAFKA = "%s [%s] %s"
+_NUMBERS = re.compile(r"\d+")
 
-def limit_aiokafka(interval_s: float = 30.0) -> RateLimit:
-    """Rate-limit aiokafka's records on every handler of the root logger; return the filter."""
+
+def limit_kafka_logs(interval_s: float = 30.0) -> RateLimit:
+    """Rate-limit both Kafka clients' records on every handler of the root logger;
+    return the filter."""
     limit = RateLimit(interval_s)
     for handler in logging.getLogger().handlers:
         handler.addFilter(limit)

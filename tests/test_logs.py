@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from procession._logs import RateLimit, limit_aiokafka
+from procession._logs import RateLimit, limit_kafka_logs
 
 
 class FakeTime:
@@ -74,7 +74,7 @@ def test_installed_on_the_root_handlers_it_limits_records_of_aiokafka_children(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     root = logging.getLogger()
-    limit = limit_aiokafka(interval_s=30)
+    limit = limit_kafka_logs(interval_s=30)
     try:
         assert limit in caplog.handler.filters
         for _ in range(100):
@@ -85,3 +85,28 @@ def test_installed_on_the_root_handlers_it_limits_records_of_aiokafka_children(
             handler.removeFilter(limit)
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["Unable connect to x", "kept"]
+
+
+def test_librdkafka_records_are_limited_per_facility_client_and_text_without_numbers() -> None:
+    clock = FakeTime()
+    limit = RateLimit(interval_s=30, now=clock)
+
+    def rd(client: str, text: str) -> logging.LogRecord:
+        return record("%s [%s] %s", "FAIL", client, text, name="procession.rdkafka")
+
+    refused = (
+        "127.0.0.1:{}/bootstrap: Connect failed: Connection refused (after {}ms in state CONNECT)"
+    )
+    assert limit.filter(rd("rdkafka#consumer-1", refused.format(9092, 0)))
+    assert not limit.filter(
+        rd("rdkafka#consumer-1", refused.format(9092, 4))
+    )  # only numbers differ
+    assert limit.filter(rd("rdkafka#producer-2", refused.format(9092, 0)))  # another client
+    assert limit.filter(rd("rdkafka#consumer-1", "127.0.0.1:9092/1: Disconnected"))  # another text
+    clock.s += 31
+    later = rd("rdkafka#consumer-1", refused.format(9092, 7))
+    assert limit.filter(later)
+    assert later.getMessage().endswith("(1 more like this suppressed)")
+    ours = "group %s: partitions lost"  # our own records: per template, as aiokafka's
+    assert limit.filter(record(ours, "g", name="procession.rdkafka"))
+    assert not limit.filter(record(ours, "h", name="procession.rdkafka"))
