@@ -38,7 +38,12 @@ from procession.topics._layout import Topics
 from procession.workers._app import App
 from procession.workers._clock import Clock, SystemClock
 from procession.workers._port import Batch, Headers, Outgoing, Transport
-from procession.workers._router import parse_event, routed_events, traceparent, wire_headers
+from procession.workers._router import (
+    caller_traceparent,
+    parse_event,
+    routed_events,
+    wire_headers,
+)
 from procession.workers._wire import encode
 
 T = TypeVar("T")
@@ -81,7 +86,8 @@ class Publisher:
     process it is for: the router's hop and the input topic's record are
     skipped. The event must be one the app's sagas follow: an unknown type, a
     correlation rule that raises or names no process is an error to the
-    caller, and nothing of the batch is written.
+    caller, and nothing of the batch is written. ``clock`` gives the routed
+    records' ``time_ms`` (the system clock by default).
 
     Example::
 
@@ -184,7 +190,7 @@ class Publisher:
         )
         if not records:
             raise UnroutableError(f"no saga of this app correlates this {name} with a process")
-        parent = traceparent()
+        parent = caller_traceparent()
         return [
             encode(self.topics.process, r.process_id, r, DEFAULT_CODEC, traceparent=parent)
             for r in records

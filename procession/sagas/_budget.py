@@ -41,7 +41,6 @@ class OverBudget(Exception):  # noqa: N818 - a signal the runtime catches, named
 
 
 _CURRENT: ContextVar[tuple[Budget, list[int]] | None] = ContextVar("budget", default=None)
-_get = _CURRENT.get
 
 
 @contextmanager
@@ -56,7 +55,7 @@ def within(budget: Budget | None) -> Iterator[None]:
 
 def check() -> None:
     """Raise :class:`OverBudget` when the current decision's budget is spent."""
-    current = _get()
+    current = _CURRENT.get()
     if current is None:
         return
     budget, work = current

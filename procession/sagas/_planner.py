@@ -69,7 +69,7 @@ class Planner:
         record = kind(
             event_id=derive_id(cause.process_id, cause.event_id, self.seq, len(records)),
             process_id=cause.process_id,
-            correlation_id=self.state.correlation_id or cause.correlation_id,
+            correlation_id=self.correlation_id,
             causation_id=cause.event_id,
             time_ms=self.now_ms,
             seq=self.seq,

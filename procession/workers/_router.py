@@ -49,13 +49,13 @@ def wire_headers(
     ):
         if value:
             out.append((name, value.encode()))
-    parent = traceparent()
+    parent = caller_traceparent()
     if parent:
         out.append(("traceparent", parent.encode()))
     return tuple(out)
 
 
-def traceparent() -> str | None:
+def caller_traceparent() -> str | None:
     """The caller's OpenTelemetry context as a ``traceparent`` (None without one)."""
     try:
         from opentelemetry import propagate  # noqa: PLC0415 - the optional otel extra
