@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -91,7 +92,15 @@ def _time_wait_port() -> int:
     the JVM's, with SO_REUSEADDR, which the connection inherits)."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    # below the ephemeral range: no other process's outgoing connection can take
+    # the port between its closing here and the script's check
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.Random().sample(range(low // 2, low), 200):
+        try:
+            listener.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            continue
     listener.listen()
     port = listener.getsockname()[1]
     client = socket.create_connection(("127.0.0.1", port))

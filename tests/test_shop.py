@@ -201,7 +201,11 @@ async def test_a_worker_killed_after_its_effect_committed_does_not_charge_twice(
         assert await asyncio.to_thread(worker.wait, 30) == -signal.SIGKILL
         worker = start_worker(2)
         for i in range(10):
-            state = await rt.wait(f"order:o-{i}", timeout_s=60)
+            try:
+                state = await rt.wait(f"order:o-{i}", timeout_s=60)
+            except TimeoutError as exc:  # what the workers said is the diagnosis
+                logs = {n: (tmp_path / f"worker-{n}.log").read_text()[-3000:] for n in (1, 2)}
+                raise AssertionError(f"{exc}; the workers' logs: {logs}") from exc
             assert state is not None and state.status == "completed", (i, state)
         charged = marker.read_text()
         plans = [
