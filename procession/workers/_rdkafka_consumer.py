@@ -250,6 +250,7 @@ class RdKafkaConsumer:
             return None
         ktp = KafkaTP(tp.topic, tp.partition)
         committed = self._c.committed([ktp], timeout=_LOOKUP_S)[0].offset
+        give_up = time.monotonic() + _LOOKUP_S
         while tp in self._assigned:
             if not self._consuming.acquire(timeout=0.05):
                 continue  # a consume() is in progress (perhaps running a revoke)
@@ -257,14 +258,22 @@ class RdKafkaConsumer:
                 if tp not in self._assigned:
                     break
                 start = committed if committed >= 0 else OFFSET_BEGINNING
-                self._c.seek(KafkaTP(tp.topic, tp.partition, start))
-                self._seeks += 1
-                self._epoch[tp] = self._epoch.get(tp, 0) + 1
-                self._eof.discard(tp)
-                self._next.pop(tp, None)
-                return committed if committed >= 0 else None
+                try:
+                    self._c.seek(KafkaTP(tp.topic, tp.partition, start))
+                except KafkaException as exc:
+                    # just assigned, its fetcher not started yet: seek refuses
+                    # with _STATE for a moment (librdkafka #3959); try again
+                    if exc.args[0].code() != KafkaError._STATE or time.monotonic() > give_up:
+                        raise
+                else:
+                    self._seeks += 1
+                    self._epoch[tp] = self._epoch.get(tp, 0) + 1
+                    self._eof.discard(tp)
+                    self._next.pop(tp, None)
+                    return committed if committed >= 0 else None
             finally:
                 self._consuming.release()
+            time.sleep(_SLICE_S)  # refused: the fetcher starts with the next polls
         return None
 
     def joined(self) -> bool:
