@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 
 from benchmarks import order_app, otlp_sink
 from benchmarks.kafka_load import create_topics, drive, running
 from benchmarks.load import Result
 from procession.publish import Publisher
+from procession.workers._kafka_client import kafka_transport
 
 
 async def run(
@@ -50,8 +50,9 @@ async def run(
         if routed:
             system += ", published straight to the process topic"
             app = order_app.app(prefix)
-            os.environ["PROCESSION_KAFKA_CLIENT"] = client  # the publisher's, too
-            publisher = await stack.enter_async_context(Publisher(app.topics, servers, route=app))
+            transport = kafka_transport(servers, client)
+            stack.push_async_callback(transport.close)
+            publisher = await stack.enter_async_context(Publisher(app.topics, transport, route=app))
 
             async def place(i: int) -> None:
                 await publisher.publish(order_app.order(i), event_id=f"order-{i}")
