@@ -35,7 +35,7 @@ from pathlib import Path
 
 from benchmarks.chaos_audit import Audit, audit, read_topics
 from benchmarks.chaos_fleet import APP, ROOT, Fleet, procession_command
-from benchmarks.chaos_kafka import Broker, Completions, Publisher
+from benchmarks.chaos_kafka import Broker, Completions, GroupWatch, Publisher
 
 
 @dataclass
@@ -156,12 +156,17 @@ class Run:
         t0 = self.t0 = time.monotonic()
         publishing = asyncio.create_task(self.publisher.run(self.cfg.orders, self.cfg.rate))
         supervisor = asyncio.create_task(supervise(self.fleet, self.cfg, self.log))
+        groups = GroupWatch(self.servers, self.run_dir / "groups.log", t0)
+        watching = asyncio.create_task(groups.run())
         try:
             await self._wait(t0, publishing)
         finally:
-            supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+            for task in (supervisor, watching):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for line in groups.summary():
+                _say(self.log, line)
             if self.restart is not None:  # a thread: it cannot be cancelled, only waited for
                 seconds = await self.restart
                 self.broker_note = (

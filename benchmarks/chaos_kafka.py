@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from benchmarks.chaos_fleet import ROOT
 from benchmarks.order_app import order
@@ -188,3 +190,73 @@ class Completions:
         if consumer is not None:
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+
+class GroupWatch:
+    """Every half second each consumer group's state, members and partitions held;
+    a line in ``path`` whenever one changes, and per group the longest time it
+    was not Stable (a rebalance every member waits out).
+
+    It asks the broker with confluent-kafka's AdminClient; while the broker is
+    down a look fails and is counted, and the next look uses a new client (the
+    old one kept timing out after the broker's restart).
+    """
+
+    def __init__(self, servers: str, path: Path, t0: float) -> None:
+        self.servers = servers
+        self.admin = AdminClient({"bootstrap.servers": servers})
+        self.path, self.t0 = path, t0
+        self.last: dict[str, str] = {}
+        self.unstable_since: dict[str, float] = {}
+        self.longest: dict[str, tuple[float, float]] = {}  # group: (seconds, from)
+        self.failed_looks = 0
+
+    async def run(self) -> None:
+        with self.path.open("a") as out:
+            while True:
+                try:
+                    lines = await asyncio.to_thread(self._look)
+                except (
+                    KafkaException,
+                    TimeoutError,
+                ) as exc:  # the broker restarting; say so once per streak
+                    self.failed_looks += 1
+                    lines = [] if self.failed_looks > 1 else [f"look failed: {exc}"]
+                    self.admin = AdminClient({"bootstrap.servers": self.servers})
+                else:
+                    self.failed_looks = 0
+                for line in lines:
+                    out.write(f"{time.monotonic() - self.t0:7.1f} {line}\n")
+                out.flush()
+                await asyncio.sleep(0.5)
+
+    def _look(self) -> list[str]:
+        listed = self.admin.list_consumer_groups(request_timeout=5).result()
+        ids = [g.group_id for g in listed.valid]
+        if not ids:
+            return []
+        lines, now = [], time.monotonic() - self.t0
+        for gid, future in self.admin.describe_consumer_groups(ids, request_timeout=5).items():
+            d = future.result()
+            state = str(d.state).rsplit(".", 1)[-1]
+            held = sorted(
+                f"{m.group_instance_id or m.client_id}:{len(m.assignment.topic_partitions)}"
+                for m in d.members
+            )
+            seen = f"{state} {len(d.members)} members [{' '.join(held)}]"
+            if self.last.get(gid) != seen:
+                self.last[gid] = seen
+                lines.append(f"{gid} {seen}")
+            if state in {"STABLE", "EMPTY"}:
+                self.unstable_since.pop(gid, None)
+            else:
+                since = self.unstable_since.setdefault(gid, now)
+                if now - since > self.longest.get(gid, (0.0, 0.0))[0]:
+                    self.longest[gid] = (now - since, since)
+        return lines
+
+    def summary(self) -> list[str]:
+        return [
+            f"group {gid} not Stable for {s:.1f} s at most (from {at:.0f} s)"
+            for gid, (s, at) in sorted(self.longest.items())
+        ]
