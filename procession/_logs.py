@@ -31,7 +31,8 @@ class RateLimit(logging.Filter):
     grouped by facility, client and text with its numbers left out: "Connect
     to ... failed (after 0ms ...)" is one kind per client and broker. A record
     let through after a quiet spell tells how many of its kind were dropped.
-    Records of loggers outside ``prefixes`` pass untouched. It sits on handlers
+    Records of loggers outside ``prefixes`` pass untouched, and so do DEBUG
+    ones (there only when asked for: ``PROCESSION_RDKAFKA_DEBUG``). It sits on handlers
     (a logger's filter would miss its children's records) and decides once per
     record, however many handlers it is on.
 
@@ -53,7 +54,9 @@ class RateLimit(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
-        if not any(name == p or name.startswith(p + ".") for p in self.prefixes):
+        if record.levelno < logging.INFO or not any(
+            name == p or name.startswith(p + ".") for p in self.prefixes
+        ):
             return True
         decided = record.__dict__.get(_DECIDED)
         if decided is None:

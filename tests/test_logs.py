@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from procession._logs import RateLimit, limit_kafka_logs
+from procession.workers._rdkafka import RdKafkaTransport
 
 
 class FakeTime:
@@ -110,3 +111,31 @@ def test_librdkafka_records_are_limited_per_facility_client_and_text_without_num
     ours = "group %s: partitions lost"  # our own records: per template, as aiokafka's
     assert limit.filter(record(ours, "g", name="procession.rdkafka"))
     assert not limit.filter(record(ours, "h", name="procession.rdkafka"))
+
+
+def test_debug_records_someone_asked_for_are_never_limited() -> None:
+    limit = RateLimit(interval_s=30, now=FakeTime())
+    debug = [record("%s [%s] %s", "CGRPJOINSTATE", "c", "wait-join", name="procession.rdkafka")]
+    debug += [record(debug[0].msg, *debug[0].args, name="procession.rdkafka") for _ in range(3)]
+    for r in debug:
+        r.levelno, r.levelname = logging.DEBUG, "DEBUG"
+    assert all(limit.filter(r) for r in debug)
+    assert limit.filter(record("%s [%s] %s", "CGRPJOINSTATE", "c", "x", name="procession.rdkafka"))
+    assert not limit.filter(
+        record("%s [%s] %s", "CGRPJOINSTATE", "c", "x", name="procession.rdkafka")
+    )
+
+
+def test_the_rdkafka_debug_variable_turns_on_librdkafka_contexts_and_their_logger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rd = logging.getLogger("procession.rdkafka")
+    before = rd.level
+    monkeypatch.setenv("PROCESSION_RDKAFKA_DEBUG", "cgrp,eos")
+    try:
+        assert RdKafkaTransport("127.0.0.1:1").config["debug"] == "cgrp,eos"
+        assert rd.getEffectiveLevel() == logging.DEBUG
+    finally:
+        rd.setLevel(before)
+    monkeypatch.delenv("PROCESSION_RDKAFKA_DEBUG")
+    assert "debug" not in RdKafkaTransport("127.0.0.1:1").config

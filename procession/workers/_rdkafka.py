@@ -45,6 +45,21 @@ log = logging.getLogger("procession.rdkafka")
 _READ_DEADLINE_S = 120.0
 
 
+def debug_contexts(env: dict[str, str] | None = None) -> dict[str, str]:
+    """librdkafka's ``debug`` property from ``PROCESSION_RDKAFKA_DEBUG`` (for
+    example ``cgrp,eos``: the group's join states and the transactions, logged
+    at DEBUG by ``procession.rdkafka``); nothing when unset.
+
+    Example:
+        >>> debug_contexts({"PROCESSION_RDKAFKA_DEBUG": " cgrp "})
+        {'debug': 'cgrp'}
+        >>> debug_contexts({})
+        {}
+    """
+    contexts = (os.environ if env is None else env).get("PROCESSION_RDKAFKA_DEBUG", "").strip()
+    return {"debug": contexts} if contexts else {}
+
+
 class RdKafkaTransport:
     """The :class:`Transport` over a Kafka cluster, on librdkafka.
 
@@ -75,7 +90,10 @@ class RdKafkaTransport:
             "bootstrap.servers": bootstrap_servers,
             **(rdkafka_options() if security is None else security),
             "logger": log,
+            **debug_contexts(),
         }
+        if "debug" in self.config:  # librdkafka logs those at DEBUG
+            log.setLevel(logging.DEBUG)
         self._admin = KafkaTransport(bootstrap_servers)  # its security from the environment
         self._members: dict[str, int] = {}
         self._metadata: dict[str, Any] = {}

@@ -85,6 +85,10 @@ def take(
     return []
 
 
+#: Seconds without a fetch, or in a rebalance listener, that the log mentions
+#: (at DEBUG: librdkafka serves a rebalance only from inside a fetch).
+_SLOW_S = 2.0
+
 #: How long one poll waits before it looks whether a rebalance was served.
 _SLICE_S = 0.05
 
@@ -148,6 +152,7 @@ class RdKafkaConsumer:
         self._group_metadata: Any = None
         self._stale = True
         self._rebalanced = False  # a callback ran in this fetch: return, let the owner act
+        self._fetched_at = time.monotonic()
 
     async def start(self) -> None:
         self._c = await self._loop.run_in_executor(self._io, self._subscribe)
@@ -196,7 +201,10 @@ class RdKafkaConsumer:
         async def listen() -> None:
             await listening
 
+        began = time.monotonic()
         asyncio.run_coroutine_threadsafe(listen(), self._loop).result()
+        if (took := time.monotonic() - began) > _SLOW_S:  # the group waited for it
+            log.debug("group %s: a rebalance listener took %.1f s", self.group, took)
 
     # ------------------------------------------------------------ the port
 
@@ -213,9 +221,12 @@ class RdKafkaConsumer:
     ) -> tuple[list[Message], int, dict[TopicPartition, int]]:
         assert self._c is not None
         with self._consuming:
+            if (idle := time.monotonic() - self._fetched_at) > _SLOW_S:  # rebalances wait
+                log.debug("group %s: no fetch for %.1f s", self.group, idle)
             seeks, epochs = self._seeks, dict(self._epoch) if self._seeks else {}
             self._rebalanced = False
             raw = take(self._c, max_records, timeout_s, lambda: self._rebalanced)
+            self._fetched_at = time.monotonic()
             if self._stale:
                 self._stale = False
                 self._group_metadata = self._c.consumer_group_metadata()
