@@ -202,6 +202,7 @@ class RdKafkaConsumer:
             await listening
 
         began = time.monotonic()
+        log.debug("group %s: a rebalance listener runs", self.group)
         asyncio.run_coroutine_threadsafe(listen(), self._loop).result()
         if (took := time.monotonic() - began) > _SLOW_S:  # the group waited for it
             log.debug("group %s: a rebalance listener took %.1f s", self.group, took)
