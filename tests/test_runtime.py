@@ -43,6 +43,7 @@ from procession.topics import (
 )
 from procession.topics._layout import TopicSpec
 from procession.workers import App, Batch, Outgoing, Processor, Runtime, Worker
+from procession.workers import _loop as worker_loop
 from procession.workers._memory import Crash
 from procession.workers._wire import encode
 from tests.conftest import Backend, until
@@ -504,3 +505,47 @@ async def test_wait_returns_the_streams_end_even_when_its_markers_lag() -> None:
 
 async def _ended_here(rt: Runtime, process_id: str) -> bool:
     return isinstance(rt._held(process_id), Ended)
+
+
+async def test_a_worker_slow_to_claim_its_partitions_still_lets_its_group_rebalance(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim can wait seconds (a killed owner's transaction to end); the worker
+    fetches on meanwhile, so a member joining gets its partitions without waiting
+    for it (on librdkafka a member serves rebalances only from inside a fetch)."""
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    await backend.transport().create_topics(app.topics.specs(app.task_types()))
+    first = Worker(app, backend.transport(), backend.clock, concurrency=4)
+    gate, held = asyncio.Event(), asyncio.Event()
+    real_claim = worker_loop.claim
+
+    async def slow_claim(unclaimed: Any, writers: Any, consumer: Any) -> None:
+        if writers is first.writers:
+            held.set()
+            await gate.wait()
+        await real_claim(unclaimed, writers, consumer)
+
+    monkeypatch.setattr(worker_loop, "claim", slow_claim)
+    await first.start()
+    second = Worker(app, backend.transport(), backend.clock, concurrency=4)
+    try:
+        async with asyncio.timeout(30):
+            await held.wait()  # the first owns every partition, none claimed
+        await second.start()
+        await until(lambda: _has_partitions(second), timeout_s=30)
+        assert not gate.is_set() and first.unclaimed  # the first is still claiming
+        assert not set(first.parts) & set(second.parts)
+        gate.set()
+        await until(lambda: _claimed(first), timeout_s=30)
+    finally:
+        gate.set()
+        await second.stop()
+        await first.stop()
+
+
+async def _claimed(worker: Worker) -> bool:
+    return not worker.unclaimed
+
+
+async def _has_partitions(worker: Worker) -> bool:
+    return bool(worker.parts) and worker.ready()

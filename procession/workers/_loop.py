@@ -90,11 +90,10 @@ class BatchLoop(Component):
 
     async def _loop(self) -> None:
         assert self._consumer is not None
+        claims = Claims(self._unclaimed, self._writers, f"procession-{self.name}")
         try:
             while True:
-                if self._unclaimed:
-                    async with self._batch:
-                        await claim(self._unclaimed, self._writers, self._consumer)
+                claims.step(self._consumer)
                 msgs = await self._consumer.fetch(self.poll_s, self.max_batch)
                 msgs = [m for m in msgs if m.tp in self._owned and m.tp not in self._unclaimed]
                 if not msgs:
@@ -118,6 +117,7 @@ class BatchLoop(Component):
             self.died(exc)
         finally:
             self._working = False
+            await claims.stop()
 
     async def _one(self, tp: TopicPartition, msgs: list[Message]) -> None:
         if tp not in self._owned:
@@ -146,3 +146,47 @@ async def claim(unclaimed: set[TopicPartition], writers: Writers, consumer: Cons
             continue
         await consumer.rewind(tp)
         unclaimed.discard(tp)
+
+
+class Claims:
+    """Claims beside a fetch loop: at most one :func:`claim` running at a time,
+    for whatever is unclaimed when it starts. The loop calls :meth:`step` each
+    round and fetches on meanwhile (dropping the records of unclaimed
+    partitions, which the claim reads again). A claim can wait seconds for a
+    killed owner's transaction to end, and on librdkafka a member that does not
+    fetch holds up every rebalance of its group: it serves them only from
+    inside a fetch.
+
+    Example::
+
+        claims = Claims(unclaimed, writers, "procession-worker")
+        try:
+            while True:
+                claims.step(consumer)  # raises what a failed claim raised
+                ...  # fetch, drop what is still unclaimed, handle the rest
+        finally:
+            await claims.stop()
+    """
+
+    def __init__(self, unclaimed: set[TopicPartition], writers: Writers, name: str) -> None:
+        self.unclaimed, self.writers, self.name = unclaimed, writers, name
+        self._task: asyncio.Task[None] | None = None
+
+    def step(self, consumer: Consumer) -> None:
+        """Raise a finished claim's failure; start a claim if one is due."""
+        if self._task is not None and self._task.done():
+            done, self._task = self._task, None
+            done.result()
+        if self.unclaimed and self._task is None:
+            self._task = asyncio.create_task(
+                claim(self.unclaimed, self.writers, consumer), name=f"{self.name}-claim"
+            )
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Give the claim in progress ``grace_s`` to end (a producer cancelled while
+        it starts can leave its connection open), then cancel it."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            await asyncio.wait({task}, timeout=grace_s)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

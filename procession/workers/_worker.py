@@ -27,7 +27,7 @@ from procession.topics._records import (
 from ._app import App
 from ._clock import Clock, SystemClock
 from ._component import Component
-from ._loop import claim
+from ._loop import Claims
 from ._port import Consumer, Message, Outgoing, TopicPartition, Transport
 from ._stats import Stats
 from ._task_partition import TaskPartition
@@ -130,15 +130,15 @@ class Worker(Component):
 
     async def _loop(self) -> None:
         assert self._consumer is not None
+        claims = Claims(self.unclaimed, self.writers, f"procession-{self.name}")
         try:
             while True:
+                claims.step(self._consumer)
                 room = self.concurrency - self.running()
                 if room <= 0:  # every slot busy: wait for one to free up
                     self.freed.clear()
                     await _wait(self.freed, self.poll_s)
                     continue
-                if self.unclaimed:
-                    await claim(self.unclaimed, self.writers, self._consumer)
                 for msg in await self._consumer.fetch(self.poll_s, room):
                     part = self.parts.get(msg.tp)
                     if part is not None and msg.tp not in self.unclaimed:  # else not ours yet
@@ -147,6 +147,8 @@ class Worker(Component):
             raise
         except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported
             self.died(exc)
+        finally:
+            await claims.stop()
 
     async def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
         for tp in tps:

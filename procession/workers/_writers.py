@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 from ._port import Consumer, Producer, TopicPartition, Transport
@@ -41,7 +42,12 @@ class Writers:
             if producer is None:
                 maker = self.consumer or self._transport
                 producer = maker.producer(self.id_for(tp))
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:  # cancelled (a claim stopped) or failed: close it
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(producer.stop())
+                    raise
                 self._producers[tp] = producer
             return producer
 
