@@ -54,7 +54,7 @@ class RateLimit(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
-        if record.levelno < logging.INFO or not any(
+        if (record.levelno or logging.INFO) < logging.INFO or not any(
             name == p or name.startswith(p + ".") for p in self.prefixes
         ):
             return True
