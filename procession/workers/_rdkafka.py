@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
@@ -45,7 +45,7 @@ log = logging.getLogger("procession.rdkafka")
 _READ_DEADLINE_S = 120.0
 
 
-def debug_contexts(env: dict[str, str] | None = None) -> dict[str, str]:
+def debug_contexts(env: Mapping[str, str] = os.environ) -> dict[str, str]:
     """librdkafka's ``debug`` property from ``PROCESSION_RDKAFKA_DEBUG`` (for
     example ``cgrp,eos``: the group's join states and the transactions, logged
     at DEBUG by ``procession.rdkafka``); nothing when unset.
@@ -56,7 +56,7 @@ def debug_contexts(env: dict[str, str] | None = None) -> dict[str, str]:
         >>> debug_contexts({})
         {}
     """
-    contexts = (os.environ if env is None else env).get("PROCESSION_RDKAFKA_DEBUG", "").strip()
+    contexts = env.get("PROCESSION_RDKAFKA_DEBUG", "").strip()
     return {"debug": contexts} if contexts else {}
 
 
