@@ -156,7 +156,12 @@ class Run:
         t0 = self.t0 = time.monotonic()
         publishing = asyncio.create_task(self.publisher.run(self.cfg.orders, self.cfg.rate))
         supervisor = asyncio.create_task(supervise(self.fleet, self.cfg, self.log))
-        groups = GroupWatch(self.servers, self.run_dir / "groups.log", t0)
+        groups = GroupWatch(
+            self.servers,
+            self.run_dir / "groups.log",
+            t0,
+            on_stuck=lambda group: self.fleet.ask_for_stacks(f"group {group} not Stable"),
+        )
         watching = asyncio.create_task(groups.run())
         try:
             await self._wait(t0, publishing)

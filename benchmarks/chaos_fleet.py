@@ -125,6 +125,17 @@ class Fleet:
         replica.start(self.env, self.static)
         return kill
 
+    def ask_for_stacks(self, why: str, min_age_s: float = 10.0) -> None:
+        """SIGUSR1 to every replica running for ``min_age_s`` (a younger one may
+        not handle it yet, and would die of it): each logs its stacks."""
+        for replica in self.replicas:
+            proc = replica.proc
+            if proc is None or proc.poll() is not None:
+                continue
+            if time.monotonic() - replica.started_at >= min_age_s:
+                replica.note(f"SIGUSR1 ({why})")
+                proc.send_signal(signal.SIGUSR1)
+
     def restart_exited(self, spacing_s: float = 1.0) -> list[str]:
         """Replicas that exited without being killed, started again; what happened.
 

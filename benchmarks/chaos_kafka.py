@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -202,8 +203,18 @@ class GroupWatch:
     old one kept timing out after the broker's restart).
     """
 
-    def __init__(self, servers: str, path: Path, t0: float) -> None:
-        self.servers = servers
+    def __init__(
+        self,
+        servers: str,
+        path: Path,
+        t0: float,
+        on_stuck: Callable[[str], None] = lambda group: None,
+        stuck_s: float = 20.0,
+    ) -> None:
+        """``on_stuck(group)``: called once per spell in which ``group`` stays
+        not Stable for ``stuck_s`` (the chaos run asks its replicas for stacks)."""
+        self.servers, self.on_stuck, self.stuck_s = servers, on_stuck, stuck_s
+        self.told: set[str] = set()
         self.admin = AdminClient({"bootstrap.servers": servers})
         self.path, self.t0 = path, t0
         self.last: dict[str, str] = {}
@@ -249,8 +260,13 @@ class GroupWatch:
                 lines.append(f"{gid} {seen}")
             if state in {"STABLE", "EMPTY"}:
                 self.unstable_since.pop(gid, None)
+                self.told.discard(gid)
             else:
                 since = self.unstable_since.setdefault(gid, now)
+                if now - since >= self.stuck_s and gid not in self.told:
+                    self.told.add(gid)
+                    lines.append(f"{gid} not Stable for {now - since:.0f} s: asking for stacks")
+                    self.on_stuck(gid)
                 if now - since > self.longest.get(gid, (0.0, 0.0))[0]:
                     self.longest[gid] = (now - since, since)
         return lines

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from procession._errors import one_line as reason
+from procession._stacks import stacks
 
 log = logging.getLogger("procession")
 
@@ -42,11 +43,13 @@ async def supervise(parts: Sequence[tuple[str, Supervised]], stop: asyncio.Event
     A failure is a component's ``start()`` raising or its ``crashed`` future
     completing; it is logged as one line at ERROR, without a traceback, and
     every started component is stopped (in reverse order) before returning.
-    SIGTERM and SIGINT set ``stop``.
+    SIGTERM and SIGINT set ``stop``; SIGUSR1 logs every task's and thread's
+    stack at WARNING (what the process waits on) and lets it run on.
     """
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _log_stacks, loop)
     previous = loop.get_exception_handler()
     loop.set_exception_handler(dropped_connection)
     started: list[tuple[str, Supervised]] = []
@@ -61,9 +64,13 @@ async def supervise(parts: Sequence[tuple[str, Supervised]], stop: asyncio.Event
         return await _watch(started, stop)
     finally:
         await _stop_all(started)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         loop.set_exception_handler(previous)
+
+
+def _log_stacks(loop: asyncio.AbstractEventLoop) -> None:
+    log.warning("SIGUSR1: the stacks of %s", stacks(loop))
 
 
 def dropped_connection(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import signal
 
 import pytest
 
@@ -139,3 +141,27 @@ async def test_a_connection_error_nobody_retrieved_is_one_warning_line_others_ke
     assert "ConnectionResetError" in reset[0].getMessage()
     bug = [r for r in caplog.records if r.exc_info and r.exc_info[0] is ValueError]
     assert [(r.levelname, r.name) for r in bug] == [("ERROR", "asyncio")]
+
+
+async def test_sigusr1_logs_every_task_and_thread_stack_and_the_process_runs_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``kill -USR1`` asks a replica that seems stuck what it waits on."""
+    life: list[str] = []
+    stop = asyncio.Event()
+    run = asyncio.create_task(supervise([("worker", Part(life, "worker"))], stop), name="the-run")
+    await running(life, 1)
+    waiting = asyncio.create_task(asyncio.Event().wait(), name="a-waiting-task")
+    os.kill(os.getpid(), signal.SIGUSR1)
+    async with asyncio.timeout(5):
+        while not any("SIGUSR1" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.01)
+    [report] = [r.getMessage() for r in caplog.records if "SIGUSR1" in r.getMessage()]
+    assert "task a-waiting-task:\n" in report and "in wait\n  awaits <Future pending" in report
+    assert "task the-run:\n" in report and "in _watch\n" in report
+    assert "thread MainThread:\n" in report
+    assert not run.done()
+    stop.set()
+    assert await asyncio.wait_for(run, 5) == 0
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the handler is gone with it
+    waiting.cancel()
