@@ -8,6 +8,8 @@ import gc
 import logging
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -165,3 +167,18 @@ async def test_sigusr1_logs_every_task_and_thread_stack_and_the_process_runs_on(
     assert await asyncio.wait_for(run, 5) == 0
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the handler is gone with it
     waiting.cancel()
+
+
+def test_a_call_stuck_on_a_client_thread_does_not_keep_the_process_from_exiting() -> None:
+    """A process whose librdkafka call never returns must still exit once it failed
+    (a ThreadPoolExecutor's thread is joined at exit: this one is not)."""
+    script = (
+        "import threading\n"
+        "from procession.workers._thread import OneThread\n"
+        "OneThread('stuck').submit(threading.Event().wait)\n"
+        "print('exiting')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "exiting\n")

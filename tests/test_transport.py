@@ -14,6 +14,7 @@ transactional id) starts only once they are written: tests read after
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,9 +23,10 @@ from typing import Any, cast
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from procession._errors import FencedError, RecordTooLargeError
+from procession._errors import FencedError, RecordTooLargeError, WriterFailedError
 from procession.topics._layout import RECORD_LIMIT, TopicSpec
 from procession.workers import Batch, MemoryTransport, Message, Outgoing, TopicPartition
+from procession.workers import _rdkafka_producer as rdkafka_producer
 from procession.workers._kafka import KafkaProducer, KafkaTransport
 from procession.workers._port import Consumer, Listener, Producer, Transport, partition_for
 from procession.workers._rdkafka import RdKafkaTransport
@@ -361,3 +363,60 @@ async def test_records_of_an_open_transaction_stay_invisible_until_commit(bench:
     await until(lambda: read(count=2), 30)
     assert seen == [b"before", b"pending"]
     assert await bench.values(topic) == [b"before", b"pending"]
+
+
+@pytest.mark.backends("rdkafka")
+async def test_a_transaction_stuck_in_librdkafka_fails_its_producer_and_frees_its_waiters(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka can block in send_offsets_to_transaction past its timeout (#5456):
+    the call is held here on the producer's real thread, with a short deadline."""
+    monkeypatch.setattr(rdkafka_producer, "STUCK_S", 1.0)
+    topic = await bench.topic("out")
+    p = cast(TransactionalProducer, await bench.producer("tx"))
+    release = threading.Event()
+    monkeypatch.setattr(p, "_transact", lambda *_: release.wait(60))
+    began = time.monotonic()
+    first = asyncio.create_task(p.commit(Batch([at(topic, b"1")])))
+    behind = asyncio.create_task(p.commit(Batch([at(topic, b"2")])))  # waits for the next round
+    async with asyncio.timeout(5):
+        while p._flight is None:
+            await asyncio.sleep(0.01)
+    second_in_flight = asyncio.create_task(p.commit(Batch([at(topic, b"3")])))
+    await asyncio.sleep(0)
+    second_in_flight.cancel()  # queued, not launched: it goes at once
+    with pytest.raises(asyncio.CancelledError):
+        await second_in_flight
+    with pytest.raises(WriterFailedError, match=r"a transaction has not ended in 1 s"):
+        await asyncio.wait_for(first, 10)
+    assert 1.0 <= time.monotonic() - began < 5
+    with pytest.raises(WriterFailedError, match="has not ended"):
+        await asyncio.wait_for(behind, 5)  # not sent on a producer that cannot go on
+    with pytest.raises(WriterFailedError, match="has not ended"):
+        await p.commit(Batch([at(topic, b"4")]))
+    await asyncio.wait_for(p.stop(), 2)  # without waiting for the thread
+    release.set()
+    assert await bench.values(topic) == []
+
+
+@pytest.mark.backends("rdkafka")
+async def test_a_commit_cancelled_behind_a_stuck_transaction_returns_once_it_is_judged_stuck(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revoke listener cancels its partition's commit and waits for it: the wait
+    ends at the deadline, not when (if ever) librdkafka returns."""
+    monkeypatch.setattr(rdkafka_producer, "STUCK_S", 1.0)
+    topic = await bench.topic("out")
+    p = cast(TransactionalProducer, await bench.producer("tx"))
+    release = threading.Event()
+    monkeypatch.setattr(p, "_transact", lambda *_: release.wait(60))
+    committing = asyncio.create_task(p.commit(Batch([at(topic, b"1")])))
+    async with asyncio.timeout(5):
+        while p._flight is None:
+            await asyncio.sleep(0.01)
+    began = time.monotonic()
+    committing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(committing, 10)
+    assert 0.5 < time.monotonic() - began < 5  # it waited for the flight, then no longer
+    release.set()

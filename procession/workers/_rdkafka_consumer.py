@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
@@ -25,6 +24,7 @@ from ._kafka import SESSION_TIMEOUT_MS
 from ._kafka_consumer import KEY_ERRORS
 from ._port import Listener, Message, Producer, TopicPartition
 from ._rdkafka_producer import Share, TransactionalProducer
+from ._thread import OneThread
 
 if TYPE_CHECKING:
     from ._rdkafka import RdKafkaTransport
@@ -136,8 +136,8 @@ class RdKafkaConsumer:
             self._config["group.instance.id"] = instance
         self._tid = transactional_id
         self._loop = asyncio.get_running_loop()
-        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"rdkafka-consume-{group}")
-        self._side = ThreadPoolExecutor(1, thread_name_prefix=f"rdkafka-rewind-{group}")
+        self._io = OneThread(f"rdkafka-consume-{group}")
+        self._side = OneThread(f"rdkafka-rewind-{group}")
         self._c: Consumer | None = None
         self._assigned: set[TopicPartition] = set()
         self._joined = False

@@ -17,7 +17,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -28,6 +27,7 @@ from procession._errors import FencedError, TransactionAbortedError, WriterFaile
 from ._kafka import START_DEADLINE_S, TRANSACTION_TIMEOUT_MS
 from ._kafka_consumer import KEY_ERRORS
 from ._port import Batch, Outgoing, TopicPartition
+from ._thread import OneThread
 
 if TYPE_CHECKING:
     from ._rdkafka import RdKafkaTransport
@@ -53,6 +53,18 @@ _CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000
 #: How long a producer waits before retrying a request the broker refused (the
 #: CONCURRENT_TRANSACTIONS that follows every commit, above all).
 TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10"))
+
+#: Seconds after which a transaction still in flight is judged stuck and its
+#: producer failed (the component stops, the process exits and is restarted).
+#: librdkafka can block in ``send_offsets_to_transaction`` past its timeout once
+#: the group coordinator went away (confluentinc/librdkafka#5456); seen after a
+#: broker restart, holding a worker's revoke, and so its whole group, for
+#: minutes. Twice the transaction timeout: longer than any legitimate round
+#: (each call is bounded by the timeout), and the broker aborts a transaction
+#: open for longer than the timeout. A transaction that does commit after all
+#: is safe: whoever takes its partitions over reads their offsets with
+#: ``require_stable``, which waits for it, before it reads anything else.
+STUCK_S = float(os.environ.get("PROCESSION_TXN_STUCK_S", str(2 * _CALL_TIMEOUT_S)))
 
 
 class TransactionalProducer:
@@ -92,9 +104,11 @@ class TransactionalProducer:
         }
         self._metadata, self._on_abort = metadata, on_abort
         self._p: Producer | None = None
-        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"rdkafka-{transactional_id}")
+        self._io = OneThread(f"rdkafka-{transactional_id}")
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
+        #: the transaction in flight: done once it ended or was judged stuck; its batches
         self._flight: tuple[asyncio.Future[None], list[asyncio.Future[None]]] | None = None
+        self._wedged = False  # a transaction stuck on the thread: it takes no more calls
         self._one_at_a_time = asyncio.Lock()
         self._starting = asyncio.Lock()
         self._failed: BaseException | None = None
@@ -124,7 +138,7 @@ class TransactionalProducer:
     async def commit(self, batch: Batch) -> None:
         """Commit ``batch`` in one transaction, possibly with batches committed at
         the same time by others. Cancelled, it returns once no transaction holding
-        the batch is in flight: nothing of it is committed after that."""
+        the batch is in flight (or once that one is judged stuck, ``STUCK_S``)."""
         for out in batch.records:  # before anything is sent: the broker would refuse it
             if too_large := out.too_large(await self._t.limit(out.topic)):
                 raise too_large
@@ -159,23 +173,48 @@ class TransactionalProducer:
             raise WriterFailedError(self.transactional_id, f"{self._failed}")
         taken, self._queue = self._queue, []
         job = loop.run_in_executor(self._io, self._transact, self._p, [b for b, _ in taken])
-        futures = [f for _, f in taken]
-        self._flight = (job, futures)
-        job.add_done_callback(functools.partial(self._settle, futures))
+        futures, ended = [f for _, f in taken], loop.create_future()
+        self._flight = (ended, futures)
+        overdue = loop.call_later(STUCK_S, self._stuck, job, ended, futures)
+        job.add_done_callback(functools.partial(self._settle, futures, ended, overdue))
 
-    def _settle(self, futures: list[asyncio.Future[None]], job: asyncio.Future[None]) -> None:
-        if self._flight is not None and self._flight[0] is job:
-            self._flight = None
+    def _settle(
+        self,
+        futures: list[asyncio.Future[None]],
+        ended: asyncio.Future[None],
+        overdue: asyncio.TimerHandle,
+        job: asyncio.Future[None],
+    ) -> None:
+        overdue.cancel()
         error = job.exception()
+        if ended.done():  # judged stuck: its batches were failed already
+            tid = self.transactional_id
+            log.warning("producer %s: the stuck transaction ended: %s", tid, error or "committed")
+            return
+        ended.set_result(None)
+        if self._flight is not None and self._flight[0] is ended:
+            self._flight = None
         if isinstance(error, FencedError | WriterFailedError):
             self._failed = error
-        for f in futures:
-            if f.done():
-                continue
-            if error is None:
-                f.set_result(None)
-            else:
-                f.set_exception(error)
+        _outcome(futures, error)
+
+    def _stuck(
+        self,
+        job: asyncio.Future[None],
+        ended: asyncio.Future[None],
+        futures: list[asyncio.Future[None]],
+    ) -> None:
+        if job.done():
+            return
+        self._wedged = True
+        self._failed = error = WriterFailedError(
+            self.transactional_id,
+            f"a transaction has not ended in {STUCK_S:g} s (librdkafka blocked past its timeouts)",
+        )
+        ended.set_result(None)
+        if self._flight is not None and self._flight[0] is ended:
+            self._flight = None
+        _outcome(futures, error)
 
     def _transact(self, p: Producer, batches: Sequence[Batch]) -> None:
         """One transaction, on the producer's thread (the group metadata is read
@@ -238,11 +277,21 @@ class TransactionalProducer:
                 f.set_exception(RuntimeError(f"producer {self.transactional_id!r} stopped"))
             self._queue.clear()
             p, self._p = self._p, None
-            if p is not None:
+            if p is not None and not self._wedged:  # else the thread is not coming back
                 await asyncio.get_running_loop().run_in_executor(
                     self._io, _close, p, self._failed is not None
                 )
         self._io.shutdown(wait=False)
+
+
+def _outcome(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for f in futures:
+        if f.done():  # its caller was cancelled
+            continue
+        if error is None:
+            f.set_result(None)
+        else:
+            f.set_exception(error)
 
 
 def _close(p: Producer, fatal: bool) -> None:
