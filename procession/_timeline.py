@@ -39,7 +39,9 @@ def describe(rec: Record, start_ms: int) -> str:
         return ", ".join(f"{k}={v}" for k, v in rec.machines.items())
     if isinstance(rec, TransitionPlanned):
         task = f"  task {rec.task_type} ({rec.mode}) attempt {rec.attempt}" if rec.task_type else ""
-        return f"{rec.machine_id}: {rec.from_state} -> {rec.to_state}{task}"
+        return (
+            f"{rec.machine_id}: {rec.from_state} -> {rec.to_state}{task}{_times_out(rec, start_ms)}"
+        )
     if isinstance(rec, TaskCompleted):
         return f"{rec.machine_id}: {rec.task_type} attempt {rec.attempt} done"
     if isinstance(rec, TaskFailed):
@@ -54,9 +56,10 @@ def describe(rec: Record, start_ms: int) -> str:
     if isinstance(rec, TimerFired):
         return f"due at +{rec.due_ms - start_ms}ms"
     if isinstance(rec, CompensationPlanned):
-        return (
+        what = (
             f"{rec.machine_id}: {rec.task_type} undoes {rec.compensates[:8]} attempt {rec.attempt}"
         )
+        return what + _times_out(rec, start_ms)
     if isinstance(rec, ProcessStopping):
         return f"{rec.outcome}: {rec.reason}"
     if isinstance(rec, ProcessFailed | ProcessCancelled):
@@ -72,6 +75,11 @@ def describe(rec: Record, start_ms: int) -> str:
     if isinstance(rec, ProcessParked):
         return f"{rec.input_type} {rec.input_id}: {rec.reason}"
     return ""
+
+
+def _times_out(request: TransitionPlanned | CompensationPlanned, start_ms: int) -> str:
+    due = request.timeout_due_ms
+    return "" if due is None else f", times out at +{due - start_ms}ms"
 
 
 def timeline(records: Sequence[Record]) -> str:

@@ -52,19 +52,11 @@ def test_seed_scenario_plans_three_closings_and_completes_when_all_report() -> N
             task_type="CloseInstance",
             mode="async",
             attempt=1,
+            timeout_due_ms=30_000,  # the task's timeout: armed by the request itself
         )
         for m in "ABC"
     ]
-    timeouts = [like(TimerScheduled, purpose="task-timeout")] * 3
-    t.then(
-        like(ProcessStarted, machines={f"instance:{m}": "Working" for m in "ABC"}),
-        planned[0],
-        timeouts[0],
-        planned[1],
-        timeouts[1],
-        planned[2],
-        timeouts[2],
-    )
+    t.then(like(ProcessStarted, machines={f"instance:{m}": "Working" for m in "ABC"}), *planned)
     t.when(t.complete("instance:A"))
     t.then()
     t.when(t.complete("instance:B"))
@@ -108,7 +100,9 @@ def test_result_for_a_stale_attempt_is_ignored() -> None:
     t.when(failed)
     t.then(like(TimerScheduled, purpose="retry", machine_id="instance:B", attempt=2))
     t.advance(timedelta(seconds=1))
-    t.then(like(TransitionPlanned, machine_id="instance:B", attempt=2), like(TimerScheduled))
+    t.then(like(TransitionPlanned, machine_id="instance:B", attempt=2))
+    again = t.last[0]
+    assert isinstance(again, TransitionPlanned) and again.timeout_due_ms == again.time_ms + 30_000
     stale = replace(failed, event_id="late-1")
     t.when(stale)
     t.then(like(InputIgnored, reason="stale attempt 1 (current attempt 2)"))
@@ -298,9 +292,8 @@ def test_later_event_creates_more_machines_at_run_time() -> None:
     t.when(Deploy(deploy_id="d", regions=["a", "b"]))
     t.then(
         like(MachinesCreated, machines={"region:b": "Pending"}),
-        like(TimerScheduled),
-        like(TransitionPlanned, machine_id="region:b"),
-        like(TimerScheduled),
+        like(TimerScheduled, purpose="state", machine_id="region:b"),
+        like(TransitionPlanned, machine_id="region:b", timeout_due_ms=t.now_ms + 10_000),
     )
 
 

@@ -256,8 +256,9 @@ class Engine:
                 "task_id": p.task_id(mid, t.name),
                 "payload": t.task.build_payload(ctx),
                 "compensable": t.task.compensation is not None,
+                "timeout_due_ms": _due(p, t.task),
             }
-        planned = p.emit(
+        p.emit(
             TransitionPlanned,
             machine_id=mid,
             transition=t.name,
@@ -265,8 +266,6 @@ class Engine:
             to_state=t.target.name,
             **fields,
         )
-        if t.task is not None:
-            self._arm_timeout(p, mid, t.task, planned.task_id or "", 1)
         self._arm_state_timers(p, mid)
         if t.when is not None:
             self._close_rest(p, t.when)
@@ -302,6 +301,7 @@ class Engine:
                 mode=task.mode,
                 attempt=attempt,
                 payload=task.payload,
+                timeout_due_ms=_due(p, spec),
             )
         else:
             machine = p.state.machines[mid]
@@ -317,22 +317,8 @@ class Engine:
                 attempt=attempt,
                 payload=task.payload,
                 compensable=task.compensable,
+                timeout_due_ms=_due(p, spec),
             )
-        self._arm_timeout(p, mid, spec, task.task_id, attempt)
-
-    def _arm_timeout(self, p: Planner, mid: str, task: Task, task_id: str, attempt: int) -> None:
-        timeout_ms = task.timeout_ms
-        if timeout_ms is None:
-            return
-        p.emit(
-            TimerScheduled,
-            timer_id=p.task_id(mid, f"timeout:{task_id}:{attempt}"),
-            due_ms=p.now_ms + timeout_ms,
-            purpose="task-timeout",
-            machine_id=mid,
-            task_id=task_id,
-            attempt=attempt,
-        )
 
     def _arm_state_timers(self, p: Planner, mid: str) -> None:
         machine, spec = p.state.machines[mid], self._machine(mid)
@@ -432,8 +418,8 @@ class Engine:
                 task_type=comp.type,
                 mode=comp.mode,
                 payload=comp.build_payload(ctx),
+                timeout_due_ms=_due(p, comp),
             )
-            self._arm_timeout(p, done.machine_id, comp, s.compensation.task_id, 1)  # type: ignore[union-attr]
             return
         reason = s.reason
         failed = [*s.failed_compensations]
@@ -488,3 +474,9 @@ class Engine:
             return cls.model_validate(record.data)
         except ValidationError as exc:
             raise DecodeError(str(exc).splitlines()[0], record.event_type) from exc
+
+
+def _due(p: Planner, task: Task) -> int | None:
+    """When an attempt of ``task`` planned now times out (None: it never does)."""
+    timeout_ms = task.timeout_ms
+    return None if timeout_ms is None else p.now_ms + timeout_ms

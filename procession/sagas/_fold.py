@@ -37,6 +37,7 @@ from procession.topics._records import (
     TransitionPlanned,
 )
 
+from ._ids import derive_id
 from ._state import (
     CLOSED,
     CompletedTask,
@@ -222,6 +223,7 @@ def apply_decision(state: ProcessState, record: Record) -> None:
                 payload=record.payload,
             )
         )
+        _arm_timeout(state, record)
     elif isinstance(record, ProcessStopping):
         _begin_stopping(state, record)
     elif isinstance(record, ProcessMigrated):
@@ -301,6 +303,7 @@ def _apply_transition(state: ProcessState, record: TransitionPlanned) -> None:
         if retry:  # the same visit of the state, another attempt
             _drop_retry_timers(state, record.machine_id, record.task_id)
             state.put_machine(record.machine_id, replace(machine, task=task))
+            _arm_timeout(state, record)
             return
     old = machine.task.task_id if machine.task else None
     for tid, t in state.timers_of_machine(record.machine_id):
@@ -309,6 +312,43 @@ def _apply_transition(state: ProcessState, record: TransitionPlanned) -> None:
     state.put_machine(
         record.machine_id, MachineState(record.to_state, machine.entries + 1, task, machine.result)
     )
+    _arm_timeout(state, record)
+
+
+def timeout_timer_id(request: TransitionPlanned | CompensationPlanned) -> str:
+    """The id of the task-timeout timer a task request arms (``timeout_due_ms``):
+    the id the separate ``TimerScheduled`` of older streams had, so a stream of
+    either form folds to the same state and its ``TimerFired`` finds its timer.
+
+    Example:
+        >>> from procession.topics import TransitionPlanned
+        >>> tp = TransitionPlanned(event_id="d1", process_id="p", correlation_id="p",
+        ...     causation_id="e1", seq=1, machine_id="m", transition="go",
+        ...     from_state="A", to_state="B", task_id="t1", timeout_due_ms=30_000)
+        >>> timeout_timer_id(tp) == derive_id("p", "e1", 1, "m", "timeout:t1:1")
+        True
+    """
+    return derive_id(
+        request.process_id,
+        request.causation_id,
+        request.seq,
+        request.machine_id,
+        f"timeout:{request.task_id}:{request.attempt}",
+    )
+
+
+def _arm_timeout(state: ProcessState, request: TransitionPlanned | CompensationPlanned) -> None:
+    if request.timeout_due_ms is None:
+        return
+    timer = Timer(
+        request.timeout_due_ms,
+        "task-timeout",
+        request.machine_id,
+        None,
+        request.task_id,
+        request.attempt,
+    )
+    state.add_timer(timeout_timer_id(request), timer)
 
 
 def _settle(state: ProcessState, record: TaskCompleted) -> None:

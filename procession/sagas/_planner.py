@@ -57,6 +57,8 @@ class Planner:
             after if isinstance(after, ProcessState) else ProcessState(cause.process_id)
         )
         self.records = Planned(self.state)
+        #: the position of the next decision, which its id is derived from
+        self.position = 0
 
     @property
     def correlation_id(self) -> str:
@@ -66,8 +68,12 @@ class Planner:
         """Record a decision of ``kind`` and apply it to the scratch state."""
         check()
         cause, records = self.cause, self.records
+        position = self.position
+        # a task request carrying its timeout holds the two decisions (the request,
+        # the TimerScheduled) older writers made of it: the ids after it stay theirs
+        self.position += 1 if fields.get("timeout_due_ms") is None else 2
         record = kind(
-            event_id=derive_id(cause.process_id, cause.event_id, self.seq, len(records)),
+            event_id=derive_id(cause.process_id, cause.event_id, self.seq, position),
             process_id=cause.process_id,
             correlation_id=self.correlation_id,
             causation_id=cause.event_id,

@@ -175,7 +175,12 @@ class ProcessMigrated(Decided):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransitionPlanned(Decided):
-    """A machine moved from one state to another; its task (if any) is to run."""
+    """A machine moved from one state to another; its task (if any) is to run.
+
+    ``timeout_due_ms``: when this attempt of the task times out. The record arms
+    that durable timer itself (older writers wrote a ``TimerScheduled`` of
+    purpose ``task-timeout`` after it; both fold alike, see ``timeout_timer_id``).
+    """
 
     TYPE: ClassVar[str] = "procession.TransitionPlanned"
     machine_id: str
@@ -188,6 +193,7 @@ class TransitionPlanned(Decided):
     attempt: int = 1
     payload: dict[str, Any] = field(default_factory=dict)
     compensable: bool = False
+    timeout_due_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,7 +221,8 @@ class ProcessStopping(Decided):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompensationPlanned(Decided):
-    """A completed task is to be undone (planned in reverse order of completion)."""
+    """A completed task is to be undone (planned in reverse order of completion);
+    ``timeout_due_ms`` as in :class:`TransitionPlanned`."""
 
     TYPE: ClassVar[str] = "procession.CompensationPlanned"
     machine_id: str
@@ -226,6 +233,7 @@ class CompensationPlanned(Decided):
     mode: TaskMode = "async"
     attempt: int = 1
     payload: dict[str, Any] = field(default_factory=dict)
+    timeout_due_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING
 from procession._errors import DecodeError, ProcessionError, UnwritableError
 from procession._tracing import Attributes, hop, parent_of, tracing
 from procession.sagas._budget import OverBudget, within
-from procession.sagas._fold import after_decisions
+from procession.sagas._fold import after_decisions, timeout_timer_id
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._records import (
     RECORD_TYPES,
+    CompensationPlanned,
     Record,
     TaskRequest,
     TimerScheduled,
+    TransitionPlanned,
     is_task_request,
 )
 
@@ -164,6 +166,8 @@ class Step:
             for d in decisions:
                 if isinstance(d, TimerScheduled):
                     self.armed[d.timer_id] = traceparent
+                elif isinstance(d, TransitionPlanned | CompensationPlanned) and d.timeout_due_ms:
+                    self.armed[timeout_timer_id(d)] = traceparent
         for d in decisions:
             if is_task_request(d) and d.mode == "inline":  # type: ignore[attr-defined]
                 self.requests.setdefault(pid, []).append(d)  # type: ignore[arg-type]
