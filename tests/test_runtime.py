@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
@@ -23,6 +24,7 @@ from procession import (
 )
 from procession.examples import RebaseFailed, rebase_saga
 from procession.examples.apps import FlakyCloser
+from procession.publish import Event, Publisher
 from procession.sagas import ProcessState, fold
 from procession.sagas._state import Ended
 from procession.testing import records_of
@@ -43,10 +45,12 @@ from procession.topics import (
 )
 from procession.topics._layout import TopicSpec
 from procession.workers import App, Batch, Outgoing, Processor, Runtime, Worker
+from procession.workers import _kafka as kafka_settings
 from procession.workers import _loop as worker_loop
 from procession.workers._memory import Crash
+from procession.workers._partition import PartitionProcessor
 from procession.workers._wire import encode
-from tests.conftest import Backend, until
+from tests.conftest import KAFKA_BACKENDS, Backend, until
 from tests.sagas import Deploy, InvoiceSent, deploy_saga, payment_saga
 
 REBASE = RebaseFailed(rebase_id="r1", instances=["A", "B", "C"])
@@ -549,3 +553,121 @@ async def _claimed(worker: Worker) -> bool:
 
 async def _has_partitions(worker: Worker) -> bool:
     return bool(worker.parts) and worker.ready()
+
+
+def _waiting_closer() -> tuple[Any, list[str], asyncio.Event]:
+    """A CloseInstance handler that waits to be released; the task ids it ran."""
+    runs: list[str] = []
+    release = asyncio.Event()
+
+    async def close(call: Any) -> dict[str, Any]:
+        runs.append(call.task_id)
+        async with asyncio.timeout(60):
+            await release.wait()
+        return {}
+
+    return close, runs, release
+
+
+async def test_a_worker_with_every_slot_busy_still_lets_a_member_join(backend: Backend) -> None:
+    """Its one slot runs a task that waits; it goes on polling, taking nothing, so
+    a second worker joins and gets partitions without waiting for that task (on
+    librdkafka a member serves rebalances only inside a poll)."""
+    close, runs, release = _waiting_closer()
+    app = backend.app([rebase_saga()], {"CloseInstance": close})
+    rt = await backend.runtime(app, workers=0)
+    first = Worker(app, backend.transport(), backend.clock, concurrency=1, revoke_deadline_s=1)
+    second = Worker(app, backend.transport(), backend.clock, concurrency=1, revoke_deadline_s=1)
+    await first.start()
+    try:
+        await rt.publish(REBASE)  # three tasks for one slot
+        await until(lambda: _ran(runs), timeout_s=30)
+        await second.start()
+        await until(lambda: _has_partitions(second), timeout_s=15)
+        assert not release.is_set() and not set(first.parts) & set(second.parts)
+        release.set()
+        await until(lambda: _ended_here(rt, "rebase:r1"), timeout_s=60)
+    finally:
+        release.set()
+        await second.stop()
+        await first.stop()
+
+
+@pytest.mark.backends(*KAFKA_BACKENDS)
+async def test_a_worker_busy_past_the_poll_interval_stays_a_member_and_runs_its_task_once(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both Kafka clients leave the group after max.poll.interval.ms without a
+    poll; a worker whose every slot is busy for longer keeps polling (taking
+    nothing), so its task is not handed to anyone again."""
+    monkeypatch.setattr(kafka_settings, "MAX_POLL_INTERVAL_MS", 10_000)  # librdkafka's least
+    close, runs, release = _waiting_closer()
+    app = backend.app([rebase_saga()], {"CloseInstance": close})
+    rt = await backend.runtime(app, workers=0)
+    worker = Worker(app, backend.transport(), backend.clock, concurrency=1)
+    await worker.start()
+    try:
+        await rt.publish(RebaseFailed(rebase_id="r1", instances=["A"]))
+        await until(lambda: _ran(runs), timeout_s=30)
+        busy_since, held = time.monotonic(), set(worker.parts)
+        async with asyncio.timeout(30):  # one and a half poll intervals, the task running
+            while time.monotonic() - busy_since < 15:
+                assert set(worker.parts) == held and len(runs) == 1
+                await asyncio.sleep(0.2)
+        release.set()
+        await until(lambda: _ended_here(rt, "rebase:r1"), timeout_s=60)
+        assert len(runs) == 1
+    finally:
+        release.set()
+        await worker.stop()
+
+
+async def _ran(runs: list[str]) -> bool:
+    return bool(runs)
+
+
+async def test_a_processor_with_a_full_partition_queue_still_lets_a_member_join(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its partitions restore slowly while their records pile up past the queue's
+    limit: it takes no more but goes on polling, so a second processor joins and
+    gets partitions meanwhile."""
+    gate = asyncio.Event()
+    real_restore = PartitionProcessor._restore
+    slow: list[Processor] = []
+
+    async def slow_restore(self: PartitionProcessor, committed: int) -> None:
+        if self.owner in slow:
+            async with asyncio.timeout(60):
+                await gate.wait()
+        await real_restore(self, committed)
+
+    monkeypatch.setattr(PartitionProcessor, "_restore", slow_restore)
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    transport = backend.transport()
+    await transport.create_topics(app.topics.specs(app.task_types()))
+    first = Processor(app, transport, backend.clock, max_batch=1, revoke_deadline_s=1)
+    second = Processor(app, transport, backend.clock, max_batch=1)
+    slow.append(first)
+    await first.start()
+    try:
+        async with Publisher(app.topics, transport, route=app) as publisher:
+            await publisher.publish_many(
+                [Event(RebaseFailed(rebase_id=f"q{n}", instances=["A"])) for n in range(30)]
+            )
+        await until(lambda: _queue_full(first, 4), timeout_s=30)
+        await second.start()
+        await until(lambda: _taken_over(second), timeout_s=15)
+        assert not gate.is_set() and not set(first.partitions) & set(second.partitions)
+    finally:
+        gate.set()
+        await second.stop()
+        await first.stop()
+
+
+async def _taken_over(processor: Processor) -> bool:
+    return bool(processor.partitions) and processor.ready()
+
+
+async def _queue_full(processor: Processor, limit: int) -> bool:
+    return any(p.full(limit) for p in processor.partitions.values())

@@ -59,6 +59,12 @@ TRANSACTION_TIMEOUT_MS = int(os.environ.get("PROCESSION_TRANSACTION_TIMEOUT_MS",
 #: before its component gives up.
 START_DEADLINE_S = float(os.environ.get("PROCESSION_START_DEADLINE_S", "60"))
 
+#: How long a member may go without a poll before it leaves its group (both
+#: clients). A member with no room keeps polling, taking nothing
+#: (``Consumer.fetch(0, 0)``), so this bounds a stuck loop, not a long task.
+#: librdkafka wants it at least the session timeout.
+MAX_POLL_INTERVAL_MS = int(os.environ.get("PROCESSION_MAX_POLL_INTERVAL_MS", "300000"))
+
 #: How long the group waits for a silent member before moving its partitions
 #: (Kafka's minimum is 6 s). Shorter recovers a killed replica sooner; longer
 #: tolerates a longer-blocked event loop.
@@ -301,7 +307,7 @@ class KafkaTransport:
             auto_offset_reset="earliest",
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=300_000,
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
         )
         await c.start()
         listener = RebalanceListener(on_assign, on_revoke)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
 
 from ._port import Listener, Message, Producer, TopicPartition
+
+#: A member with no room (``fetch(0, 0)``) polls, its partitions paused, only
+#: once it has gone this long without a poll (on either client): pausing drops
+#: what the client fetched ahead, so pausing at every brief full spell (a busy
+#: worker's, many a second) would make every refill wait for the broker.
+HOLD_AFTER_S = 1.0
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -38,14 +45,37 @@ class KafkaConsumer:
         producers: Callable[[str], Producer],
     ) -> None:
         self._c, self._listener, self._producers = consumer, listener, producers
+        self._held = False  # every assigned partition paused: the owner has no room
+        self._fetched_at = time.monotonic()
 
     def producer(self, transactional_id: str) -> Producer:
         """A producer of its own (exactly-once v1): its start fences the old owner."""
         return self._producers(transactional_id)
 
     async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        if max_records <= 0:
+            if time.monotonic() - self._fetched_at >= HOLD_AFTER_S:  # else polled just now
+                await self._serve(timeout_s)
+            return []
+        if self._held:
+            self._held = False
+            self._c.resume(*self._c.paused())
         got = await self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        self._fetched_at = time.monotonic()
         return [message_of(r) for records in got.values() for r in records]
+
+    async def _serve(self, timeout_s: float) -> None:
+        """A poll with every partition paused: aiokafka leaves the group after
+        ``max.poll.interval.ms`` without one. A record of a partition assigned
+        meanwhile (not paused yet) is sought back to, and read again later."""
+        self._held = True
+        assigned = self._c.assignment()
+        if assigned:
+            self._c.pause(*assigned)
+        got = await self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=1)
+        self._fetched_at = time.monotonic()
+        for ktp, records in got.items():
+            self._c.seek(ktp, records[0].offset)
 
     async def rewind(self, tp: TopicPartition) -> int | None:
         ktp = KafkaTP(tp.topic, tp.partition)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -148,10 +149,17 @@ class PartitionProcessor:
             self.queue.append(msg)
             self.wake.set()
 
-    async def wait_for_room(self, limit: int) -> None:
-        while self.alive and len(self.queue) > limit:
+    def full(self, limit: int) -> bool:
+        """More than ``limit`` records wait to be decided (a restore, a slow step)."""
+        return self.alive and len(self.queue) > limit
+
+    async def wait_for_room(self, limit: int, timeout_s: float) -> None:
+        """Until the queue is back to ``limit`` records, for at most ``timeout_s``."""
+        if self.full(limit):
             self.room.clear()
-            await self.room.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self.room.wait()
 
     def busy(self) -> bool:
         due = self.timers.next_due()

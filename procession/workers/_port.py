@@ -154,7 +154,18 @@ class Consumer(Protocol):
     partitions go to another member.
     """
 
-    async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]: ...
+    async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        """Up to ``max_records`` records, waiting up to ``timeout_s`` for the first.
+
+        ``max_records=0`` takes none and keeps the member's place in its group:
+        an owner with no room for more records (every task slot busy, a
+        partition's queue full) calls it instead of not fetching. librdkafka
+        serves rebalances only inside a poll, and both Kafka clients leave the
+        group after ``max.poll.interval.ms`` without one: a worker whose slots
+        all run long tasks would hold every rebalance up, then lose its
+        partitions while its tasks still run.
+        """
+        ...
 
     async def rewind(self, tp: TopicPartition) -> int | None:
         """Read ``tp`` again from its group's committed offset, as the log says now,

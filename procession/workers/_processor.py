@@ -156,8 +156,10 @@ class Processor(Component):
                     part = self.partitions.get(msg.tp)
                     if part is not None:
                         part.feed(msg)
-                for part in list(self.partitions.values()):
-                    await part.wait_for_room(self.max_batch * 4)
+                limit = self.max_batch * 4
+                while full := [p for p in self.partitions.values() if p.full(limit)]:
+                    await self._consumer.fetch(0, 0)  # no room: keep the group served
+                    await full[0].wait_for_room(limit, self.poll_s)
         except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
             raise
         except BaseException as exc:  # noqa: BLE001 - whatever ends the loop is reported

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTP
 
+from . import _kafka as kafka_settings
 from ._kafka import SESSION_TIMEOUT_MS
-from ._kafka_consumer import KEY_ERRORS
+from ._kafka_consumer import HOLD_AFTER_S, KEY_ERRORS
 from ._port import Listener, Message, Producer, TopicPartition
 from ._rdkafka_producer import Share, TransactionalProducer
 from ._thread import OneThread
@@ -130,7 +131,7 @@ class RdKafkaConsumer:
             "partition.assignment.strategy": strategy(instance),
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": 1_000,
-            "max.poll.interval.ms": 300_000,
+            "max.poll.interval.ms": kafka_settings.MAX_POLL_INTERVAL_MS,
         }
         if instance is not None:
             self._config["group.instance.id"] = instance
@@ -153,6 +154,7 @@ class RdKafkaConsumer:
         self._stale = True
         self._rebalanced = False  # a callback ran in this fetch: return, let the owner act
         self._fetched_at = time.monotonic()
+        self._held = False  # every assigned partition paused: the owner has no room
 
     async def start(self) -> None:
         self._c = await self._loop.run_in_executor(self._io, self._subscribe)
@@ -176,6 +178,8 @@ class RdKafkaConsumer:
             c.incremental_assign(parts)
         else:
             c.assign(parts)
+        if self._held and parts:  # no room for them either; a claim's seek still works
+            c.pause(parts)
         tps = [TopicPartition(p.topic, p.partition) for p in parts]
         self._assigned.update(tps)
         self._joined = True
@@ -210,6 +214,8 @@ class RdKafkaConsumer:
     # ------------------------------------------------------------ the port
 
     async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        if max_records <= 0 and time.monotonic() - self._fetched_at < HOLD_AFTER_S:
+            return []  # it polled a moment ago: the group is served
         got, seeks, epochs = await self._loop.run_in_executor(
             self._io, self._consume, timeout_s, max_records
         )
@@ -226,6 +232,10 @@ class RdKafkaConsumer:
                 log.debug("group %s: no fetch for %.1f s", self.group, idle)
             seeks, epochs = self._seeks, dict(self._epoch) if self._seeks else {}
             self._rebalanced = False
+            self._hold(max_records <= 0)
+            if max_records <= 0:  # serve the group (rebalances, the poll interval), take nothing
+                self._serve(timeout_s)
+                return [], seeks, epochs
             raw = take(self._c, max_records, timeout_s, lambda: self._rebalanced)
             self._fetched_at = time.monotonic()
             if self._stale:
@@ -249,6 +259,25 @@ class RdKafkaConsumer:
                 else:
                     log.warning("group %s: %s", self.group, err.str())
         return out, seeks, epochs
+
+    def _hold(self, hold: bool) -> None:
+        """Pause every assigned partition, or resume them (on the consumer thread)."""
+        assert self._c is not None
+        if hold != self._held:
+            parts = [KafkaTP(tp.topic, tp.partition) for tp in self._assigned]
+            if parts:
+                (self._c.pause if hold else self._c.resume)(parts)
+            self._held = hold
+
+    def _serve(self, timeout_s: float) -> None:
+        """A poll with every partition paused: librdkafka serves rebalances only
+        inside one, and leaves the group after ``max.poll.interval.ms`` without.
+        A record it returns all the same is sought back to, and read again later."""
+        assert self._c is not None
+        for m in take(self._c, 1, timeout_s, lambda: self._rebalanced):
+            if m.error() is None:
+                self._c.seek(KafkaTP(m.topic() or "", m.partition() or 0, m.offset() or 0))
+        self._fetched_at = time.monotonic()
 
     async def rewind(self, tp: TopicPartition) -> int | None:
         return await self._loop.run_in_executor(self._side, self._rewind, tp)

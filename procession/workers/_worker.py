@@ -135,8 +135,9 @@ class Worker(Component):
             while True:
                 claims.step(self._consumer)
                 room = self.concurrency - self.running()
-                if room <= 0:  # every slot busy: wait for one to free up
+                if room <= 0:  # every slot busy: keep the group served, wait for one
                     self.freed.clear()
+                    await self._consumer.fetch(0, 0)
                     await _wait(self.freed, self.poll_s)
                     continue
                 for msg in await self._consumer.fetch(self.poll_s, room):
