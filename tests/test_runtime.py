@@ -44,12 +44,13 @@ from procession.topics import (
     TransitionPlanned,
 )
 from procession.topics._layout import TopicSpec
-from procession.workers import App, Batch, Outgoing, Processor, Runtime, Worker
+from procession.workers import App, Batch, Outgoing, Processor, Runtime, TopicPartition, Worker
 from procession.workers import _kafka as kafka_settings
 from procession.workers import _loop as worker_loop
-from procession.workers._memory import Crash
+from procession.workers._memory import Crash, MemoryTransport
 from procession.workers._partition import PartitionProcessor
 from procession.workers._wire import encode
+from procession.workers._writers import Writers
 from tests.conftest import KAFKA_BACKENDS, Backend, until
 from tests.sagas import Deploy, InvoiceSent, deploy_saga, payment_saga
 
@@ -671,3 +672,49 @@ async def _taken_over(processor: Processor) -> bool:
 
 async def _queue_full(processor: Processor, limit: int) -> bool:
     return any(p.full(limit) for p in processor.partitions.values())
+
+
+async def test_a_partition_revoked_and_given_back_while_its_producer_starts_is_claimed_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Revoked while its producer started, then assigned again: another owner
+    may have started a producer with the same id in between, fencing this one,
+    so the claim drops it and the next claim starts a new one (the old one
+    would be fenced at its first commit, and its component would stop)."""
+    transport = MemoryTransport()
+    writers = Writers(transport, "t.router")
+    tp = TopicPartition("t.events", 0)
+    made: list[Any] = []
+    gate, starting = asyncio.Event(), asyncio.Event()
+    real_producer = transport.producer
+
+    def producer(transactional_id: str) -> Any:
+        made.append(p := real_producer(transactional_id))
+        real_start = p.start
+
+        async def start() -> None:
+            if len(made) == 1:
+                starting.set()
+                await gate.wait()
+            await real_start()
+
+        p.start = start
+        return p
+
+    monkeypatch.setattr(transport, "producer", producer)
+
+    class Rewinds:
+        async def rewind(self, tp: TopicPartition) -> int | None:
+            return 0
+
+    unclaimed = {tp}
+    claiming = asyncio.create_task(worker_loop.claim(unclaimed, writers, Rewinds()))  # type: ignore[arg-type]
+    async with asyncio.timeout(5):
+        await starting.wait()
+    await writers.drop([tp])  # the revoke listener; the partition comes back: still unclaimed
+    gate.set()
+    await asyncio.wait_for(claiming, 5)
+    assert unclaimed == {tp}  # not taken with the producer started before the revoke
+    await asyncio.wait_for(worker_loop.claim(unclaimed, writers, Rewinds()), 5)  # type: ignore[arg-type]
+    assert not unclaimed and len(made) == 2 and await writers.get(tp) is made[1]
+    await writers.close()

@@ -140,8 +140,12 @@ async def claim(unclaimed: set[TopicPartition], writers: Writers, consumer: Cons
     previous owner and aborting its open transaction), then read each again
     from its committed offset, which that owner's last commit may have moved."""
     for tp in list(unclaimed):
+        drops = writers.drops[tp]
         await writers.get(tp)
-        if tp not in unclaimed:  # revoked while its producer started
+        # revoked while its producer started (and perhaps assigned again: then
+        # another owner may have started one since, fencing this one, and the
+        # next claim starts a new one)
+        if tp not in unclaimed or writers.drops[tp] != drops:
             await writers.drop([tp])
             continue
         await consumer.rewind(tp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Iterable
 
 from ._port import Consumer, Producer, TopicPartition, Transport
@@ -31,6 +32,8 @@ class Writers:
         self._starting = asyncio.Lock()
         #: the member whose partitions these are: it makes their producers
         self.consumer: Consumer | None = None
+        #: drops per partition: a claim compares them around a producer's start
+        self.drops: Counter[TopicPartition] = Counter()
 
     def id_for(self, tp: TopicPartition) -> str:
         return f"{self._prefix}.{tp.topic}.{tp.partition}"
@@ -54,6 +57,7 @@ class Writers:
     async def drop(self, tps: Iterable[TopicPartition]) -> None:
         """Stop the producers of partitions this member no longer owns."""
         for tp in tps:
+            self.drops[tp] += 1
             producer = self._producers.pop(tp, None)
             if producer is not None:
                 await producer.stop()
