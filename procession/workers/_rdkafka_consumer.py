@@ -233,10 +233,10 @@ class RdKafkaConsumer:
             seeks, epochs = self._seeks, dict(self._epoch) if self._seeks else {}
             self._rebalanced = False
             self._hold(max_records <= 0)
-            if max_records <= 0:  # serve the group (rebalances, the poll interval), take nothing
-                self._serve(timeout_s)
-                return [], seeks, epochs
-            raw = take(self._c, max_records, timeout_s, lambda: self._rebalanced)
+            if max_records <= 0:  # take nothing: serve the group (rebalances, the poll interval)
+                raw = self._serve(timeout_s)
+            else:
+                raw = take(self._c, max_records, timeout_s, lambda: self._rebalanced)
             self._fetched_at = time.monotonic()
             if self._stale:
                 self._stale = False
@@ -269,15 +269,19 @@ class RdKafkaConsumer:
                 (self._c.pause if hold else self._c.resume)(parts)
             self._held = hold
 
-    def _serve(self, timeout_s: float) -> None:
+    def _serve(self, timeout_s: float) -> list[Any]:
         """A poll with every partition paused: librdkafka serves rebalances only
         inside one, and leaves the group after ``max.poll.interval.ms`` without.
-        A record it returns all the same is sought back to, and read again later."""
+        A record it returns all the same is sought back to, and read again later;
+        what it returns are the errors it saw, for the fetch to handle."""
         assert self._c is not None
+        errors = []
         for m in take(self._c, 1, timeout_s, lambda: self._rebalanced):
             if m.error() is None:
                 self._c.seek(KafkaTP(m.topic() or "", m.partition() or 0, m.offset() or 0))
-        self._fetched_at = time.monotonic()
+            else:
+                errors.append(m)
+        return errors
 
     async def rewind(self, tp: TopicPartition) -> int | None:
         return await self._loop.run_in_executor(self._side, self._rewind, tp)
