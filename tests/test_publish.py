@@ -17,7 +17,7 @@ from procession.examples import RebaseFailed, rebase_saga
 from procession.publish import Encoded, Event, Publisher, SyncPublisher
 from procession.sagas import ForEach, Machine, Saga, State, all_of
 from procession.topics import DomainEvent, InputIgnored, ProcessStarted, Topics
-from tests.conftest import Backend, kafka_servers
+from tests.conftest import Backend, kafka_servers, until
 
 
 def app_of(backend: Backend):  # type: ignore[no-untyped-def]
@@ -25,7 +25,13 @@ def app_of(backend: Backend):  # type: ignore[no-untyped-def]
 
 
 async def test_a_redelivered_event_is_decided_once_and_its_ids_travel(backend: Backend) -> None:
-    app = app_of(backend)
+    release = asyncio.Event()
+
+    async def close(call: object) -> None:  # the process runs on until the copy is decided
+        async with asyncio.timeout(30):
+            await release.wait()
+
+    app = backend.app([rebase_saga()], {"CloseInstance": close})
     rt = await backend.runtime(app)
     async with Publisher(app.topics, backend.transport()) as publisher:
         for _ in range(2):  # an outbox that delivered twice
@@ -35,6 +41,12 @@ async def test_a_redelivered_event_is_decided_once_and_its_ids_travel(backend: B
                 correlation_id="request-99",
                 causation_id="command-3",
             )
+
+    async def copy_decided() -> bool:
+        return any(isinstance(r, InputIgnored) for r in await rt.history("rebase:p1"))
+
+    await until(copy_decided, timeout_s=30)
+    release.set()
     state = await rt.wait("rebase:p1", timeout_s=30)
     assert state is not None and state.status == "completed"
     history = await rt.history("rebase:p1")
