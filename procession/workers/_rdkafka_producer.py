@@ -191,12 +191,9 @@ class TransactionalProducer:
             tid = self.transactional_id
             log.warning("producer %s: the stuck transaction ended: %s", tid, error or "committed")
             return
-        ended.set_result(None)
-        if self._flight is not None and self._flight[0] is ended:
-            self._flight = None
         if isinstance(error, FencedError | WriterFailedError):
             self._failed = error
-        _outcome(futures, error)
+        self._end(ended, futures, error)
 
     def _stuck(
         self,
@@ -211,10 +208,25 @@ class TransactionalProducer:
             self.transactional_id,
             f"a transaction has not ended in {STUCK_S:g} s (librdkafka blocked past its timeouts)",
         )
+        self._end(ended, futures, error)
+
+    def _end(
+        self,
+        ended: asyncio.Future[None],
+        futures: list[asyncio.Future[None]],
+        error: BaseException | None,
+    ) -> None:
+        """The flight is over (it ended, or was judged stuck): tell its batches."""
         ended.set_result(None)
         if self._flight is not None and self._flight[0] is ended:
             self._flight = None
-        _outcome(futures, error)
+        for f in futures:
+            if f.done():  # its caller was cancelled
+                continue
+            if error is None:
+                f.set_result(None)
+            else:
+                f.set_exception(error)
 
     def _transact(self, p: Producer, batches: Sequence[Batch]) -> None:
         """One transaction, on the producer's thread (the group metadata is read
@@ -282,16 +294,6 @@ class TransactionalProducer:
                     self._io, _close, p, self._failed is not None
                 )
         self._io.shutdown(wait=False)
-
-
-def _outcome(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for f in futures:
-        if f.done():  # its caller was cancelled
-            continue
-        if error is None:
-            f.set_result(None)
-        else:
-            f.set_exception(error)
 
 
 def _close(p: Producer, fatal: bool) -> None:

@@ -39,7 +39,7 @@ class OneThread(Executor):
         with self._lock:
             if self._shut:
                 raise RuntimeError(f"{self._thread.name}: shut down")
-            if not self._thread.is_alive() and self._thread.ident is None:
+            if self._thread.ident is None:  # not started yet
                 self._thread.start()
             future: Future[T] = Future()
             self._jobs.put((future, fn, args, kwargs))
