@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from procession.examples import OrderPlaced, order_saga
 from procession.sagas import ProcessState, Saga, evolve, evolve_all, fold, replay_check
 from procession.sagas._fold import after_decisions
+from procession.sagas._ids import IdPrefix, derive_id, prefix
 from procession.testing import SagaTest
 from procession.topics import Codec, Record, TaskCompleted, TaskFailed
 from procession.workers._wire import encode_state, state_of
@@ -172,3 +173,15 @@ def test_results_inputs_are_of_the_expected_kinds() -> None:
     t, _ = run("deploy", [("complete", 0, 1), ("fail", 1, False)])
     kinds = {type(r) for r in t.history}
     assert {TaskCompleted, TaskFailed} <= kinds
+
+
+part = st.one_of(st.text(max_size=8), st.integers(-5, 10**6), st.none())
+
+
+@given(st.lists(part, min_size=1, max_size=4), st.lists(part, min_size=1, max_size=3))
+def test_an_id_from_a_hashed_prefix_is_the_id_of_all_the_parts(
+    head: list[object], tail: list[object]
+) -> None:
+    assert IdPrefix(*head).derive(*tail) == derive_id(*head, *tail)
+    assert prefix("p", "e", 3).derive(*tail) == derive_id("p", "e", 3, *tail)
+    assert prefix("p", "e", 4).derive(*tail) == derive_id("p", "e", 4, *tail)

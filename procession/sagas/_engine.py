@@ -341,7 +341,8 @@ class Engine:
     def _progress(self, p: Planner) -> None:
         """Take eventless and join transitions, then complete, compensate or end."""
         if p.state.status == "running":
-            self._automatic(p)
+            if self._auto:
+                self._automatic(p)
             if self.saga.complete(p.state):
                 p.emit(ProcessCompleted)
         elif p.state.status == "stopping":

@@ -37,7 +37,7 @@ from procession.topics._records import (
     TransitionPlanned,
 )
 
-from ._ids import derive_id
+from ._ids import prefix
 from ._state import (
     CLOSED,
     CompletedTask,
@@ -321,6 +321,7 @@ def timeout_timer_id(request: TransitionPlanned | CompensationPlanned) -> str:
     either form folds to the same state and its ``TimerFired`` finds its timer.
 
     Example:
+        >>> from procession.sagas import derive_id
         >>> from procession.topics import TransitionPlanned
         >>> tp = TransitionPlanned(event_id="d1", process_id="p", correlation_id="p",
         ...     causation_id="e1", seq=1, machine_id="m", transition="go",
@@ -328,12 +329,8 @@ def timeout_timer_id(request: TransitionPlanned | CompensationPlanned) -> str:
         >>> timeout_timer_id(tp) == derive_id("p", "e1", 1, "m", "timeout:t1:1")
         True
     """
-    return derive_id(
-        request.process_id,
-        request.causation_id,
-        request.seq,
-        request.machine_id,
-        f"timeout:{request.task_id}:{request.attempt}",
+    return prefix(request.process_id, request.causation_id, request.seq).derive(
+        request.machine_id, f"timeout:{request.task_id}:{request.attempt}"
     )
 
 
@@ -364,7 +361,9 @@ def _settle(state: ProcessState, record: TaskCompleted) -> None:
                 record.machine_id, task.transition, task.task_id, task.task_type, record.result
             )
         )
-    state.put_machine(record.machine_id, replace(machine, task=None, result=record.result))
+    state.put_machine(
+        record.machine_id, MachineState(machine.state, machine.entries, None, record.result)
+    )
 
 
 def _stop_attempt(state: ProcessState, task_id: str) -> None:

@@ -11,7 +11,7 @@ from procession.topics._records import Decided, Record
 
 from ._budget import check
 from ._fold import AnyState, apply_decision, evolve
-from ._ids import derive_id
+from ._ids import IdPrefix, prefix
 from ._state import ProcessState, ended
 
 D = TypeVar("D", bound=Decided)
@@ -59,6 +59,7 @@ class Planner:
         self.records = Planned(self.state)
         #: the position of the next decision, which its id is derived from
         self.position = 0
+        self._ids: IdPrefix | None = None
 
     @property
     def correlation_id(self) -> str:
@@ -73,7 +74,7 @@ class Planner:
         # the TimerScheduled) older writers made of it: the ids after it stay theirs
         self.position += 1 if fields.get("timeout_due_ms") is None else 2
         record = kind(
-            event_id=derive_id(cause.process_id, cause.event_id, self.seq, position),
+            event_id=self._prefix.derive(position),
             process_id=cause.process_id,
             correlation_id=self.correlation_id,
             causation_id=cause.event_id,
@@ -88,6 +89,12 @@ class Planner:
 
     def task_id(self, machine_id: str, transition: str) -> str:
         """The id of a task planned now: stable across replays, new per planning."""
-        return derive_id(
-            self.cause.process_id, self.cause.event_id, self.seq, machine_id, transition
-        )
+        return self._prefix.derive(machine_id, transition)
+
+    @property
+    def _prefix(self) -> IdPrefix:
+        """The prefix of this input's decisions' ids (made on first use)."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = prefix(self.cause.process_id, self.cause.event_id, self.seq)
+        return ids
