@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from procession import DecodeError
+from procession._values import value
 from procession.examples import order_saga
 from procession.sagas import ProcessState, fold
 from procession.testing import SagaTest
@@ -71,7 +72,7 @@ def test_bad_bytes_get_a_precise_error(raw: bytes, message: str) -> None:
 
 
 def test_old_versions_are_upcast() -> None:
-    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    @value(kw_only=True)
     class TaskFailedV2(TaskFailed):
         VERSION: ClassVar[int] = 2
 

@@ -13,7 +13,7 @@ NAMESPACE = uuid.UUID("6f1c2a4e-3b7d-5c9e-8a10-2d4f6b8e0a13")
 _SEEDED = hashlib.sha1(NAMESPACE.bytes, usedforsecurity=False)
 
 #: The RFC 4122 variant digit for each value of the hex digit it replaces.
-_VARIANT = "89ab89ab89ab89ab"
+_VARIANT = dict(zip("0123456789abcdef", "89ab89ab89ab89ab", strict=True))
 
 
 def _joined(parts: tuple[object, ...]) -> str:
@@ -22,7 +22,7 @@ def _joined(parts: tuple[object, ...]) -> str:
 
 def _uuid(x: str) -> str:
     # version 5 in the 13th digit, the variant's two high bits in the 17th
-    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[int(x[16], 16)]}{x[17:20]}-{x[20:32]}"
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
 def derive_id(*parts: object) -> str:
@@ -56,9 +56,12 @@ class IdPrefix:
 
     def derive(self, *parts: object) -> str:
         h = self._h.copy()
-        h.update("\x1f".join([p if p.__class__ is str else str(p) for p in parts]).encode())
+        if len(parts) == 1:  # a decision's position: no join to make
+            h.update(str(parts[0]).encode())
+        else:
+            h.update("\x1f".join([p if p.__class__ is str else str(p) for p in parts]).encode())
         x = h.hexdigest()  # as _uuid, inline: this is the hot path of every decision
-        return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[int(x[16], 16)]}{x[17:20]}-{x[20:32]}"
+        return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
 #: The last prefix asked of :func:`prefix` (one entry): a planner derives its

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from immutables import Map
 
+from procession._values import value
 from procession.topics._records import Outcome, TaskMode, TimerPurpose
 
 Status = Literal["new", "running", "stopping", "completed", "failed", "cancelled"]
@@ -45,7 +46,7 @@ def family(machine_id: str) -> str:
     return machine_id.partition(":")[0]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PendingTask:
     """The task a machine (or the compensation in progress) waits for."""
 
@@ -62,7 +63,7 @@ class PendingTask:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MachineState:
     """One state machine of a process: where it is and what it waits for.
 
@@ -81,7 +82,7 @@ class MachineState:
         return self.task is None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Timer:
     """A durable timer held in the state until it fires or goes stale."""
 
@@ -93,7 +94,7 @@ class Timer:
     attempt: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CompletedTask:
     """A completed task that has a compensation, kept until the process ends."""
 
@@ -104,7 +105,7 @@ class CompletedTask:
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Ended:
     """What the processor keeps of a finished process whose state was released.
 
@@ -123,7 +124,7 @@ class Ended:
         return _ENDED[status]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Parked:
     """What the processor keeps of a process it set aside (see ``ProcessParked``).
 

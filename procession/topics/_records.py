@@ -8,8 +8,10 @@ record that caused it. Decision ids are derived, never random.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar, Literal
+
+from procession._values import value
 
 TaskMode = Literal["inline", "async"]
 TimerPurpose = Literal["state", "retry", "task-timeout"]
@@ -17,7 +19,7 @@ CancelMode = Literal["hard", "cooperative"]
 Outcome = Literal["failed", "cancelled"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class Record:
     """Fields every record has. ``time_ms`` is when the record was first written."""
 
@@ -39,7 +41,7 @@ class Record:
 # ----------------------------------------------------------------- inputs
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class DomainEvent(Record):
     """A user's domain event, routed into a process's stream.
 
@@ -55,7 +57,7 @@ class DomainEvent(Record):
         return self.event_type
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class TaskCompleted(Record):
     """A task attempt finished; ``result`` is what the handler returned."""
 
@@ -67,7 +69,7 @@ class TaskCompleted(Record):
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class TaskFailed(Record):
     """A task attempt failed; the processor decides whether to retry."""
 
@@ -81,7 +83,7 @@ class TaskFailed(Record):
     retryable: bool = True
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class TimerFired(Record):
     """A durable timer came due (written by the processor's timer loop)."""
 
@@ -90,7 +92,7 @@ class TimerFired(Record):
     due_ms: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class CancelRequested(Record):
     """Someone asked to cancel the process, hard or cooperatively (with compensations)."""
 
@@ -99,7 +101,7 @@ class CancelRequested(Record):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ResumeRequested(Record):
     """An operator asks to resume a parked process: its held inputs are decided
     again, from the one it was parked on."""
@@ -108,7 +110,7 @@ class ResumeRequested(Record):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class RetryRequested(Record):
     """An operator asks for the next attempt of a failed task now, instead of at
     its retry timer (one machine's, or every such task's when ``machine_id`` is "")."""
@@ -121,7 +123,7 @@ class RetryRequested(Record):
 # -------------------------------------------------------------- decisions
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class Decided(Record):
     """Base of decision records; ``seq`` is the position of the causing input."""
 
@@ -129,7 +131,7 @@ class Decided(Record):
     seq: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ProcessStarted(Decided):
     """A process instance began, with its machines in their first states."""
 
@@ -139,7 +141,7 @@ class ProcessStarted(Decided):
     machines: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class MachinesCreated(Decided):
     """Machines created at run time (e.g. one per environment listed in an event)."""
 
@@ -147,7 +149,7 @@ class MachinesCreated(Decided):
     machines: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class MachinesClosed(Decided):
     """Machines taken out of their family once a join over it was decided
     (``close_rest``): no more transitions, events for them are ignored."""
@@ -157,7 +159,7 @@ class MachinesClosed(Decided):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ProcessMigrated(Decided):
     """The process moved to another version of its saga, renaming what was renamed.
 
@@ -173,7 +175,7 @@ class ProcessMigrated(Decided):
     transitions: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class TransitionPlanned(Decided):
     """A machine moved from one state to another; its task (if any) is to run.
 
@@ -196,7 +198,7 @@ class TransitionPlanned(Decided):
     timeout_due_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class TimerScheduled(Decided):
     """A durable timer: a state timeout, a retry backoff or a task timeout."""
 
@@ -210,7 +212,7 @@ class TimerScheduled(Decided):
     attempt: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ProcessStopping(Decided):
     """The process winds down: in-flight tasks settle, then compensations run."""
 
@@ -219,7 +221,7 @@ class ProcessStopping(Decided):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class CompensationPlanned(Decided):
     """A completed task is to be undone (planned in reverse order of completion);
     ``timeout_due_ms`` as in :class:`TransitionPlanned`."""
@@ -236,14 +238,14 @@ class CompensationPlanned(Decided):
     timeout_due_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ProcessCompleted(Decided):
     """The process reached its goal."""
 
     TYPE: ClassVar[str] = "procession.ProcessCompleted"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ProcessFailed(Decided):
     """The process ended in failure (after its compensations ran)."""
 
@@ -251,7 +253,7 @@ class ProcessFailed(Decided):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ProcessCancelled(Decided):
     """The process was cancelled."""
 
@@ -260,7 +262,7 @@ class ProcessCancelled(Decided):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class InputIgnored(Decided):
     """An input that changed nothing, and why (duplicate, stale attempt, ...)."""
 
@@ -270,7 +272,7 @@ class InputIgnored(Decided):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ProcessResumed(Decided):
     """A parked process was resumed: the inputs it held were decided again
     (their decisions stand before this record in the stream)."""
@@ -279,7 +281,7 @@ class ProcessResumed(Decided):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ProcessParked(Decided):
     """The runtime set the process aside: an input could not be decided, or what
     it decided could not be written (a record over its topic's limit, a payload
