@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 
 import pytest
+from mypy import api
 
 import procession
 
@@ -58,3 +60,24 @@ def test_the_kafka_transport_is_public_and_loads_only_when_asked_for() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert (out.returncode, out.stdout) == (0, "KafkaTransport\n"), out.stderr
+
+
+def test_records_and_state_values_are_frozen_to_the_type_checker(tmp_path: Path) -> None:
+    """ADR 13: assigning a field of a record or a state value is a mypy error."""
+    src = tmp_path / "assign.py"
+    src.write_text(
+        "from procession.sagas._state import MachineState\n"
+        "from procession.topics import TaskCompleted\n"
+        "r = TaskCompleted(event_id='e', process_id='p', correlation_id='c',\n"
+        "                  machine_id='m', task_id='t', task_type='T', attempt=1)\n"
+        "r.attempt = 2\n"
+        "m = MachineState('A')\n"
+        "m.state = 'B'\n"
+    )
+    out, _, status = api.run(
+        [str(src), "--strict", "--follow-imports=silent", "--cache-dir", str(tmp_path / "c")]
+    )
+    assert status == 1, out
+    assert f'{src}:5: error: Property "attempt" defined in "TaskCompleted" is read-only' in out
+    assert f'{src}:7: error: Property "state" defined in "MachineState" is read-only' in out
+    assert "Found 2 errors" in out
