@@ -61,6 +61,8 @@ class Engine:
                     self._auto[key] = (*self._auto.get(key, ()), t)
         #: (family, state) pairs with a transition on an event class, filled on use.
         self._on: dict[type[BaseModel], list[tuple[str, str]]] = {}
+        #: Whether any state arms a timer on entry (most sagas: none).
+        self._timed = any(m.timed for m in saga.machines)
 
     def decide(
         self, state: AnyState, record: Record, planner: Planner | None = None
@@ -247,25 +249,29 @@ class Engine:
     # ------------------------------------------------------------- planning
 
     def _plan(self, p: Planner, mid: str, t: Transition, ctx: Context) -> None:
-        machine = p.state.machines[mid]
-        fields: dict[str, Any] = {}
-        if t.task is not None:
-            fields = {
-                "task_type": t.task.type,
-                "mode": t.task.mode,
-                "task_id": p.task_id(mid, t.name),
-                "payload": t.task.build_payload(ctx),
-                "compensable": t.task.compensation is not None,
-                "timeout_due_ms": _due(p, t.task),
-            }
-        p.emit(
-            TransitionPlanned,
-            machine_id=mid,
-            transition=t.name,
-            from_state=machine.state,
-            to_state=t.target.name,
-            **fields,
-        )
+        source, task = p.state.machines[mid].state, t.task
+        if task is None:
+            p.emit(
+                TransitionPlanned,
+                machine_id=mid,
+                transition=t.name,
+                from_state=source,
+                to_state=t.target.name,
+            )
+        else:
+            p.emit(
+                TransitionPlanned,
+                machine_id=mid,
+                transition=t.name,
+                from_state=source,
+                to_state=t.target.name,
+                task_type=task.type,
+                mode=task.mode,
+                task_id=p.task_id(mid, t.name),
+                payload=task.build_payload(ctx),
+                compensable=task.compensation is not None,
+                timeout_due_ms=_due(p, task),
+            )
         self._arm_state_timers(p, mid)
         if t.when is not None:
             self._close_rest(p, t.when)
@@ -321,6 +327,8 @@ class Engine:
             )
 
     def _arm_state_timers(self, p: Planner, mid: str) -> None:
+        if not self._timed:
+            return
         machine, spec = p.state.machines[mid], self._machine(mid)
         if machine.state not in spec.timed:
             return

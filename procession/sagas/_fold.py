@@ -52,6 +52,12 @@ from ._state import (
 
 AnyState = ProcessState | Ended | None
 
+#: Inputs decided once per event id; operators' requests; task results. Tuples,
+#: not unions: ``A | B`` in a hot ``isinstance`` builds a union on every call.
+_REQUESTS = (CancelRequested, ResumeRequested, RetryRequested)
+_ONCE = (DomainEvent, *_REQUESTS)
+_RESULTS = (TaskCompleted, TaskFailed)
+
 
 def classify(state: AnyState, record: Record) -> str | None:
     """Why an input changes nothing, or None when it must be decided on.
@@ -65,11 +71,11 @@ def classify(state: AnyState, record: Record) -> str | None:
         return "after completion"  # spelled out: mypy narrows ``state`` by it
     if state is None or state.status == "new":
         return None if isinstance(record, DomainEvent) else "no process instance"
-    if isinstance(record, DomainEvent | CancelRequested | ResumeRequested | RetryRequested):
+    if isinstance(record, _ONCE):
         return "duplicate" if record.event_id in state.seen else None
     if isinstance(record, TimerFired):
         return None if record.timer_id in state.timers else "stale timer"
-    if isinstance(record, TaskCompleted | TaskFailed):
+    if isinstance(record, _RESULTS):
         pending = state.pending_task(record.task_id)
         if pending is None:
             return "task not pending (duplicate or late result)"
@@ -167,7 +173,7 @@ def apply_input(state: ProcessState, record: Record) -> None:
         state.set_context(record.event_type, record.data)
         if not state.correlation_id:
             state.correlation_id = record.correlation_id
-    elif isinstance(record, CancelRequested | ResumeRequested | RetryRequested):
+    elif isinstance(record, _REQUESTS):
         state.add_seen(record.event_id)
     elif isinstance(record, TimerFired):
         timer = state.drop_timer(record.timer_id)
@@ -305,10 +311,12 @@ def _apply_transition(state: ProcessState, record: TransitionPlanned) -> None:
             state.put_machine(record.machine_id, replace(machine, task=task))
             _arm_timeout(state, record)
             return
-    old = machine.task.task_id if machine.task else None
-    for tid, t in state.timers_of_machine(record.machine_id):
-        if t.task_id is None or t.task_id == old:
-            state.drop_timer(tid)
+    armed = state.timers_of.get(record.machine_id)
+    if armed:  # the machine leaves its state: its state timers and its task's go
+        old = machine.task.task_id if machine.task else None
+        for tid in armed:
+            if (t := state.timers[tid].task_id) is None or t == old:
+                state.drop_timer(tid)
     state.put_machine(
         record.machine_id, MachineState(record.to_state, machine.entries + 1, task, machine.result)
     )
@@ -395,8 +403,8 @@ def _drop_task_timers(state: ProcessState, task_id: str) -> None:
     task = state.pending_task(task_id)
     if task is None:
         return
-    for tid, t in state.timers_of_machine(task.machine_id):
-        if t.task_id == task_id:
+    for tid in state.timers_of.get(task.machine_id, ()):
+        if state.timers[tid].task_id == task_id:
             state.drop_timer(tid)
 
 

@@ -68,28 +68,28 @@ class Planner:
     def emit(self, kind: type[D], **fields: Any) -> D:
         """Record a decision of ``kind`` and apply it to the scratch state."""
         check()
-        cause, records = self.cause, self.records
+        cause, records, state = self.cause, self.records, self.state
         position = self.position
         # a task request carrying its timeout holds the two decisions (the request,
         # the TimerScheduled) older writers made of it: the ids after it stay theirs
         self.position += 1 if fields.get("timeout_due_ms") is None else 2
         record = kind(
-            event_id=self._prefix.derive(position),
+            event_id=(self._ids or self._prefix).derive(position),
             process_id=cause.process_id,
-            correlation_id=self.correlation_id,
+            correlation_id=state.correlation_id or cause.correlation_id,
             causation_id=cause.event_id,
             time_ms=self.now_ms,
             seq=self.seq,
             **fields,
         )
         records.append(record)
-        apply_decision(self.state, record)
+        apply_decision(state, record)
         records.applied += 1
         return record
 
     def task_id(self, machine_id: str, transition: str) -> str:
         """The id of a task planned now: stable across replays, new per planning."""
-        return self._prefix.derive(machine_id, transition)
+        return (self._ids or self._prefix).derive(machine_id, transition)
 
     @property
     def _prefix(self) -> IdPrefix:

@@ -307,8 +307,15 @@ class ProcessState:
             if task is not None:
                 self.tasks = self.tasks.set(task.task_id, mid)
                 self.inflight += task.in_flight
-            if old.state == new.state and (was is None) == (task is None):
-                return  # same group: another attempt, or a task that stopped
+            if old.state == new.state:
+                if (was is None) != (task is None) and new.state != CLOSED:
+                    # same state, so the same members: only whether it is settled changed
+                    key, ordinal = (fam, new.state), self.order[mid]
+                    if task is None:
+                        self.ready[key] = self.ready.get(key, _EMPTY).set(mid, ordinal)
+                    else:
+                        _drop(self.ready, key, mid)
+                return  # else the same group: another attempt, or a task that stopped
             if new.state == CLOSED:  # leaves the family and every group
                 self.family_size[fam] -= 1
             key = (fam, old.state)
@@ -363,7 +370,8 @@ class ProcessState:
         timer = self.timers[timer_id]
         mid = timer.machine_id
         self.timers = self.timers.delete(timer_id)
-        left = tuple(t for t in self.timers_of[mid] if t != timer_id)
+        armed = self.timers_of[mid]
+        left = () if len(armed) == 1 else tuple([t for t in armed if t != timer_id])
         self.timers_of = self.timers_of.set(mid, left) if left else self.timers_of.delete(mid)
         if self.split:
             self.dirty = self.dirty.set("m:" + mid, None)
