@@ -42,6 +42,9 @@ from ._state import PendingTask, ProcessState, family
 if TYPE_CHECKING:
     from ._saga import Saga
 
+#: No transition open (a group not looked at yet).
+_SHUT: frozenset[Transition] = frozenset()
+
 #: Eventless transitions one machine takes in one decision before the saga is
 #: judged to loop.
 MAX_STEPS = 1_000
@@ -377,9 +380,13 @@ class Engine:
 
         def open_groups() -> None:
             for key, ts in self._auto.items():
-                now = frozenset(t for t in ts if t.when is None or t.when.holds(s))
-                if now - opened.get(key, frozenset()):
-                    for mid in s.ready.get(key, ()):
+                ready = s.ready.get(key)
+                if not ready:  # nobody to offer: a machine that arrives is offered itself
+                    opened.pop(key, None)
+                    continue
+                now = frozenset([t for t in ts if t.when is None or t.when.holds(s)])
+                if now - opened.get(key, _SHUT):
+                    for mid in ready:
                         offer(mid)
                 opened[key] = now
 
@@ -453,14 +460,16 @@ class Engine:
         """Machines in a state with a transition on ``event``, in creation order."""
         keys = self._on.get(event)
         if keys is None:
-            keys = self._on[event] = [
-                (m.name, t.source.name)
-                for m in self.saga.machines
-                for t in m.transitions
-                if t.on is not None and issubclass(event, t.on)
-            ]
+            keys = self._on[event] = list(
+                dict.fromkeys(
+                    (m.name, t.source.name)
+                    for m in self.saga.machines
+                    for t in m.transitions
+                    if t.on is not None and issubclass(event, t.on)
+                )
+            )
         found: dict[str, int] = {}
-        for key in dict.fromkeys(keys):
+        for key in keys:
             found.update(s.members.get(key, {}))
         return sorted(found, key=found.__getitem__)
 

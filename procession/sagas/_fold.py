@@ -148,8 +148,8 @@ def after_decisions(before: AnyState, record: Record, decisions: Sequence[Record
     if (
         isinstance(state, ProcessState)
         and getattr(decisions, "applied", -1) == len(decisions)
+        and getattr(decisions, "ignored", True) is False
         and (before is None or (isinstance(before, ProcessState) and not before.terminal))
-        and not any(isinstance(d, InputIgnored) for d in decisions)
     ):
         return state
     return evolve_all(before, [record, *decisions])
@@ -291,7 +291,9 @@ def _give_up_compensation(state: ProcessState, keep: str | None) -> None:
 
 
 def _apply_transition(state: ProcessState, record: TransitionPlanned) -> None:
-    machine = state.machines.get(record.machine_id, MachineState(record.from_state, entries=0))
+    machine = state.machines.get(record.machine_id)
+    if machine is None:
+        machine = MachineState(record.from_state, entries=0)
     task = None
     if record.task_type is not None and record.task_id is not None:
         retry = record.attempt > 1 and machine.task is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from procession.topics._records import Decided, Record
+from procession.topics._records import Decided, InputIgnored, Record
 
 from ._budget import check
 from ._fold import AnyState, apply_decision, evolve
@@ -20,16 +20,17 @@ D = TypeVar("D", bound=Decided)
 class Planned(list[Record]):
     """A planner's decisions, with the scratch state they were applied to.
 
-    ``state`` is the planner's state after the input and ``applied`` decisions;
+    ``state`` is the planner's state after the input and ``applied`` decisions
+    (``ignored``: one of them is an ``InputIgnored``);
     :func:`procession.sagas._fold.after_decisions` uses it instead of folding
     the same decisions a second time, when it is that fold's result.
     """
 
-    __slots__ = ("applied", "state")
+    __slots__ = ("applied", "ignored", "state")
 
     def __init__(self, state: ProcessState) -> None:
         super().__init__()
-        self.state, self.applied = state, 0
+        self.state, self.applied, self.ignored = state, 0, False
 
 
 class Planner:
@@ -85,6 +86,8 @@ class Planner:
         records.append(record)
         apply_decision(state, record)
         records.applied += 1
+        if kind is InputIgnored:
+            records.ignored = True
         return record
 
     def task_id(self, machine_id: str, transition: str) -> str:
