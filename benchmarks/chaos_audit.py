@@ -98,7 +98,7 @@ def audit(topics: dict[str, list[ConsumerRecord]], prefix: str, end_ms: int) -> 
     events = topics.get(f"{prefix}.events", [])
     process = topics.get(f"{prefix}.process", [])
     decoded: list[tuple[int, Record]] = [
-        (m.timestamp, DEFAULT_CODEC.decode(m.value)) for m in process
+        (m.timestamp, r) for m in process for r in DEFAULT_CODEC.decode_all(m.value)
     ]
     records = [r for _, r in decoded]
     published = Counter(_header(m, "event-id") for m in events)

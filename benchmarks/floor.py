@@ -72,6 +72,12 @@ async def one_order(prefix: str) -> RecordingLog:
     return log
 
 
+def kind(value: bytes) -> str:
+    """A process-topic record's kind: its record class, or ``Decisions`` for a batch."""
+    found = DEFAULT_CODEC.decode_all(value)
+    return "Decisions" if len(found) > 1 else type(found[0]).__name__
+
+
 async def templates() -> Templates:
     """Every record Procession writes for one order, as bytes."""
     app = order_app.app("floor-template")
@@ -79,8 +85,7 @@ async def templates() -> Templates:
     process: dict[str, list[tuple[bytes, Headers]]] = defaultdict(list)
     for m in log.records(app.topics.process):
         assert m.value is not None
-        kind = type(DEFAULT_CODEC.decode(m.value)).__name__
-        process[kind].append((m.value, list(m.headers)))
+        process[kind(m.value)].append((m.value, list(m.headers)))
     tasks = {}
     for task_type in ("ReserveStock", "ChargeCard", "Ship"):
         (m,) = log.records(app.topics.tasks(task_type))
@@ -109,9 +114,11 @@ class Script:
         """(records, changelog value) for one consumed process-topic record."""
         t, topics, process = self.t, self.topics, self.topics.process
         if not kind.startswith(b"procession."):  # a domain event's own type
-            planned = t.process["TransitionPlanned"]
-            out = [(process, key, *t.process["ProcessStarted"][0])]
-            out += [(process, key, *p) for p in planned[:2]]
+            if "Decisions" in t.process:  # the start's three decisions in one batch
+                out = [(process, key, *t.process["Decisions"][0])]
+            else:
+                out = [(process, key, *t.process["ProcessStarted"][0])]
+                out += [(process, key, *p) for p in t.process["TransitionPlanned"][:2]]
             out += [(topics.tasks(n), key, *t.tasks[n]) for n in ("ReserveStock", "ChargeCard")]
             return out, t.state(0)
         if kind != b"procession.TaskCompleted":
@@ -121,7 +128,7 @@ class Script:
         if seen == 1:
             return [], t.state(1)
         if seen == 2:
-            ship = [(process, key, *t.process["TransitionPlanned"][2])]
+            ship = [(process, key, *t.process["TransitionPlanned"][-1])]
             return [*ship, (topics.tasks("Ship"), key, *t.tasks["Ship"])], t.state(2)
         del self.results[key]
         return [(process, key, *t.process["ProcessCompleted"][0])], t.changelog[-1]

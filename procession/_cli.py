@@ -185,6 +185,7 @@ async def _recover(app: App, servers: str) -> int:
 
 async def _history(app: App, servers: str, process_ids: list[str]) -> int:
     """Each process's stream, read from its own partition of the process topic."""
+    from procession.topics._codec import DEFAULT_CODEC  # noqa: PLC0415
     from procession.workers._port import messages_of  # noqa: PLC0415
 
     async with _connected(servers) as transport:
@@ -193,8 +194,9 @@ async def _history(app: App, servers: str, process_ids: list[str]) -> int:
             if not mine:
                 print(f"procession: no records of process {pid!r}", file=sys.stderr)
                 return FAILED
-            for msg in mine:
-                sys.stdout.write((msg.value or b"").decode() + "\n")
+            for msg in mine:  # a batch of decisions as its records, one per line
+                for value in DEFAULT_CODEC.split(msg.value or b""):
+                    sys.stdout.write(value.decode() + "\n")
     return OK
 
 

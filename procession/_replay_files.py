@@ -31,11 +31,12 @@ def replay_files(app: App, files: Sequence[str]) -> int:
             if not line.strip():
                 continue
             try:
-                rec = DEFAULT_CODEC.decode(line)
+                records = DEFAULT_CODEC.decode_all(line)  # a batch on a line: its records
             except DecodeError as exc:
                 print(f"procession: {name}:{n}: {exc}", file=sys.stderr)
                 return FAILED
-            streams.setdefault(rec.process_id, []).append(rec)
+            for rec in records:
+                streams.setdefault(rec.process_id, []).append(rec)
     diverged = 0
     for pid, history in streams.items():
         saga = app.saga_for(pid)

@@ -165,3 +165,37 @@ def test_encoding_is_the_fields_in_order_then_type_and_version() -> None:
             assert codec.encode(rec) == orjson.dumps({**body, "type": rec.TYPE, "v": rec.VERSION})
             seen.add(type(rec))
     assert len(seen) >= 8  # the fixtures cover most record types
+
+
+def _batch_of(*bodies: bytes) -> bytes:
+    return b'{"type":"procession.Decisions","v":1,"records":[' + b",".join(bodies) + b"]}"
+
+
+_IDS = b'"event_id":"e","process_id":"p","correlation_id":"c",'
+_DONE = b"{" + _IDS + b'"seq":3,"type":"procession.ProcessCompleted","v":1}'
+_INPUT = b"{" + _IDS + b'"timer_id":"x","due_ms":0,"type":"procession.TimerFired","v":1}'
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (_batch_of(), "a batch without records"),
+        (b'{"type":"procession.Decisions","v":1}', "a batch without records"),
+        (_batch_of(b"[1]"), "record 0 of the batch is not a record"),
+        (_batch_of(_DONE, _batch_of(_DONE)), "record 1 of the batch is not a record"),
+        (_batch_of(_DONE, _INPUT), "record 1 of the batch is an input"),
+        (_batch_of(_DONE, _DONE.replace(b'"p"', b'"q"')), "record 1 of the batch is another"),
+        (_batch_of(_DONE, b'{"type":"procession.Nope"}'), "unknown record type"),
+    ],
+)
+def test_a_bad_batch_gets_a_precise_error(raw: bytes, message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        Codec().decode_all(raw)
+
+
+def test_a_batch_is_not_read_as_one_record_and_one_record_is_a_batch_of_one() -> None:
+    codec = Codec()
+    with pytest.raises(DecodeError, match="a batch of decisions, not one record"):
+        codec.decode(_batch_of(_DONE, _DONE))
+    assert codec.decode_all(_DONE) == [codec.decode(_DONE)]
+    assert codec.decode_all(_batch_of(_DONE, _DONE)) == [codec.decode(_DONE)] * 2

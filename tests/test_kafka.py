@@ -37,7 +37,7 @@ ROOT = Path(__file__).parent.parent
 
 async def stream(backend: Backend, app: Any) -> list[Record]:
     codec = Codec()
-    return [codec.decode(m.value) for m in await backend.records(app.topics.process)]
+    return [r for m in await backend.records(app.topics.process) for r in codec.decode_all(m.value)]
 
 
 def exactly_once(records: list[Record], processes: int) -> None:

@@ -118,7 +118,7 @@ async def test_rebuild_leaves_out_inputs_the_processor_had_not_decided(backend: 
         m
         for m in stream
         if m.key == pid
-        and isinstance(rec := DEFAULT_CODEC.decode(m.value or b""), TaskCompleted)
+        and isinstance(rec := DEFAULT_CODEC.decode_all(m.value or b"")[0], TaskCompleted)
         and rec.machine_id == "instance:A"
     ]
     decided = rebuild(stream, stream[-1].offset + 1, DEFAULT_CODEC)[pid]

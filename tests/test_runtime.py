@@ -49,6 +49,7 @@ from procession.workers import _kafka as kafka_settings
 from procession.workers import _loop as worker_loop
 from procession.workers._memory import Crash, MemoryTransport
 from procession.workers._partition import PartitionProcessor
+from procession.workers._rebuild import rebuild
 from procession.workers._wire import encode
 from procession.workers._writers import Writers
 from tests.conftest import KAFKA_BACKENDS, Backend, until
@@ -718,3 +719,51 @@ async def test_a_partition_revoked_and_given_back_while_its_producer_starts_is_c
     await asyncio.wait_for(worker_loop.claim(unclaimed, writers, Rewinds()), 5)  # type: ignore[arg-type]
     assert not unclaimed and len(made) == 2 and await writers.get(tp) is made[1]
     await writers.close()
+
+
+@pytest.mark.parametrize("batches", [True, False], ids=["batched", "one-per-decision"])
+async def test_the_decisions_of_one_input_are_one_process_topic_record(
+    backend: Backend, batches: bool
+) -> None:
+    """docs/wire.md: a start deciding four records writes one batch; with
+    ``PROCESSION_DECISION_BATCHES=0`` it writes four. Readers see the same stream."""
+
+    async def close(call: TaskCall) -> None:
+        return None
+
+    app = backend.app([rebase_saga()], {"CloseInstance": close}, keep_completed=True)
+    rt = await backend.runtime(app)
+    rt.processor.decision_batches = batches
+    await rt.publish(REBASE)
+    await rt.settle()
+    pid = "rebase:r1"
+    mine = [m for m in await backend.records(app.topics.process) if m.key == pid]
+    kinds = [dict(m.headers)["procession-type"].decode() for m in mine]
+    start = ["procession.ProcessStarted"] + ["procession.TransitionPlanned"] * 3
+    assert kinds[0] == "RebaseFailed"
+    if batches:  # the three results decide nothing, nothing, and the completion
+        assert kinds[1] == "procession.Decisions"
+        assert kinds.count("procession.Decisions") == 1
+    else:
+        assert kinds[1:5] == start
+        assert "procession.Decisions" not in kinds
+    history = await rt.history(pid)
+    assert [r.type_name for r in history[:5]] == ["RebaseFailed", *start]
+    assert isinstance(history[-1], ProcessCompleted)
+    if batches:
+        (batch,) = [
+            m for m in mine if dict(m.headers)["procession-type"] == b"procession.Decisions"
+        ]
+        inside = DEFAULT_CODEC.decode_all(batch.value or b"")
+        assert inside == history[1:5]
+        assert dict(batch.headers)["event-id"] == inside[0].event_id.encode()
+        assert dict(batch.headers)["causation-id"] == history[0].event_id.encode()
+    else:
+        assert len(mine) == len(history)
+    held = [p.store[pid] for p in rt.processor.partitions.values() if pid in p.store]
+    assert held == [fold(history)]
+    tp = TopicPartition(app.topics.process, mine[0].partition)
+    stream = await backend.transport().read_partition(tp)
+    assert (
+        rebuild(stream, stream[-1].offset + 1, DEFAULT_CODEC, keep_completed=True)[pid] == held[0]
+    )

@@ -2,6 +2,9 @@
 
 A record on the wire is a JSON object ``{"type": ..., "v": ..., <fields>}``;
 the ids also travel as headers so tools can route and trace without decoding.
+The decisions of one input may travel together as one batch,
+``{"type": "procession.Decisions", "v": 1, "records": [<record>, ...]}``
+(docs/wire.md); :meth:`Codec.decode_all` reads either form.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ _TRAILER: dict[type[Record], bytes] = {
     cls: b',"type":' + orjson.dumps(cls.TYPE) + b',"v":' + str(cls.VERSION).encode() + b"}"
     for cls in RECORD_TYPES.values()
 }
+
+
+#: The type of a batch: the decisions of one input, in one value.
+BATCH_TYPE = "procession.Decisions"
+_BATCH_HEAD = b'{"type":"procession.Decisions","v":1,"records":['
 
 
 class Codec:
@@ -64,6 +72,18 @@ class Codec:
         trailer = _TRAILER[type(record)]  # KeyError: not a registered record type
         return orjson.dumps(record)[:-1] + trailer
 
+    def encode_batch(self, encoded: list[bytes]) -> bytes:
+        """A batch of records already encoded with :meth:`encode`, in their order.
+
+        Example:
+            >>> from procession.topics import ProcessCompleted
+            >>> codec = Codec()
+            >>> rec = ProcessCompleted(event_id="e", process_id="p", correlation_id="c", seq=3)
+            >>> codec.decode_all(codec.encode_batch([codec.encode(rec)] * 2)) == [rec, rec]
+            True
+        """
+        return _BATCH_HEAD + b",".join(encoded) + b"]}"
+
     def headers(self, record: Record) -> Headers:
         """Ids as headers: type, version, event id, correlation id, causation id, and a
         W3C ``traceparent`` derived from ids (one trace per process: trace id from the
@@ -81,12 +101,47 @@ class Codec:
         return out
 
     def decode(self, raw: bytes) -> Record:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError(f"not JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise DecodeError(f"expected a JSON object, got {type(body).__name__}")
+        """The record ``raw`` holds; :class:`DecodeError` if it is not one record
+        (a batch included: read those with :meth:`decode_all`)."""
+        body = _loads(raw)
+        if body.get("type") == BATCH_TYPE:
+            raise DecodeError("a batch of decisions, not one record", BATCH_TYPE)
+        return self._record(body)
+
+    def decode_all(self, raw: bytes) -> list[Record]:
+        """The records ``raw`` holds: one record, or every record of a batch."""
+        body = _loads(raw)
+        if body.get("type") != BATCH_TYPE:
+            return [self._record(body)]
+        inner = body.get("records")
+        if not isinstance(inner, list) or not inner:
+            raise DecodeError("a batch without records", BATCH_TYPE)
+        out: list[Record] = []
+        for i, item in enumerate(inner):
+            if not isinstance(item, dict) or item.get("type") == BATCH_TYPE:
+                raise DecodeError(f"record {i} of the batch is not a record", BATCH_TYPE)
+            rec = self._record(item)
+            if not rec.IS_DECISION:
+                raise DecodeError(f"record {i} of the batch is an input", BATCH_TYPE)
+            if out and rec.process_id != out[0].process_id:
+                raise DecodeError(f"record {i} of the batch is another process's", BATCH_TYPE)
+            out.append(rec)
+        return out
+
+    def split(self, raw: bytes) -> list[bytes]:
+        """The values of the records ``raw`` holds, each as it would be alone (a
+        record's own bytes; a batch's elements, one each).
+
+        Example:
+            >>> codec = Codec()
+            >>> codec.split(codec.encode_batch([b'{"a":1}', b'{"b":2}']))
+            [b'{"a":1}', b'{"b":2}']
+        """
+        if not raw.startswith(b'{"type":"procession.Decisions"'):
+            return [raw]
+        return [orjson.dumps(item) for item in _loads(raw).get("records", [])]
+
+    def _record(self, body: dict[str, Any]) -> Record:
         name = body.pop("type", None)
         cls = RECORD_TYPES.get(name) if isinstance(name, str) else None
         if cls is None:
@@ -111,6 +166,16 @@ class Codec:
             body = step(body)
             version += 1
         return body
+
+
+def _loads(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise DecodeError(f"expected a JSON object, got {type(body).__name__}")
+    return body
 
 
 _FIELDS: dict[str, frozenset[str]] = {}

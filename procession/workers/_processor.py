@@ -32,6 +32,12 @@ log = logging.getLogger("procession.processor")
 #: parked (the event loop must keep heartbeating: well under the session timeout).
 DECISION_BUDGET_S = float(os.environ.get("PROCESSION_DECISION_BUDGET_S", "5"))
 
+#: Whether the decisions of one input go to the process topic as one batch record
+#: (docs/wire.md). ``PROCESSION_DECISION_BATCHES=0`` writes one record per
+#: decision, which releases before batches can read: set it while a rolling
+#: upgrade from such a release still runs old replicas.
+DECISION_BATCHES = os.environ.get("PROCESSION_DECISION_BATCHES", "1") != "0"
+
 
 class Processor(Component):
     """Runs the sagas of an app over the process topic.
@@ -55,6 +61,7 @@ class Processor(Component):
         max_batch: int = 500,
         revoke_deadline_s: float = 10.0,
         decision_budget_s: float = DECISION_BUDGET_S,
+        decision_batches: bool = DECISION_BATCHES,
     ) -> None:
         self.app, self.transport, self.codec = app, transport, codec
         self.clock = clock or SystemClock()
@@ -63,6 +70,7 @@ class Processor(Component):
         self.poll_s, self.max_batch = poll_s, max_batch
         self.revoke_deadline_s = revoke_deadline_s
         self.decision_budget_s = decision_budget_s
+        self.decision_batches = decision_batches
         self.metrics: Counter[str] = Counter()
         self.stats = Stats()
         self.partitions: dict[TopicPartition, PartitionProcessor] = {}

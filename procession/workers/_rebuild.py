@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from procession._errors import ProcessionError
 from procession.sagas._fold import fold
 from procession.sagas._state import Ended, Parked, ProcessState
-from procession.topics._codec import Codec
+from procession.topics._codec import BATCH_TYPE, Codec
 from procession.topics._records import ProcessParked, Record
 
 from ._port import Message
@@ -73,12 +73,17 @@ def rebuild(
     return out
 
 
+#: A process's first decision, alone or in a batch (which holds decisions only
+#: of a process that has started).
+_STARTED = (b"procession.ProcessStarted", BATCH_TYPE.encode())
+
+
 def decided_any(messages: Sequence[Message], committed: int) -> bool:
     """Whether a decision was recorded among the first ``committed`` records."""
     return any(
         m.offset < committed
         and m.headers
         and m.headers[0][0] == "procession-type"
-        and m.headers[0][1] == b"procession.ProcessStarted"
+        and m.headers[0][1] in _STARTED
         for m in messages
     )

@@ -11,6 +11,7 @@ from procession._tracing import Attributes, hop, parent_of, tracing
 from procession.sagas._budget import OverBudget, within
 from procession.sagas._fold import after_decisions, timeout_timer_id
 from procession.sagas._state import Ended, Parked, ProcessState
+from procession.topics._codec import BATCH_TYPE
 from procession.topics._records import (
     RECORD_TYPES,
     CompensationPlanned,
@@ -22,7 +23,7 @@ from procession.topics._records import (
 )
 
 from ._port import Batch, Message, Outgoing, TopicPartition, partition_for
-from ._wire import Stored, dead_letter, encode, record_of
+from ._wire import Stored, dead_letter, encode, records_of
 from ._writes import decision_records, parking, state_changes, state_record
 
 if TYPE_CHECKING:
@@ -32,10 +33,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("procession.processor")
 
-#: The type headers of decision records. The processor reads its own decisions
-#: back from the process topic; it recognises them by the codec's first header
-#: and skips them without decoding (more than half of the topic's records).
-_DECISION_TYPES = frozenset(cls.TYPE.encode() for cls in RECORD_TYPES.values() if cls.IS_DECISION)
+#: The type headers of decision records and batches. The processor reads its own
+#: decisions back from the process topic; it recognises them by the codec's first
+#: header and skips them without decoding (more than half of the topic's records).
+_DECISION_TYPES = frozenset(
+    [BATCH_TYPE.encode()] + [cls.TYPE.encode() for cls in RECORD_TYPES.values() if cls.IS_DECISION]
+)
 
 
 class _Deadline:
@@ -141,7 +144,13 @@ class Step:
             with within(_Deadline(owner.decision_budget_s)):
                 decisions = saga.decide(before, rec)
             mine = decision_records(
-                pid, decisions, owner.topics, owner.codec, owner.limits, traceparent=traceparent
+                pid,
+                decisions,
+                owner.topics,
+                owner.codec,
+                owner.limits,
+                traceparent=traceparent,
+                batch=owner.decision_batches,
             )
         except UnwritableError as exc:
             self.staged[pid] = self._park(rec, offset, before, str(exc))
@@ -205,12 +214,12 @@ class Step:
     def _input(self, msg: Message) -> Record | None:
         """The input record ``msg`` holds, or None (dead-lettered, or a decision)."""
         try:
-            rec = record_of(msg, self.owner.codec)
+            rec = records_of(msg, self.owner.codec)[0]
         except DecodeError as exc:
             self._dead(msg, str(exc))
             return None
         if rec.IS_DECISION:
-            return None  # our own decisions, read back: already applied
+            return None  # our own decisions (or a batch of them), read back: already applied
         pid = rec.process_id
         why = ""
         if self.owner.app.saga_for(pid) is None:

@@ -25,14 +25,25 @@ def record_of(msg: Message, codec: Codec) -> Record:
     return codec.decode(msg.value)
 
 
+def records_of(msg: Message, codec: Codec) -> list[Record]:
+    """The records a message holds: one, or a batch of decisions; raises
+    :class:`DecodeError` for bad bytes."""
+    if msg.value is None:
+        raise DecodeError("no value (a tombstone)")
+    return codec.decode_all(msg.value)
+
+
 def readable(messages: Iterable[Message], codec: Codec) -> Iterator[tuple[Message, Record]]:
-    """Each message with the record it holds, leaving out those that cannot be
-    decoded (the processor dead-letters them when it reads them)."""
+    """Each record with the message it came in (a batch gives one pair per
+    decision), leaving out messages that cannot be decoded (the processor
+    dead-letters them when it reads them)."""
     for msg in messages:
         try:
-            yield msg, record_of(msg, codec)
+            found = records_of(msg, codec)
         except DecodeError:
             continue
+        for rec in found:
+            yield msg, rec
 
 
 def encode(

@@ -6,7 +6,7 @@ from procession._errors import UnwritableError
 from procession.sagas._ids import derive_id
 from procession.sagas._parts import all_parts
 from procession.sagas._state import Ended, Parked, ProcessState
-from procession.topics._codec import Codec
+from procession.topics._codec import BATCH_TYPE, Codec
 from procession.topics._layout import Topics
 from procession.topics._records import ProcessParked, Record, is_task_request
 
@@ -38,20 +38,67 @@ def decision_records(
     limits: dict[str, int],
     *,
     traceparent: str | None = None,
+    batch: bool = True,
 ) -> list[Outgoing]:
     """The process-topic records of ``decisions``, plus a task-topic copy of each
-    async task request; :class:`UnwritableError` if one cannot be written."""
-    out: list[Outgoing] = []
+    async task request; :class:`UnwritableError` if one cannot be written.
+
+    With ``batch``, consecutive decisions share a process-topic record (a batch of
+    at most ``BATCH_BYTES``): one record for an input's decisions, unless they
+    are big. A batch of one is written as the plain record.
+    """
+    alone: list[Outgoing] = []
+    copies: list[Outgoing] = []
     for d in decisions:
         try:
             rec = encode(topics.process, pid, d, codec, traceparent=traceparent)
         except TypeError as exc:
             raise UnwritableError(f"{d.type_name} cannot be encoded: {exc}") from exc
-        out.append(checked(rec, limits))
+        alone.append(checked(rec, limits))
         if is_task_request(d) and d.mode != "inline":  # type: ignore[attr-defined]
             task_topic = topics.tasks(d.task_type or "")  # type: ignore[attr-defined]
-            out.append(checked(Outgoing(task_topic, pid, rec.value, rec.headers), limits))
+            copies.append(checked(Outgoing(task_topic, pid, rec.value, rec.headers), limits))
+    if not batch or len(alone) < 2:
+        return alone + copies
+    return _batched(alone, codec, limits) + copies
+
+
+#: The most bytes of decisions one batch record holds (a big fan-out is written
+#: as several batches, each far below any topic's ``max.message.bytes``).
+BATCH_BYTES = 64 * 1024
+
+
+def _batched(alone: list[Outgoing], codec: Codec, limits: dict[str, int]) -> list[Outgoing]:
+    """Process-topic records of one process's decisions, in order, consecutive
+    ones sharing a batch up to ``BATCH_BYTES``."""
+    out: list[Outgoing] = []
+    run: list[Outgoing] = []
+    size = 0
+    for rec in [*alone, None]:
+        value = (rec.value or b"") if rec is not None else b""
+        if run and (rec is None or size + len(value) > BATCH_BYTES):
+            out.append(run[0] if len(run) == 1 else checked(_batch(run, codec), limits))
+            run, size = [], 0
+        if rec is not None:
+            run.append(rec)
+            size += len(value) + 1
     return out
+
+
+def _batch(run: list[Outgoing], codec: Codec) -> Outgoing:
+    """One record for ``run``, typed as a batch, with the first decision's ids
+    and trace as its other headers."""
+    first = run[0]
+    headers = (
+        ("procession-type", BATCH_TYPE.encode()),
+        ("procession-version", b"1"),
+        *[(k, v) for k, v in first.headers if k not in _TYPED],
+    )
+    value = codec.encode_batch([r.value or b"" for r in run])
+    return Outgoing(first.topic, first.key, value, headers)
+
+
+_TYPED = ("procession-type", "procession-version")
 
 
 def state_record(
