@@ -169,7 +169,8 @@ def table(results: Results, n: int, repeat: int = 1) -> str:
         )
     some = next(iter(results.values()))
     note = (
-        f"\n\n{n:,} orders per system and window (after 20 unmeasured warm-up orders); "
+        f"\n\n{n:,} orders per system and window (after twice the window, at least 20, "
+        "unmeasured warm-up orders); "
         + (f"Procession and the floor: the median of {repeat} runs; " if repeat > 1 else "")
         + "the order saga: reserve stock and charge the card in parallel, then ship. "
         "Records per order on Kafka: "

@@ -203,7 +203,8 @@ def shop_table(quick: bool, window: int = 50) -> str:
     costs = ", ".join(f"{k} {v:.1f}" for k, v in cost.items())
     return "\n".join(
         [
-            f"{n:,} orders, at most {window} in flight, after 20 unmeasured warm-up orders. "
+            f"{n:,} orders, at most {window} in flight, after {max(20, 2 * window)} unmeasured "
+            "warm-up orders. "
             f"The store's own time per order, one thread on SQLite with no Kafka (ms): "
             f"{costs}; {sum(cost.values()):.1f} in all.",
             "",
