@@ -122,9 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _traced(app: App, servers: str, args: argparse.Namespace) -> int:
-    """A long-lived command, exporting its spans when ``OTEL_*`` asks for it."""
+    """A long-lived command, exporting its spans when ``OTEL_*`` asks for it, with
+    the collector set for a long run (``procession._gc``)."""
+    from procession._gc import tune  # noqa: PLC0415 - per command
     from procession._telemetry import setup  # noqa: PLC0415 - per command
 
+    tune()  # the app is loaded: what start-up made is frozen
     shutdown = setup(args.command)
     try:
         return asyncio.run(_run(app, servers, args))
