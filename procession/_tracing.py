@@ -35,14 +35,28 @@ _ROOT = Context() if trace is not None else None
 
 Attributes = Mapping[str, str | int | bool]
 
+_TRACING = False  # a provider was seen installed
+_PUBLIC = object()  # the API's global is not there: ask its getter
+
 
 def tracing() -> bool:
-    """Whether spans go anywhere: an SDK tracer provider is installed (looked up
-    each time, as it may come later; cheap beside building a span)."""
+    """Whether spans go anywhere: an SDK tracer provider is installed. It may be
+    installed later than this module is imported, so this is asked per hop; it
+    is cheap (a global's value) until one is, and constant after."""
+    global _TRACING  # noqa: PLW0603 - a provider, once installed, stays
+    if _TRACING:
+        return True
     if trace is None:
         return False
+    # The API's own global: None until a provider is set (by code, or by
+    # OTEL_PYTHON_TRACER_PROVIDER when get_tracer above first ran). Its public
+    # getter looks the environment up on every call, which cost the decide hop
+    # a few percent of its time; where the global is gone, the getter answers.
+    if getattr(trace, "_TRACER_PROVIDER", _PUBLIC) is None:
+        return False
     provider = trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    _TRACING = not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+    return _TRACING
 
 
 def parent_of(headers: Headers | None) -> str | None:

@@ -173,3 +173,19 @@ async def test_a_retry_after_its_backoff_stays_in_the_trace(
         if dict(m.headers).get("procession-type") == ProcessCompleted.TYPE.encode()
     ]
     assert dict(done.headers)["traceparent"].decode().split("-")[1] == hex_id(trace_id, 32)
+
+
+def test_tracing_is_off_until_a_provider_is_installed_then_on() -> None:
+    code = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from procession._tracing import tracing
+before = [tracing(), tracing()]
+trace.set_tracer_provider(TracerProvider())
+print(before, tracing(), tracing())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["[False,", "False]", "True", "True"]
