@@ -38,7 +38,15 @@ from procession.topics._layout import TopicSpec
 from . import _kafka_admin
 from ._kafka_consumer import KEY_ERRORS, KafkaConsumer, RebalanceListener, message_of
 from ._kafka_security import options
-from ._port import DEFAULT_MAX_MESSAGE_BYTES, Batch, Listener, Message, TopicInfo, TopicPartition
+from ._port import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Batch,
+    Listener,
+    Message,
+    TopicInfo,
+    TopicPartition,
+    check_sizes,
+)
 
 log = logging.getLogger("procession.kafka")
 
@@ -169,9 +177,7 @@ class KafkaProducer:
         p = self._p
         if p is None:
             raise RuntimeError(f"producer {self.transactional_id!r} used before start()")
-        for out in batch.records:  # before anything is sent: the broker would refuse it
-            if too_large := out.too_large(await self._t.limit(out.topic)):
-                raise too_large
+        await check_sizes(batch, self._t.limit)  # before anything is sent
         try:
             await p.begin_transaction()
             await send_all(

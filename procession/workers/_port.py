@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from procession._errors import RecordTooLargeError
+from procession._values import value
 from procession.topics._layout import TopicSpec
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -30,7 +31,7 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Message:
     """A record read from a partition (committed records only)."""
 
@@ -47,7 +48,7 @@ class Message:
         return TopicPartition(self.topic, self.partition)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Outgoing:
     """A record to produce. ``partition`` None: where the key hashes to (murmur2)."""
 
@@ -119,6 +120,18 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.records or self.offsets)
+
+
+async def check_sizes(batch: Batch, limit: Callable[[str], Awaitable[int]]) -> None:
+    """Raise :class:`RecordTooLargeError` for the first record of ``batch`` over its
+    topic's ``max.message.bytes`` (``limit(topic)``, asked once per topic): what a
+    Kafka producer checks before it sends anything, as the broker would refuse it."""
+    limits: dict[str, int] = {}
+    for out in batch.records:
+        if (most := limits.get(out.topic)) is None:
+            most = limits[out.topic] = await limit(out.topic)
+        if too_large := out.too_large(most):
+            raise too_large
 
 
 Listener = Callable[[Sequence[TopicPartition]], Awaitable[None]]

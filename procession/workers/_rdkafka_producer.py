@@ -26,7 +26,7 @@ from procession._errors import FencedError, TransactionAbortedError, WriterFaile
 
 from ._kafka import START_DEADLINE_S, TRANSACTION_TIMEOUT_MS
 from ._kafka_consumer import KEY_ERRORS
-from ._port import Batch, Outgoing, TopicPartition
+from ._port import Batch, Outgoing, TopicPartition, check_sizes
 from ._thread import OneThread
 
 if TYPE_CHECKING:
@@ -139,9 +139,7 @@ class TransactionalProducer:
         """Commit ``batch`` in one transaction, possibly with batches committed at
         the same time by others. Cancelled, it returns once no transaction holding
         the batch is in flight (or once that one is judged stuck, ``STUCK_S``)."""
-        for out in batch.records:  # before anything is sent: the broker would refuse it
-            if too_large := out.too_large(await self._t.limit(out.topic)):
-                raise too_large
+        await check_sizes(batch, self._t.limit)  # before anything is sent
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         item = (batch, done)
