@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from benchmarks import order_app
 from benchmarks.kafka_load import create_topics, drive, running
 from benchmarks.load import Result
+from procession._gc import tune
 from procession.topics._codec import DEFAULT_CODEC
 from procession.workers import Batch, MemoryLog, MemoryTransport, Outgoing, Runtime
 from procession.workers._kafka import TXN_RETRY_BACKOFF_MS, send_all
@@ -280,6 +281,7 @@ def main() -> None:
     parser.add_argument("--servers", required=True)
     parser.add_argument("--prefix", required=True)
     args = parser.parse_args()
+    tune()  # the collector settings of Procession's commands
     asyncio.run(serve(args.role, args.servers, args.prefix))
 
 

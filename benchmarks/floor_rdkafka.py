@@ -26,6 +26,7 @@ from benchmarks import order_app
 from benchmarks.floor import Out, Script, templates
 from benchmarks.kafka_load import create_topics, drive, running
 from benchmarks.load import Result
+from procession._gc import tune
 from procession.workers._rdkafka_consumer import take
 from procession.workers._rdkafka_producer import TXN_RETRY_BACKOFF_MS
 
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--servers", required=True)
     parser.add_argument("--prefix", required=True)
     args = parser.parse_args()
+    tune()  # the collector settings of Procession's commands
     asyncio.run(serve(args.role, args.servers, args.prefix))
 
 
