@@ -30,7 +30,8 @@ from benchmarks.load import Result
 from procession._gc import tune
 from procession.topics._codec import DEFAULT_CODEC
 from procession.workers import Batch, MemoryLog, MemoryTransport, Outgoing, Runtime
-from procession.workers._kafka import TXN_RETRY_BACKOFF_MS, send_all
+from procession.workers._kafka import send_all
+from procession.workers._kafka_settings import TXN_RETRY_BACKOFF_MS
 
 Headers = list[tuple[str, bytes]]
 Out = tuple[str, bytes, bytes, Headers]  # topic, key, value, headers

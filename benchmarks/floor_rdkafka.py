@@ -27,8 +27,8 @@ from benchmarks.floor import Out, Script, templates
 from benchmarks.kafka_load import create_topics, drive, running
 from benchmarks.load import Result
 from procession._gc import tune
+from procession.workers._kafka_settings import TXN_RETRY_BACKOFF_MS
 from procession.workers._rdkafka_consumer import take
-from procession.workers._rdkafka_producer import TXN_RETRY_BACKOFF_MS
 
 #: What one consumed record becomes: (records, changelog value or None).
 Step = Callable[[bytes, bytes], tuple[list[Out], bytes | None]]

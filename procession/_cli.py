@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -442,67 +443,24 @@ async def _connected(servers: str) -> AsyncIterator[KafkaTransport | RdKafkaTran
     closed on the way out.
 
     An unreachable cluster is a :class:`KafkaUnreachableError` within
-    :data:`CONNECT_TIMEOUT_S`, whatever aiokafka makes of it.
+    :data:`CONNECT_TIMEOUT_S`, whatever the client makes of it; one that
+    refused our TLS or SASL settings says so, naming them.
     """
-    from aiokafka.errors import KafkaConnectionError  # noqa: PLC0415 - per command
-
     from procession.workers._kafka_client import kafka_transport  # noqa: PLC0415
 
     transport = kafka_transport(servers)
-    refusals = _Refusals()
-    aiokafka_log = logging.getLogger("aiokafka")
     try:
+        give_up = time.monotonic() + CONNECT_TIMEOUT_S
         try:
-            aiokafka_log.addFilter(refusals)
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await _reach(servers)
-                await transport.describe([])  # starts the admin client: bootstraps
-        except KafkaConnectionError as exc:
-            if refusals.seen:  # it answered, and refused our TLS or SASL settings
-                why = _refused(refusals.seen[-1], transport.security)
-                raise KafkaUnreachableError(servers, why) from exc
-            raise KafkaUnreachableError(servers, reason(exc)) from exc
         except TimeoutError as exc:
             why = f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
             raise KafkaUnreachableError(servers, why) from exc
-        finally:
-            aiokafka_log.removeFilter(refusals)
+        await transport.connect(max(1.0, give_up - time.monotonic()))
         yield transport
     finally:
         await transport.close()
-
-
-class _Refusals(logging.Filter):
-    """Keeps (and holds back) aiokafka's errors that say a broker refused the
-    connection's authentication, so the command can say so in its one line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if "Authentication" in text or "SSL" in text:
-            self.seen.append(text)
-            return False
-        return True
-
-
-def _refused(text: str, security: dict[str, Any]) -> str:
-    """The broker's refusal, with the settings it refused (never the password).
-
-    Example:
-        >>> print(_refused('Unable connect to "k:9093": [Error 58] SaslAuthenticationFailed: bad',
-        ...                {"security_protocol": "SASL_SSL", "sasl_plain_username": "svc"}))
-        it refused the connection: SaslAuthenticationFailed: bad (...=SASL_SSL, ...=svc)
-    """
-    why = text.split("] ", 1)[-1]
-    protocol = security.get("security_protocol", "PLAINTEXT")
-    user = security.get("sasl_plain_username")
-    settings = f"KAFKA_SECURITY_PROTOCOL={protocol}" + (
-        f", KAFKA_SASL_USERNAME={user}" if user else ""
-    )
-    return f"it refused the connection: {why} ({settings})"
 
 
 async def _reach(servers: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Backend, free_ports, until
+from tests.conftest import CLIENTS, KAFKA_BACKENDS, Backend, free_ports, until
 from tests.test_kafka import ROOT
 
 KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
@@ -33,46 +33,52 @@ def private_broker(tmp_path: Path) -> Iterator[int]:
     )
 
 
-def cli(role: str, port: int, prefix: str, stderr: Path) -> subprocess.Popen[bytes]:
+def cli(role: str, env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
     with stderr.open("wb") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "procession._cli", role, "tests.kafka_app:app"],
             cwd=ROOT,
-            env={
-                **os.environ,
-                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-                "PROCESSION_TEST_PREFIX": prefix,
-            },
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
 
 
-@pytest.mark.backends("kafka")
+#: What each client logs once its broker is gone.
+_BROKER_GONE = {"kafka": "ERROR aiokafka", "rdkafka": "ERROR procession.rdkafka"}
+
+
+@pytest.mark.backends(*KAFKA_BACKENDS)
 async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceback(
     backend: Backend, private_broker: int, tmp_path: Path
 ) -> None:
-    port, prefix = private_broker, f"outage{os.getpid()}"
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}
+    port, prefix = private_broker, f"outage{os.getpid()}-{backend.name}"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "PROCESSION_TEST_PREFIX": prefix,
+        "PROCESSION_KAFKA_CLIENT": CLIENTS[backend.name],
+    }
     created = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "procession._cli", "topics", "create", "tests.kafka_app:app"],
         check=False,
         cwd=ROOT,
-        env={**env, "PROCESSION_TEST_PREFIX": prefix},
+        env=env,
         capture_output=True,
         timeout=60,
     )
     assert created.returncode == 0, created.stderr
     logs = {role: tmp_path / f"{role}.err" for role in ("processor", "worker")}
-    procs = {role: cli(role, port, prefix, log) for role, log in logs.items()}
+    procs = {role: cli(role, env, log) for role, log in logs.items()}
     try:
         for log in logs.values():  # "processor and router running", "worker running"
             await until(lambda log=log: _has(log, " running"), timeout_s=60)  # type: ignore[misc]
         broker = int((ROOT / ".kafka-local" / f"broker-{port}.pid").read_text())
         os.kill(broker, signal.SIGKILL)
-        for log in logs.values():  # each has seen the broker go: its fetcher is retrying
-            await until(lambda log=log: _has(log, "ERROR aiokafka"), timeout_s=60)  # type: ignore[misc]
+        gone = _BROKER_GONE[backend.name]
+        for log in logs.values():  # each has seen the broker go: its client is retrying
+            await until(lambda log=log: _has(log, gone), timeout_s=60)  # type: ignore[misc]
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
         codes = {role: await asyncio.to_thread(p.wait, 90) for role, p in procs.items()}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -30,16 +29,26 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from procession._errors import (
     FencedError,
+    KafkaUnreachableError,
     TransactionAbortedError,
     WriterFailedError,
 )
+from procession._errors import one_line as reason
 from procession.topics._layout import TopicSpec
 
 from . import _kafka_admin
-from ._kafka_consumer import KEY_ERRORS, KafkaConsumer, RebalanceListener, message_of
-from ._kafka_security import options
+from ._kafka_consumer import KafkaConsumer, RebalanceListener, message_of
+from ._kafka_security import Settings, options
+from ._kafka_settings import (
+    KEY_ERRORS,
+    MAX_POLL_INTERVAL_MS,
+    SESSION_TIMEOUT_MS,
+    START_DEADLINE_S,
+    TRANSACTION_TIMEOUT_MS,
+    TXN_RETRY_BACKOFF_MS,
+)
+from ._kafka_topics import Limits
 from ._port import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     Batch,
     Listener,
     Message,
@@ -49,34 +58,6 @@ from ._port import (
 )
 
 log = logging.getLogger("procession.kafka")
-
-#: How long a transactional producer waits before retrying a refused request.
-#: A transaction that starts right after a commit is refused with
-#: CONCURRENT_TRANSACTIONS until the broker has written the previous commit's
-#: markers; with aiokafka's default of 100 ms that wait dominated every hop
-#: (docs/benchmarks.md). Kafka's Java producer retries that case after 20 ms.
-TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10"))
-
-
-#: How long a transaction may stay open before the broker aborts it. A writer
-#: that dies mid-transaction blocks ``read_committed`` readers of its partitions
-#: until its replacement fences it or this passes; Kafka's default is 60 s.
-TRANSACTION_TIMEOUT_MS = int(os.environ.get("PROCESSION_TRANSACTION_TIMEOUT_MS", "10000"))
-
-#: How long starting a producer waits for a broker out of reach (a restart)
-#: before its component gives up.
-START_DEADLINE_S = float(os.environ.get("PROCESSION_START_DEADLINE_S", "60"))
-
-#: How long a member may go without a poll before it leaves its group (both
-#: clients). A member with no room keeps polling, taking nothing
-#: (``Consumer.fetch(0, 0)``), so this bounds a stuck loop, not a long task.
-#: librdkafka wants it at least the session timeout.
-MAX_POLL_INTERVAL_MS = int(os.environ.get("PROCESSION_MAX_POLL_INTERVAL_MS", "300000"))
-
-#: How long the group waits for a silent member before moving its partitions
-#: (Kafka's minimum is 6 s). Shorter recovers a killed replica sooner; longer
-#: tolerates a longer-blocked event loop.
-SESSION_TIMEOUT_MS = int(os.environ.get("PROCESSION_SESSION_TIMEOUT_MS", "10000"))
 
 #: A record on its way out: topic, partition (None: by key), key, value, headers.
 WireRecord = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
@@ -292,7 +273,7 @@ class KafkaTransport:
         self.bootstrap_servers = bootstrap_servers
         self.security = options() if security is None else security
         self._admin: AIOKafkaAdminClient | None = None
-        self._limits: dict[str, int] = {}
+        self._limits = Limits(self.describe)
 
     def producer(self, transactional_id: str) -> KafkaProducer:
         return KafkaProducer(self, transactional_id)
@@ -345,6 +326,30 @@ class KafkaTransport:
         finally:
             await c.stop()
 
+    async def connect(self, timeout_s: float) -> None:
+        """Return once the cluster answered (and accepted the credentials); else
+        :class:`~procession._errors.KafkaUnreachableError` with the reason.
+
+        aiokafka says why a broker refused a login or a handshake only in its
+        log; those lines are held back here and the last one makes the reason.
+        """
+        refusals = _Refusals()
+        aiokafka_log = logging.getLogger("aiokafka")
+        aiokafka_log.addFilter(refusals)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._admin_client()  # bootstraps: one metadata request
+        except KafkaConnectionError as exc:
+            why = reason(exc)
+            if refusals.seen:  # it answered, and refused our TLS or SASL settings
+                why = _refused(refusals.seen[-1], self.security)
+            raise KafkaUnreachableError(self.bootstrap_servers, why) from exc
+        except TimeoutError as exc:
+            why = f"no answer within {timeout_s:.0f} s"
+            raise KafkaUnreachableError(self.bootstrap_servers, why) from exc
+        finally:
+            aiokafka_log.removeFilter(refusals)
+
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         await _kafka_admin.create(await self._admin_client(), specs)
 
@@ -369,18 +374,15 @@ class KafkaTransport:
 
     async def describe(self, topics: Sequence[str]) -> dict[str, TopicInfo]:
         found = await _kafka_admin.describe(await self._admin_client(), topics)
-        self._limits.update({name: info.max_message_bytes for name, info in found.items()})
+        self._limits.seen(found)
         return found
 
     async def limit(self, topic: str) -> int:
         """The topic's ``max.message.bytes`` (looked up once, then cached)."""
-        if topic not in self._limits:
-            info = (await self.describe([topic])).get(topic)
-            return info.max_message_bytes if info else DEFAULT_MAX_MESSAGE_BYTES
-        return self._limits[topic]
+        return await self._limits.of(topic)
 
     def forget_limits(self) -> None:
-        self._limits.clear()
+        self._limits.forget()
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
@@ -397,3 +399,34 @@ class KafkaTransport:
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
+
+
+class _Refusals(logging.Filter):
+    """Keeps (and holds back) aiokafka's errors that say a broker refused the
+    connection's authentication, so that :meth:`KafkaTransport.connect` can say so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "Authentication" in text or "SSL" in text:
+            self.seen.append(text)
+            return False
+        return True
+
+
+def _refused(text: str, security: dict[str, Any]) -> str:
+    """The broker's refusal, with the settings it refused (never the password).
+
+    Example:
+        >>> print(_refused('Unable connect to "k:9093": [Error 58] SaslAuthenticationFailed: bad',
+        ...                {"security_protocol": "SASL_SSL", "sasl_plain_username": "svc"}))
+        it refused the connection: SaslAuthenticationFailed: bad (...=SASL_SSL, ...=svc)
+    """
+    why = text.split("] ", 1)[-1]
+    used = Settings(
+        security.get("security_protocol", "PLAINTEXT"), user=security.get("sasl_plain_username")
+    )
+    return f"it refused the connection: {why} ({used.named()})"

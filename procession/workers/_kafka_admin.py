@@ -1,10 +1,10 @@
-"""Topics on a Kafka cluster: create them as specified, and describe what exists."""
+"""Topics on a Kafka cluster through aiokafka: create them as specified, and
+describe what exists."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -12,22 +12,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from procession._errors import TopicsError
 from procession.topics._layout import TopicSpec
 
-from ._port import DEFAULT_MAX_MESSAGE_BYTES, TopicInfo
+from ._kafka_topics import topic_configs, topic_info
+from ._port import TopicInfo
 
 _EXISTS = 36  # TOPIC_ALREADY_EXISTS
-
-
-def topic_configs(spec: TopicSpec) -> dict[str, str]:
-    """The topic-level settings a spec asks for."""
-    config = {
-        "cleanup.policy": "compact" if spec.compacted else "delete",
-        "max.message.bytes": str(spec.max_message_bytes),
-    }
-    if spec.retention_ms is not None and not spec.compacted:
-        config["retention.ms"] = str(spec.retention_ms)
-    if spec.min_insync is not None:
-        config["min.insync.replicas"] = str(spec.min_insync)
-    return config
 
 
 async def create(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None:
@@ -71,18 +59,12 @@ async def describe(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> dict[st
                 configs[res["resource_name"]] = {
                     e["config_names"]: e["config_value"] for e in res["config_entries"]
                 }
-    return {name: _info(name, meta, configs.get(name, {})) for name, meta in found.items()}
-
-
-def _info(name: str, meta: dict[str, Any], config: dict[str, str]) -> TopicInfo:
-    partitions = meta["partitions"]
-    retention = config.get("retention.ms")
-    return TopicInfo(
-        name,
-        len(partitions),
-        compacted="compact" in config.get("cleanup.policy", "delete").split(","),
-        max_message_bytes=int(config.get("max.message.bytes", DEFAULT_MAX_MESSAGE_BYTES)),
-        replication=min((len(p["replicas"]) for p in partitions), default=0),
-        retention_ms=None if retention in (None, "-1") else int(retention),
-        min_insync=int(config["min.insync.replicas"]) if "min.insync.replicas" in config else None,
-    )
+    return {
+        name: topic_info(
+            name,
+            len(meta["partitions"]),
+            min((len(p["replicas"]) for p in meta["partitions"]), default=0),
+            configs.get(name, {}),
+        )
+        for name, meta in found.items()
+    }

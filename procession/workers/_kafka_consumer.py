@@ -10,13 +10,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
 
+from ._kafka_settings import HOLD_AFTER_S, KEY_ERRORS
 from ._port import Listener, Message, Producer, TopicPartition
-
-#: A member with no room (``fetch(0, 0)``) polls, its partitions paused, only
-#: once it has gone this long without a poll (on either client): pausing drops
-#: what the client fetched ahead, so pausing at every brief full spell (a busy
-#: worker's, many a second) would make every refill wait for the broker.
-HOLD_AFTER_S = 1.0
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -120,11 +115,6 @@ class KafkaConsumer:
                 raise  # we are being cancelled: let it through
             # aiokafka's fetcher, stopped while it waits out a retry backoff (a
             # broker down), ends with its own cancellation: the consumer is closed.
-
-
-#: A key that is not UTF-8 still makes a str (the bad bytes kept as surrogates),
-#: so the record is dead-lettered by whoever checks its key, with its key as it was.
-KEY_ERRORS = "surrogateescape"
 
 
 def message_of(r: Any) -> Message:

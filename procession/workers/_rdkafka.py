@@ -14,8 +14,8 @@ Install with the ``rdkafka`` extra. What differs from the aiokafka transport:
   partition, only those that move.
 - One thread hop per fetch and one per transaction.
 
-Admin requests (create, describe, committed offsets for tools) go through the
-aiokafka client, which the ``rdkafka`` extra installs too.
+Admin requests (create, describe, committed offsets for tools) go through
+librdkafka's admin client too: the ``rdkafka`` extra needs no other client.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from confluent_kafka import TopicPartition as KafkaTP
 
 from procession.topics._layout import TopicSpec
 
-from ._kafka import KafkaTransport
 from ._kafka_security import rdkafka_options
 from ._port import Listener, Message, TopicInfo, TopicPartition
+from ._rdkafka_admin import RdKafkaAdmin
 from ._rdkafka_consumer import RdKafkaConsumer, message_of, take
 from ._rdkafka_producer import TransactionalProducer
 
@@ -94,14 +94,9 @@ class RdKafkaTransport:
         }
         if "debug" in self.config:  # librdkafka logs those at DEBUG
             log.setLevel(logging.DEBUG)
-        self._admin = KafkaTransport(bootstrap_servers)  # its security from the environment
+        self._admin = RdKafkaAdmin(self.config)
         self._members: dict[str, int] = {}
         self._metadata: dict[str, Any] = {}
-
-    @property
-    def security(self) -> dict[str, Any]:
-        """The admin client's (aiokafka) security options."""
-        return self._admin.security
 
     def producer(self, transactional_id: str) -> TransactionalProducer:
         return TransactionalProducer(self, transactional_id, self.group_metadata)
@@ -172,6 +167,11 @@ class RdKafkaTransport:
             )
         finally:
             c.close()
+
+    async def connect(self, timeout_s: float) -> None:
+        """Return once the cluster answered (and accepted the credentials); else
+        :class:`~procession._errors.KafkaUnreachableError` with the reason."""
+        await self._admin.connect(timeout_s)
 
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         await self._admin.create_topics(specs)

@@ -20,9 +20,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTP
 
-from . import _kafka as kafka_settings
-from ._kafka import SESSION_TIMEOUT_MS
-from ._kafka_consumer import HOLD_AFTER_S, KEY_ERRORS
+from ._kafka_settings import HOLD_AFTER_S, KEY_ERRORS, MAX_POLL_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ._port import Listener, Message, Producer, TopicPartition
 from ._rdkafka_producer import Share, TransactionalProducer
 from ._thread import OneThread
@@ -131,7 +129,7 @@ class RdKafkaConsumer:
             "partition.assignment.strategy": strategy(instance),
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": 1_000,
-            "max.poll.interval.ms": kafka_settings.MAX_POLL_INTERVAL_MS,
+            "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
         }
         if instance is not None:
             self._config["group.instance.id"] = instance

@@ -24,8 +24,12 @@ from confluent_kafka import TopicPartition as KafkaTP
 
 from procession._errors import FencedError, TransactionAbortedError, WriterFailedError
 
-from ._kafka import START_DEADLINE_S, TRANSACTION_TIMEOUT_MS
-from ._kafka_consumer import KEY_ERRORS
+from ._kafka_settings import (
+    KEY_ERRORS,
+    START_DEADLINE_S,
+    TRANSACTION_TIMEOUT_MS,
+    TXN_RETRY_BACKOFF_MS,
+)
 from ._port import Batch, Outgoing, TopicPartition, check_sizes
 from ._thread import OneThread
 
@@ -49,10 +53,6 @@ _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SI
 
 #: Seconds a blocking transaction call may take (librdkafka's own retries inside).
 _CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000
-
-#: How long a producer waits before retrying a request the broker refused (the
-#: CONCURRENT_TRANSACTIONS that follows every commit, above all).
-TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10"))
 
 #: Seconds after which a transaction still in flight is judged stuck and its
 #: producer failed (the component stops, the process exits and is restarted).

@@ -1,0 +1,43 @@
+"""Settings both Kafka clients share (no client is imported here, so either
+extra works alone)."""
+
+from __future__ import annotations
+
+import os
+
+#: How long a transactional producer waits before retrying a refused request.
+#: A transaction that starts right after a commit is refused with
+#: CONCURRENT_TRANSACTIONS until the broker has written the previous commit's
+#: markers; with aiokafka's default of 100 ms that wait dominated every hop
+#: (docs/benchmarks.md). Kafka's Java producer retries that case after 20 ms.
+TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10"))
+
+#: How long a transaction may stay open before the broker aborts it. A writer
+#: that dies mid-transaction blocks ``read_committed`` readers of its partitions
+#: until its replacement fences it or this passes; Kafka's default is 60 s.
+TRANSACTION_TIMEOUT_MS = int(os.environ.get("PROCESSION_TRANSACTION_TIMEOUT_MS", "10000"))
+
+#: How long starting a producer waits for a broker out of reach (a restart)
+#: before its component gives up.
+START_DEADLINE_S = float(os.environ.get("PROCESSION_START_DEADLINE_S", "60"))
+
+#: How long a member may go without a poll before it leaves its group (both
+#: clients). A member with no room keeps polling, taking nothing
+#: (``Consumer.fetch(0, 0)``), so this bounds a stuck loop, not a long task.
+#: librdkafka wants it at least the session timeout.
+MAX_POLL_INTERVAL_MS = int(os.environ.get("PROCESSION_MAX_POLL_INTERVAL_MS", "300000"))
+
+#: How long the group waits for a silent member before moving its partitions
+#: (Kafka's minimum is 6 s). Shorter recovers a killed replica sooner; longer
+#: tolerates a longer-blocked event loop.
+SESSION_TIMEOUT_MS = int(os.environ.get("PROCESSION_SESSION_TIMEOUT_MS", "10000"))
+
+#: A member with no room (``fetch(0, 0)``) polls, its partitions paused, only
+#: once it has gone this long without a poll (on either client): pausing drops
+#: what the client fetched ahead, so pausing at every brief full spell (a busy
+#: worker's, many a second) would make every refill wait for the broker.
+HOLD_AFTER_S = 1.0
+
+#: A key that is not UTF-8 still makes a str (the bad bytes kept as surrogates),
+#: so the record is dead-lettered by whoever checks its key, with its key as it was.
+KEY_ERRORS = "surrogateescape"
