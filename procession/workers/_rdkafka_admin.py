@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -56,7 +57,8 @@ class RdKafkaAdmin:
         """``config``: librdkafka properties (servers, security, logger)."""
         self._config = config
         self._client: AdminClient | None = None
-        self._errors: list[KafkaError] = []  # what librdkafka said while connecting
+        #: librdkafka's latest errors (error_cb, served by poll)
+        self._errors: deque[KafkaError] = deque(maxlen=16)
         self._limits = Limits(self.describe)
         self._io = OneThread("rdkafka-admin")
 
@@ -83,7 +85,7 @@ class RdKafkaAdmin:
                     return
                 except KafkaException as exc:
                     why = exc.args[0].str()
-                self._admin().poll(0)  # hands librdkafka's errors to error_cb
+                self._serve()
                 if refused := [e for e in self._errors if e.code() in _REFUSALS]:
                     used = Settings(
                         self._config.get("security.protocol", "PLAINTEXT"),
@@ -111,6 +113,7 @@ class RdKafkaAdmin:
                 err = exc.args[0]
                 if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     problems.append(f"{name}: {err.str()}")
+        self._serve()
         if problems:
             raise TopicsError(problems)
         names = [s.name for s in specs]
@@ -148,6 +151,7 @@ class RdKafkaAdmin:
             for name, d in found.items()
         }
         self._limits.seen(out)
+        self._serve()
         return out
 
     async def committed(
@@ -162,6 +166,7 @@ class RdKafkaAdmin:
             [ask], require_stable=True, request_timeout=_REQUEST_S
         )
         answer = await _result(futures[group])
+        self._serve()
         return {
             TopicPartition(k.topic, k.partition): max(k.offset, 0) for k in answer.topic_partitions
         }
@@ -176,6 +181,11 @@ class RdKafkaAdmin:
     async def close(self) -> None:
         self._client = None  # librdkafka closes it once unreferenced
         self._io.shutdown(wait=False)
+
+    def _serve(self) -> None:
+        """Hand librdkafka's queued errors and log lines over (else they pile up)."""
+        if self._client is not None:
+            self._client.poll(0)
 
     async def _call(self, fn: Any, **kwargs: Any) -> Any:
         """A blocking librdkafka call on the admin's own thread."""
