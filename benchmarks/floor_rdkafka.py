@@ -27,7 +27,7 @@ from benchmarks.floor import Out, Script, templates
 from benchmarks.kafka_load import create_topics, drive, running
 from benchmarks.load import Result
 from procession._gc import tune
-from procession.workers._kafka_settings import TXN_RETRY_BACKOFF_MS
+from procession.workers._kafka_settings import FETCH_WAIT_MS, TXN_RETRY_BACKOFF_MS
 from procession.workers._rdkafka_consumer import take
 
 #: What one consumed record becomes: (records, changelog value or None).
@@ -52,6 +52,7 @@ def stage(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
+            "fetch.wait.max.ms": FETCH_WAIT_MS,  # as Procession's members
         }
     )
     producer = Producer(

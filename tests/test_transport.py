@@ -264,6 +264,40 @@ async def test_a_member_left_without_partitions_is_joined_and_caught_up(bench: B
     assert idle.caught_up() and idle.lag() == 0
 
 
+async def test_rewinds_asked_together_each_go_back_to_their_committed_offset(
+    bench: Bench,
+) -> None:
+    """A claim rewinds all its partitions at once (librdkafka: one request for
+    their committed offsets, the seeks together): each answer and each reread
+    is its own partition's."""
+    src = await bench.topic("in", 3)
+    tps = [TopicPartition(src, n) for n in range(3)]
+    writer = await bench.producer("w")
+    values = [at(src, f"{n}.{i}".encode(), partition=n) for n in range(3) for i in range(5)]
+    await writer.commit(Batch(values))
+    group = bench.name("g")
+    await writer.commit(Batch([], {tp: tp.partition + 1 for tp in tps}, group=group))
+    owners = Owners()
+    c = await bench.consumer("g", [src], *owners.listeners("a"))
+    read: set[tuple[int, int]] = set()
+
+    async def read_to_the_end() -> bool:  # from each committed offset on: 4 + 3 + 2
+        read.update((m.partition, m.offset) for m in await c.fetch(0.05))
+        return len(read) == 9
+
+    await until(read_to_the_end, 30)
+    assert await asyncio.gather(*(c.rewind(tp) for tp in tps)) == [1, 2, 3]
+    again: dict[int, bytes | None] = {}
+
+    async def reread() -> bool:
+        for m in await c.fetch(0.05):
+            again.setdefault(m.partition, m.value)
+        return len(again) == 3
+
+    await until(reread, 30)
+    assert again == {0: b"0.1", 1: b"1.2", 2: b"2.3"}
+
+
 async def test_describe_tells_how_topics_were_created(bench: Bench) -> None:
     plain = await bench.topic("plain", 3, max_message_bytes=20_000, retention_ms=3_600_000)
     compacted = await bench.topic("compacted", 2, compacted=True)

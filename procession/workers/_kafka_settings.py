@@ -32,6 +32,13 @@ MAX_POLL_INTERVAL_MS = int(os.environ.get("PROCESSION_MAX_POLL_INTERVAL_MS", "30
 #: tolerates a longer-blocked event loop.
 SESSION_TIMEOUT_MS = int(os.environ.get("PROCESSION_SESSION_TIMEOUT_MS", "10000"))
 
+#: How long the broker holds a librdkafka member's fetch when it has nothing new
+#: (librdkafka's default is 500 ms). A static member restarted after a kill -9
+#: had every process completed 1.3-2.8 s after the kill with 100 ms (median
+#: 1.8 s, 30 runs) against 1.5-2.8 s (median 2.2 s) with 500 ms; an idle member
+#: asks five times as often, which costs the broker next to nothing.
+FETCH_WAIT_MS = int(os.environ.get("PROCESSION_FETCH_WAIT_MS", "100"))
+
 #: A member with no room (``fetch(0, 0)``) polls, its partitions paused, only
 #: once it has gone this long without a poll (on either client): pausing drops
 #: what the client fetched ahead, so pausing at every brief full spell (a busy

@@ -136,10 +136,12 @@ class BatchLoop(Component):
 
 
 async def claim(unclaimed: set[TopicPartition], writers: Writers, consumer: Consumer) -> None:
-    """Take over newly assigned partitions: start their producers (fencing the
-    previous owner and aborting its open transaction), then read each again
-    from its committed offset, which that owner's last commit may have moved."""
-    for tp in list(unclaimed):
+    """Take over newly assigned partitions, all at once: start their producers
+    (fencing the previous owner and aborting its open transaction), then read
+    each again from its committed offset, which that owner's last commit may
+    have moved."""
+
+    async def one(tp: TopicPartition) -> None:
         drops = writers.drops[tp]
         await writers.get(tp)
         # revoked while its producer started (and perhaps assigned again: then
@@ -147,9 +149,14 @@ async def claim(unclaimed: set[TopicPartition], writers: Writers, consumer: Cons
         # next claim starts a new one)
         if tp not in unclaimed or writers.drops[tp] != drops:
             await writers.drop([tp])
-            continue
+            return
         await consumer.rewind(tp)
         unclaimed.discard(tp)
+
+    done = await asyncio.gather(*(one(tp) for tp in list(unclaimed)), return_exceptions=True)
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 class Claims:

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTP
 
-from ._kafka_settings import HOLD_AFTER_S, KEY_ERRORS, MAX_POLL_INTERVAL_MS, SESSION_TIMEOUT_MS
+from ._kafka_settings import (
+    FETCH_WAIT_MS,
+    HOLD_AFTER_S,
+    KEY_ERRORS,
+    MAX_POLL_INTERVAL_MS,
+    SESSION_TIMEOUT_MS,
+)
 from ._port import Listener, Message, Producer, TopicPartition
 from ._rdkafka_producer import Share, TransactionalProducer
 from ._thread import OneThread
@@ -130,6 +136,7 @@ class RdKafkaConsumer:
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
         }
         if instance is not None:
             self._config["group.instance.id"] = instance
@@ -146,6 +153,10 @@ class RdKafkaConsumer:
         self._seeks = 0
         self._epoch: dict[TopicPartition, int] = {}
         self._member: TransactionalProducer | None = None
+        self._warming: asyncio.Task[None] | None = None
+        self._asked: dict[TopicPartition, list[asyncio.Future[int | None]]] = {}
+        self._rewinder: asyncio.Task[None] | None = None
+        self._seek_waits = False  # a rewind waits for the consumer (side thread)
         #: the group metadata as of the latest rebalance (asking for it while
         #: another thread polls can wait out the poll)
         self._group_metadata: Any = None
@@ -156,6 +167,17 @@ class RdKafkaConsumer:
 
     async def start(self) -> None:
         self._c = await self._loop.run_in_executor(self._io, self._subscribe)
+        # The member's producer starts while the group is joined, not once
+        # partitions come: its start fences the previous incarnation and aborts
+        # the transaction it left open, and librdkafka asks again only 500 ms
+        # after the first InitProducerId meets that abort in progress.
+        self._warming = asyncio.create_task(self._warm(), name=f"rdkafka-warm-{self.group}")
+
+    async def _warm(self) -> None:
+        try:
+            await self._member_producer().start()
+        except Exception as exc:  # noqa: BLE001 - the first share's start tries again and says why
+            log.debug("group %s: the member's producer did not start ahead: %s", self.group, exc)
 
     def _subscribe(self) -> Consumer:
         c = Consumer(self._config, logger=log)
@@ -234,7 +256,7 @@ class RdKafkaConsumer:
             if max_records <= 0:  # take nothing: serve the group (rebalances, the poll interval)
                 raw = self._serve(timeout_s)
             else:
-                raw = take(self._c, max_records, timeout_s, lambda: self._rebalanced)
+                raw = take(self._c, max_records, timeout_s, self._interrupted)
             self._fetched_at = time.monotonic()
             if self._stale:
                 self._stale = False
@@ -258,6 +280,10 @@ class RdKafkaConsumer:
                     log.warning("group %s: %s", self.group, err.str())
         return out, seeks, epochs
 
+    def _interrupted(self) -> bool:
+        """A waiting fetch returns: a rebalance was served, or a rewind waits to seek."""
+        return self._rebalanced or self._seek_waits
+
     def _hold(self, hold: bool) -> None:
         """Pause every assigned partition, or resume them (on the consumer thread)."""
         assert self._c is not None
@@ -274,7 +300,7 @@ class RdKafkaConsumer:
         what it returns are the errors it saw, for the fetch to handle."""
         assert self._c is not None
         errors = []
-        for m in take(self._c, 1, timeout_s, lambda: self._rebalanced):
+        for m in take(self._c, 1, timeout_s, self._interrupted):
             if m.error() is None:
                 self._c.seek(KafkaTP(m.topic() or "", m.partition() or 0, m.offset() or 0))
             else:
@@ -282,42 +308,82 @@ class RdKafkaConsumer:
         return errors
 
     async def rewind(self, tp: TopicPartition) -> int | None:
-        return await self._loop.run_in_executor(self._side, self._rewind, tp)
+        """Rewinds asked for together (a claim of several partitions, every
+        partition of a processor at once) go to the side thread as one: one
+        committed-offsets request, the seeks under one hold of the consumer."""
+        fut: asyncio.Future[int | None] = self._loop.create_future()
+        self._asked.setdefault(tp, []).append(fut)
+        if self._rewinder is None:
+            self._rewinder = asyncio.create_task(
+                self._rewind_asked(), name=f"rdkafka-rewind-{self.group}"
+            )
+        return await fut
 
-    def _rewind(self, tp: TopicPartition) -> int | None:
-        """On the side thread. The committed offset is asked for with
-        require_stable (read_committed): it waits for a previous owner's
-        transaction that commits offsets on ``tp``."""
+    async def _rewind_asked(self) -> None:
+        asked: dict[TopicPartition, list[asyncio.Future[int | None]]] = {}
+        try:
+            while self._asked:
+                await asyncio.sleep(0)  # rewinds asked in the same round join this one
+                asked, self._asked = self._asked, {}
+                try:
+                    found = await self._loop.run_in_executor(self._side, self._rewind, list(asked))
+                except Exception as exc:  # noqa: BLE001 - each asker raises it
+                    _settle(asked, exc)
+                else:
+                    for tp, futs in asked.items():
+                        for f in futs:
+                            if not f.done():
+                                f.set_result(found.get(tp))
+                asked = {}
+        finally:  # stopped: whoever still waits is cancelled with it
+            self._rewinder = None
+            _settle({**asked, **self._asked}, None)
+            self._asked.clear()
+
+    def _rewind(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """On the side thread. The committed offsets are asked for with
+        require_stable (read_committed): that waits for a previous owner's
+        transaction that commits offsets on them. A partition no longer assigned
+        gets None."""
         assert self._c is not None
-        if tp not in self._assigned:
-            return None
-        ktp = KafkaTP(tp.topic, tp.partition)
-        committed = self._c.committed([ktp], timeout=_LOOKUP_S)[0].offset
+        mine = [tp for tp in tps if tp in self._assigned]
+        if not mine:
+            return {}
+        answer = self._c.committed(
+            [KafkaTP(tp.topic, tp.partition) for tp in mine], timeout=_LOOKUP_S
+        )
+        committed = {TopicPartition(k.topic, k.partition): k.offset for k in answer}
+        out: dict[TopicPartition, int | None] = {}
         give_up = time.monotonic() + _LOOKUP_S
-        while tp in self._assigned:
+        while left := [tp for tp in mine if tp not in out and tp in self._assigned]:
+            self._seek_waits = True  # a fetch in progress returns at its next slice
             if not self._consuming.acquire(timeout=0.05):
                 continue  # a consume() is in progress (perhaps running a revoke)
             try:
-                if tp not in self._assigned:
-                    break
-                start = committed if committed >= 0 else OFFSET_BEGINNING
-                try:
-                    self._c.seek(KafkaTP(tp.topic, tp.partition, start))
-                except KafkaException as exc:
-                    # just assigned, its fetcher not started yet: seek refuses
-                    # with _STATE for a moment (librdkafka #3959); try again
-                    if exc.args[0].code() != KafkaError._STATE or time.monotonic() > give_up:
-                        raise
-                else:
+                for tp in left:
+                    if tp not in self._assigned:
+                        continue
+                    offset = committed[tp]
+                    start = offset if offset >= 0 else OFFSET_BEGINNING
+                    try:
+                        self._c.seek(KafkaTP(tp.topic, tp.partition, start))
+                    except KafkaException as exc:
+                        # just assigned, its fetcher not started yet: seek refuses
+                        # with _STATE for a moment (librdkafka #3959); try again
+                        if exc.args[0].code() != KafkaError._STATE or time.monotonic() > give_up:
+                            raise
+                        continue
                     self._seeks += 1
                     self._epoch[tp] = self._epoch.get(tp, 0) + 1
                     self._eof.discard(tp)
                     self._next.pop(tp, None)
-                    return committed if committed >= 0 else None
+                    out[tp] = offset if offset >= 0 else None
             finally:
+                self._seek_waits = False
                 self._consuming.release()
-            time.sleep(_SLICE_S)  # refused: the fetcher starts with the next polls
-        return None
+            if [tp for tp in mine if tp not in out and tp in self._assigned]:
+                time.sleep(_SLICE_S)  # refused: the fetcher starts with the next polls
+        return out
 
     def joined(self) -> bool:
         return self._joined
@@ -349,11 +415,14 @@ class RdKafkaConsumer:
     def producer(self, transactional_id: str) -> Producer:
         """A share in this member's one transactional producer (``transactional_id``
         is the EOS v1 id a partition would have had; it is not used)."""
+        return Share(self._member_producer())
+
+    def _member_producer(self) -> TransactionalProducer:
         if self._member is None:
             self._member = TransactionalProducer(
                 self._t, self._tid, self._metadata, on_abort=self._refresh
             )
-        return Share(self._member)
+        return self._member
 
     def _metadata(self, group: str) -> Any:
         if group != self.group or self._c is None:
@@ -373,7 +442,25 @@ class RdKafkaConsumer:
         if self._c is not None:
             c, self._c = self._c, None
             await self._loop.run_in_executor(self._io, c.close)
+        for task in (self._warming, self._rewinder):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._member is not None:
             await self._member.stop()
         self._io.shutdown(wait=False)
         self._side.shutdown(wait=False)
+
+
+def _settle(
+    waiting: dict[TopicPartition, list[asyncio.Future[int | None]]], error: Exception | None
+) -> None:
+    """Fail (``error``) or cancel (None) every rewind still waiting in ``waiting``."""
+    for futs in waiting.values():
+        for f in futs:
+            if f.done():
+                continue
+            if error is None:
+                f.cancel()
+            else:
+                f.set_exception(error)
