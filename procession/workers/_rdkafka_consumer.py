@@ -337,7 +337,8 @@ class RdKafkaConsumer:
                 asked = {}
         finally:  # stopped: whoever still waits is cancelled with it
             self._rewinder = None
-            _settle({**asked, **self._asked}, None)
+            _settle(asked, None)
+            _settle(self._asked, None)
             self._asked.clear()
 
     def _rewind(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
@@ -359,9 +360,10 @@ class RdKafkaConsumer:
             self._seek_waits = True  # a fetch in progress returns at its next slice
             if not self._consuming.acquire(timeout=0.05):
                 continue  # a consume() is in progress (perhaps running a revoke)
+            refused = False
             try:
                 for tp in left:
-                    if tp not in self._assigned:
+                    if tp not in self._assigned:  # revoked since: no seek
                         continue
                     offset = committed[tp]
                     start = offset if offset >= 0 else OFFSET_BEGINNING
@@ -372,6 +374,7 @@ class RdKafkaConsumer:
                         # with _STATE for a moment (librdkafka #3959); try again
                         if exc.args[0].code() != KafkaError._STATE or time.monotonic() > give_up:
                             raise
+                        refused = True
                         continue
                     self._seeks += 1
                     self._epoch[tp] = self._epoch.get(tp, 0) + 1
@@ -381,8 +384,8 @@ class RdKafkaConsumer:
             finally:
                 self._seek_waits = False
                 self._consuming.release()
-            if [tp for tp in mine if tp not in out and tp in self._assigned]:
-                time.sleep(_SLICE_S)  # refused: the fetcher starts with the next polls
+            if refused:
+                time.sleep(_SLICE_S)  # the fetcher starts with the next polls
         return out
 
     def joined(self) -> bool:
