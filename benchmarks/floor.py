@@ -19,7 +19,7 @@ import asyncio
 import signal
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -267,17 +267,31 @@ async def serve(role: str, servers: str, prefix: str) -> None:
 
 async def run(servers: str, n: int, window: int) -> Result:
     """The floor for ``n`` orders, driven and measured like Procession on Kafka."""
-    prefix = f"floor-{uuid.uuid4().hex[:8]}"
+    system = "floor (raw aiokafka)"
+    return await run_stages(
+        servers, n, window, module="benchmarks.floor", tag="floor", system=system
+    )
+
+
+async def run_stages(
+    servers: str, n: int, window: int, *, module: str, tag: str, system: str
+) -> Result:
+    """Drive ``n`` orders through a floor whose stages run as ``python -m module``
+    (a processor and a worker) on topics of their own, named ``tag-…``."""
+    prefix = f"{tag}-{uuid.uuid4().hex[:8]}"
     await create_topics(servers, prefix)
-    argv = ["-m", "benchmarks.floor", "--servers", servers, "--prefix", prefix]
+    argv = ["-m", module, "--servers", servers, "--prefix", prefix]
     with running({}) as procs:
         procs.spawn("processor", [*argv, "processor"])
         procs.spawn("worker", [*argv, "worker"])
-        return await drive(servers, prefix, n, window, procs=procs, system="floor (raw aiokafka)")
+        return await drive(servers, prefix, n, window, procs=procs, system=system)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def stage_main(
+    doc: str | None, serve: Callable[[str, str, str], Coroutine[object, object, None]]
+) -> None:
+    """The command line of a floor's stage: ``processor|worker --servers --prefix``."""
+    parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("role", choices=["processor", "worker"])
     parser.add_argument("--servers", required=True)
     parser.add_argument("--prefix", required=True)
@@ -287,4 +301,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(__doc__, serve)

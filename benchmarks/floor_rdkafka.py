@@ -12,7 +12,6 @@ group metadata, KIP-447). What it reaches is the limit of this client here.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import signal
@@ -23,10 +22,8 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks import order_app
-from benchmarks.floor import Out, Script, templates
-from benchmarks.kafka_load import create_topics, drive, running
+from benchmarks.floor import Out, Script, run_stages, stage_main, templates
 from benchmarks.load import Result
-from procession._gc import tune
 from procession.workers._kafka_settings import FETCH_WAIT_MS, TXN_RETRY_BACKOFF_MS
 from procession.workers._rdkafka_consumer import take
 
@@ -125,25 +122,10 @@ async def serve(role: str, servers: str, prefix: str) -> None:
 
 async def run(servers: str, n: int, window: int) -> Result:
     """The librdkafka floor for ``n`` orders, driven and measured like Procession on Kafka."""
-    prefix = f"floor-rd-{uuid.uuid4().hex[:8]}"
-    await create_topics(servers, prefix)
-    argv = ["-m", "benchmarks.floor_rdkafka", "--servers", servers, "--prefix", prefix]
-    with running({}) as procs:
-        procs.spawn("processor", [*argv, "processor"])
-        procs.spawn("worker", [*argv, "worker"])
-        system = "floor (raw librdkafka, EOS v2)"
-        return await drive(servers, prefix, n, window, procs=procs, system=system)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("role", choices=["processor", "worker"])
-    parser.add_argument("--servers", required=True)
-    parser.add_argument("--prefix", required=True)
-    args = parser.parse_args()
-    tune()  # the collector settings of Procession's commands
-    asyncio.run(serve(args.role, args.servers, args.prefix))
+    system = "floor (raw librdkafka, EOS v2)"
+    module = "benchmarks.floor_rdkafka"
+    return await run_stages(servers, n, window, module=module, tag="floor-rd", system=system)
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(__doc__, serve)
