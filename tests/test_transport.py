@@ -30,6 +30,7 @@ from procession.workers import _rdkafka_producer as rdkafka_producer
 from procession.workers._kafka import KafkaProducer, KafkaTransport
 from procession.workers._port import Consumer, Listener, Producer, Transport, partition_for
 from procession.workers._rdkafka import RdKafkaTransport
+from procession.workers._rdkafka_consumer import RdKafkaConsumer
 from procession.workers._rdkafka_producer import TransactionalProducer
 from tests.conftest import KAFKA_BACKENDS, Backend, kafka_servers, kafka_transport, until
 
@@ -296,6 +297,93 @@ async def test_rewinds_asked_together_each_go_back_to_their_committed_offset(
 
     await until(reread, 30)
     assert again == {0: b"0.1", 1: b"1.2", 2: b"2.3"}
+
+
+async def _held(bench: Bench, partitions: int) -> tuple[RdKafkaConsumer, list[TopicPartition]]:
+    """A librdkafka member holding every partition of a new topic."""
+    src = await bench.topic("in", partitions)
+    owners = Owners()
+    c = cast(RdKafkaConsumer, await bench.consumer("g", [src], *owners.listeners("a")))
+
+    async def holds_all() -> bool:
+        await c.fetch(0.05)
+        return len(owners.held["a"]) == partitions
+
+    await until(holds_all, 30)
+    return c, [TopicPartition(src, n) for n in range(partitions)]
+
+
+@pytest.mark.backends("rdkafka")
+async def test_rewinds_asked_a_loop_round_apart_go_to_librdkafka_as_one(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partitions of a claim ask one loop round after the other (each passes a
+    lock the one before held): their rewinds still go as one request."""
+    c, tps = await _held(bench, 4)
+    batches: list[int] = []
+    rewind = c._rewind
+
+    def counted(asked: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        batches.append(len(asked))
+        return rewind(asked)
+
+    monkeypatch.setattr(c, "_rewind", counted)
+
+    async def ask(n: int) -> int | None:
+        for _ in range(n):
+            await asyncio.sleep(0)
+        return await c.rewind(tps[n])
+
+    assert await asyncio.gather(*(ask(n) for n in range(4))) == [None] * 4  # nothing committed
+    assert batches == [4]
+
+
+@pytest.mark.backends("rdkafka")
+async def test_a_rewind_whose_partition_goes_while_it_waits_leaves_the_fetch_waiting(
+    bench: Bench,
+) -> None:
+    """A rewind asks a fetch in progress to give way; if its partition is revoked
+    before it gets the consumer, it must not leave every later fetch cut short."""
+    c, (tp,) = await _held(bench, 1)
+    c._consuming.acquire()  # a consume() in progress, as when it runs a revoke
+    try:
+        rewinding = asyncio.create_task(c.rewind(tp))
+
+        async def waits_to_seek() -> bool:
+            return c._seek_waits
+
+        await until(waits_to_seek, 10)
+        c._assigned.discard(tp)  # what the revoke listener does on the consumer thread
+        assert await asyncio.wait_for(rewinding, 10) is None
+    finally:
+        c._consuming.release()
+    assert not c._seek_waits  # else every fetch returns at once
+
+
+@pytest.mark.backends("rdkafka")
+async def test_a_producer_whose_start_failed_fails_later_starts_at_once(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member's producer starts ahead while the group is joined; when that start
+    fails, the first partition's start says why at once instead of waiting the
+    whole start deadline again."""
+    p = TransactionalProducer(cast(RdKafkaTransport, bench.transport), bench.name("tx"), _none)
+    tries: list[int] = []
+
+    def refused() -> None:
+        tries.append(1)
+        raise WriterFailedError(p.transactional_id, "refused")
+
+    monkeypatch.setattr(p, "_init", refused)
+    for _ in range(2):
+        with pytest.raises(WriterFailedError, match="refused"):
+            await asyncio.wait_for(p.start(), 10)
+    assert tries == [1]
+    await p.stop()
+
+
+def _none(_group: str) -> None:
+    return None
 
 
 async def test_describe_tells_how_topics_were_created(bench: Bench) -> None:

@@ -176,7 +176,7 @@ class RdKafkaConsumer:
     async def _warm(self) -> None:
         try:
             await self._member_producer().start()
-        except Exception as exc:  # noqa: BLE001 - the first share's start tries again and says why
+        except Exception as exc:  # noqa: BLE001 - the first share's start raises it again
             log.debug("group %s: the member's producer did not start ahead: %s", self.group, exc)
 
     def _subscribe(self) -> Consumer:
@@ -323,7 +323,13 @@ class RdKafkaConsumer:
         asked: dict[TopicPartition, list[asyncio.Future[int | None]]] = {}
         try:
             while self._asked:
-                await asyncio.sleep(0)  # rewinds asked in the same round join this one
+                # Rewinds asked while this one waits join it: the partitions of a
+                # claim come one loop round after the other (each passes a lock
+                # its predecessor held), so wait for a round that adds none.
+                seen = 0
+                while len(self._asked) != seen:
+                    seen = len(self._asked)
+                    await asyncio.sleep(0)
                 asked, self._asked = self._asked, {}
                 try:
                     found = await self._loop.run_in_executor(self._side, self._rewind, list(asked))
@@ -355,9 +361,25 @@ class RdKafkaConsumer:
         )
         committed = {TopicPartition(k.topic, k.partition): k.offset for k in answer}
         out: dict[TopicPartition, int | None] = {}
+        try:
+            self._seek(mine, committed, out)
+        finally:
+            self._seek_waits = False
+        return out
+
+    def _seek(
+        self,
+        mine: list[TopicPartition],
+        committed: dict[TopicPartition, int],
+        out: dict[TopicPartition, int | None],
+    ) -> None:
+        """Seek each of ``mine`` still assigned to its ``committed`` offset, into
+        ``out``. Holds ``_seek_waits`` up (the caller lowers it): a fetch in
+        progress returns at its next slice and lets go of the consumer."""
+        assert self._c is not None
         give_up = time.monotonic() + _LOOKUP_S
         while left := [tp for tp in mine if tp not in out and tp in self._assigned]:
-            self._seek_waits = True  # a fetch in progress returns at its next slice
+            self._seek_waits = True
             if not self._consuming.acquire(timeout=0.05):
                 continue  # a consume() is in progress (perhaps running a revoke)
             refused = False
@@ -386,7 +408,6 @@ class RdKafkaConsumer:
                 self._consuming.release()
             if refused:
                 time.sleep(_SLICE_S)  # the fetcher starts with the next polls
-        return out
 
     def joined(self) -> bool:
         return self._joined
@@ -449,6 +470,10 @@ class RdKafkaConsumer:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        # a rewinder cancelled before its first step never ran its own cleanup
+        self._rewinder = None
+        _settle(self._asked, None)
+        self._asked.clear()
         if self._member is not None:
             await self._member.stop()
         self._io.shutdown(wait=False)

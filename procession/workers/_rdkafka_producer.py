@@ -112,15 +112,24 @@ class TransactionalProducer:
         self._one_at_a_time = asyncio.Lock()
         self._starting = asyncio.Lock()
         self._failed: BaseException | None = None
+        self._start_failed: Exception | None = None
 
     async def start(self) -> None:
         """InitProducerId: fence older producers with this id and abort their open
         transaction. Started once; later calls return at once. A broker out of
-        reach is waited for, with backoff, for up to ``START_DEADLINE_S``."""
+        reach is waited for, with backoff, for up to ``START_DEADLINE_S``; a start
+        that failed fails every later call at once (waiting again would double
+        the time until its component gives up)."""
         async with self._starting:
             if self._p is None:
+                if self._start_failed is not None:
+                    raise self._start_failed
                 loop = asyncio.get_running_loop()
-                self._p = await loop.run_in_executor(self._io, self._init)
+                try:
+                    self._p = await loop.run_in_executor(self._io, self._init)
+                except Exception as exc:
+                    self._start_failed = exc
+                    raise
 
     def _init(self) -> Producer:
         give_up = time.monotonic() + START_DEADLINE_S
