@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from procession._errors import FencedError
 
@@ -103,13 +104,7 @@ class BatchLoop(Component):
                     by_tp: dict[TopicPartition, list[Message]] = defaultdict(list)
                     for msg in msgs:
                         by_tp[msg.tp].append(msg)
-                    done = await asyncio.gather(
-                        *(self._one(tp, part) for tp, part in by_tp.items()),
-                        return_exceptions=True,
-                    )
-                    for outcome in done:
-                        if isinstance(outcome, BaseException):
-                            raise outcome
+                    await all_of([self._one(tp, part) for tp, part in by_tp.items()], self.name)
                     self._working = False
         except (asyncio.CancelledError, GeneratorExit):  # stopped, not failed
             raise
@@ -153,10 +148,21 @@ async def claim(unclaimed: set[TopicPartition], writers: Writers, consumer: Cons
         await consumer.rewind(tp)
         unclaimed.discard(tp)
 
-    done = await asyncio.gather(*(one(tp) for tp in list(unclaimed)), return_exceptions=True)
-    for outcome in done:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    await all_of([one(tp) for tp in list(unclaimed)], "claim")
+
+
+async def all_of(work: Sequence[Coroutine[Any, Any, None]], what: str) -> None:
+    """Run ``work`` together and wait for all of it (nothing is left running);
+    raise the first failure, and log the others, which would otherwise be lost."""
+    failures = [
+        outcome
+        for outcome in await asyncio.gather(*work, return_exceptions=True)
+        if isinstance(outcome, BaseException)
+    ]
+    for other in failures[1:]:
+        log.warning("%s: also failed: %r", what, other)
+    if failures:
+        raise failures[0]
 
 
 class Claims:
