@@ -455,8 +455,7 @@ async def _connected(servers: str) -> AsyncIterator[KafkaTransport | RdKafkaTran
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await _reach(servers)
         except TimeoutError as exc:
-            why = f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
-            raise KafkaUnreachableError(servers, why) from exc
+            raise KafkaUnreachableError.silent(servers, CONNECT_TIMEOUT_S) from exc
         await transport.connect(max(1.0, give_up - time.monotonic()))
         yield transport
     finally:

@@ -277,3 +277,13 @@ class KafkaUnreachableError(ProcessionError):
 
     def message(self) -> str:
         return f"cannot reach Kafka at {self.servers} ({self.reason})"
+
+    @classmethod
+    def silent(cls, servers: str, timeout_s: float) -> KafkaUnreachableError:
+        """Nothing answered within ``timeout_s``.
+
+        Example:
+            >>> str(KafkaUnreachableError.silent("k:9092", 30.0))
+            'cannot reach Kafka at k:9092 (no answer within 30 s)'
+        """
+        return cls(servers, f"no answer within {timeout_s:g} s")

@@ -38,7 +38,7 @@ from procession.topics._layout import TopicSpec
 
 from . import _kafka_admin
 from ._kafka_consumer import KafkaConsumer, RebalanceListener, message_of
-from ._kafka_security import Settings, options
+from ._kafka_security import Settings, options, refused
 from ._kafka_settings import (
     KEY_ERRORS,
     MAX_POLL_INTERVAL_MS,
@@ -345,8 +345,7 @@ class KafkaTransport:
                 why = _refused(refusals.seen[-1], self.security)
             raise KafkaUnreachableError(self.bootstrap_servers, why) from exc
         except TimeoutError as exc:
-            why = f"no answer within {timeout_s:.0f} s"
-            raise KafkaUnreachableError(self.bootstrap_servers, why) from exc
+            raise KafkaUnreachableError.silent(self.bootstrap_servers, timeout_s) from exc
         finally:
             aiokafka_log.removeFilter(refusals)
 
@@ -425,8 +424,7 @@ def _refused(text: str, security: dict[str, Any]) -> str:
         ...                {"security_protocol": "SASL_SSL", "sasl_plain_username": "svc"}))
         it refused the connection: SaslAuthenticationFailed: bad (...=SASL_SSL, ...=svc)
     """
-    why = text.split("] ", 1)[-1]
     used = Settings(
         security.get("security_protocol", "PLAINTEXT"), user=security.get("sasl_plain_username")
     )
-    return f"it refused the connection: {why} ({used.named()})"
+    return refused(text.split("] ", 1)[-1], used)

@@ -3,7 +3,7 @@ describe what exists."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -12,7 +12,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from procession._errors import TopicsError
 from procession.topics._layout import TopicSpec
 
-from ._kafka_topics import topic_configs, topic_info
+from ._kafka_topics import topic_configs, topic_info, until_described
 from ._port import TopicInfo
 
 _EXISTS = 36  # TOPIC_ALREADY_EXISTS
@@ -31,10 +31,7 @@ async def create(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None
     ]
     if problems:
         raise TopicsError(problems)
-    names = [s.name for s in specs]
-    async with asyncio.timeout(30):  # metadata follows creation after a moment
-        while len(await describe(admin, names)) < len(names):  # noqa: ASYNC110 - polls the broker
-            await asyncio.sleep(0.05)
+    await until_described(functools.partial(describe, admin), [s.name for s in specs], 30.0)
 
 
 def _reason(code: int, message: str | None) -> str:
@@ -62,8 +59,7 @@ async def describe(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> dict[st
     return {
         name: topic_info(
             name,
-            len(meta["partitions"]),
-            min((len(p["replicas"]) for p in meta["partitions"]), default=0),
+            [len(p["replicas"]) for p in meta["partitions"]],
             configs.get(name, {}),
         )
         for name, meta in found.items()

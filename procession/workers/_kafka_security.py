@@ -56,6 +56,16 @@ class Settings:
         return f"KAFKA_SECURITY_PROTOCOL={self.protocol}{user}"
 
 
+def refused(why: str, used: Settings) -> str:
+    """A cluster's refusal of ``used``, as a reason the cluster was not reached.
+
+    Example:
+        >>> refused("SSL handshake failed", Settings("SSL"))
+        'it refused the connection: SSL handshake failed (KAFKA_SECURITY_PROTOCOL=SSL)'
+    """
+    return f"it refused the connection: {why} ({used.named()})"
+
+
 def settings(env: Mapping[str, str] = os.environ) -> Settings:
     """The ``KAFKA_*`` settings of ``env``, checked; raises
     :class:`KafkaSettingError` naming one that cannot work."""

@@ -4,6 +4,7 @@ and configuration say of it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from procession.topics._layout import TopicSpec
@@ -29,23 +30,22 @@ def topic_configs(spec: TopicSpec) -> dict[str, str]:
     return config
 
 
-def topic_info(
-    name: str, partitions: int, replication: int, config: Mapping[str, str]
-) -> TopicInfo:
-    """What a topic is, from its partition count, its lowest replica count and its
-    configuration (``config``: name to value, as the broker describes them).
+def topic_info(name: str, replicas: Sequence[int], config: Mapping[str, str]) -> TopicInfo:
+    """What a topic is, from its partitions' replica counts (one per partition; the
+    lowest is its replication) and its configuration (``config``: name to value,
+    as the broker describes them).
 
     Example:
-        >>> topic_info("t", 3, 1, {"cleanup.policy": "compact", "retention.ms": "-1"}).compacted
+        >>> topic_info("t", [1, 1], {"cleanup.policy": "compact", "retention.ms": "-1"}).compacted
         True
     """
     retention = config.get("retention.ms")
     return TopicInfo(
         name,
-        partitions,
+        len(replicas),
         compacted="compact" in config.get("cleanup.policy", "delete").split(","),
         max_message_bytes=int(config.get("max.message.bytes", DEFAULT_MAX_MESSAGE_BYTES)),
-        replication=replication,
+        replication=min(replicas, default=0),
         retention_ms=None if retention in (None, "-1") else int(retention),
         min_insync=int(config["min.insync.replicas"]) if "min.insync.replicas" in config else None,
     )
@@ -65,9 +65,7 @@ class Limits:
         await limits.of("shop.process")  # 1_048_588 by Kafka's default
     """
 
-    def __init__(
-        self, describe: Callable[[Sequence[str]], Awaitable[dict[str, TopicInfo]]]
-    ) -> None:
+    def __init__(self, describe: Describe) -> None:
         self._describe = describe
         self._known: dict[str, int] = {}
 
@@ -85,3 +83,11 @@ class Limits:
     def forget(self) -> None:
         """Ask again next time (a topic's limit changed under us)."""
         self._known.clear()
+
+
+async def until_described(describe: Describe, names: Sequence[str], timeout_s: float) -> None:
+    """Wait until every one of ``names`` is described: a topic's metadata follows
+    its creation after a moment."""
+    async with asyncio.timeout(timeout_s):
+        while len(await describe(names)) < len(names):  # noqa: ASYNC110 - polls the broker
+            await asyncio.sleep(0.05)

@@ -26,8 +26,8 @@ from confluent_kafka.cimpl import NewTopic
 from procession._errors import KafkaUnreachableError, TopicsError
 from procession.topics._layout import TopicSpec
 
-from ._kafka_security import Settings
-from ._kafka_topics import Limits, topic_configs, topic_info
+from ._kafka_security import Settings, refused
+from ._kafka_topics import Limits, topic_configs, topic_info, until_described
 from ._port import TopicInfo, TopicPartition
 from ._thread import OneThread
 
@@ -76,7 +76,7 @@ class RdKafkaAdmin:
         every failed attempt; those lines are held back meanwhile: the error
         says it once."""
         give_up = time.monotonic() + timeout_s
-        why = f"no answer within {timeout_s:g} s"
+        why: str | None = None  # librdkafka's reason, once it gave one
         _LOG.addFilter(_held_back)
         try:
             while (left := give_up - time.monotonic()) > 0:
@@ -86,16 +86,19 @@ class RdKafkaAdmin:
                 except KafkaException as exc:
                     why = exc.args[0].str()
                 self._serve()
-                if refused := [e for e in self._errors if e.code() in _REFUSALS]:
+                if refusals := [e for e in self._errors if e.code() in _REFUSALS]:
                     used = Settings(
                         self._config.get("security.protocol", "PLAINTEXT"),
                         user=self._config.get("sasl.username"),
                     )
-                    why = f"it refused the connection: {refused[-1].str()} ({used.named()})"
+                    why = refused(refusals[-1].str(), used)
                     break
         finally:
             _LOG.removeFilter(_held_back)
-        raise KafkaUnreachableError(self._config.get("bootstrap.servers", ""), why)
+        servers = self._config.get("bootstrap.servers", "")
+        if why is None:
+            raise KafkaUnreachableError.silent(servers, timeout_s)
+        raise KafkaUnreachableError(servers, why)
 
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create every missing topic; raise :class:`TopicsError` with the broker's words."""
@@ -116,10 +119,7 @@ class RdKafkaAdmin:
         self._serve()
         if problems:
             raise TopicsError(problems)
-        names = [s.name for s in specs]
-        async with asyncio.timeout(_REQUEST_S):  # metadata follows creation after a moment
-            while len(await self.describe(names)) < len(names):  # noqa: ASYNC110 - polls the broker
-                await asyncio.sleep(0.05)
+        await until_described(self.describe, [s.name for s in specs], _REQUEST_S)
 
     async def describe(self, topics: Sequence[str]) -> dict[str, TopicInfo]:
         """Partitions, replication and the settings Procession relies on, per existing topic."""
@@ -144,8 +144,7 @@ class RdKafkaAdmin:
         out = {
             name: topic_info(
                 name,
-                len(d.partitions),
-                min((len(p.replicas) for p in d.partitions), default=0),
+                [len(p.replicas) for p in d.partitions],
                 configs.get(name, {}),
             )
             for name, d in found.items()
