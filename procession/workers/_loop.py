@@ -131,10 +131,11 @@ class BatchLoop(Component):
 
 
 async def claim(unclaimed: set[TopicPartition], writers: Writers, consumer: Consumer) -> None:
-    """Take over newly assigned partitions, all at once: start their producers
-    (fencing the previous owner and aborting its open transaction), then read
-    each again from its committed offset, which that owner's last commit may
-    have moved."""
+    """Take over newly assigned partitions: start each one's producer (fencing
+    the previous owner and aborting its open transaction; one after the other,
+    as :class:`Writers` starts them), then read it again from its committed
+    offset, which that owner's last commit may have moved. The rewinds go
+    together (on librdkafka, as one request)."""
 
     async def one(tp: TopicPartition) -> None:
         drops = writers.drops[tp]
