@@ -1,4 +1,5 @@
-"""What only a broker that goes away shows: stopping while it is down.
+"""What only a broker that goes away shows: stopping while it is down, and
+giving up on one that does not come back.
 
 The test runs a broker of its own (``scripts/kafka-local`` on free ports), so
 it can kill it without disturbing the session's broker.
@@ -11,11 +12,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from procession._errors import WriterFailedError
+from procession.workers import _kafka, _rdkafka_producer
+from procession.workers._kafka import KafkaTransport
+from procession.workers._rdkafka import RdKafkaTransport
 from tests.conftest import CLIENTS, KAFKA_BACKENDS, Backend, free_ports, until
 from tests.test_kafka import ROOT
 
@@ -94,3 +100,35 @@ async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceb
 
 async def _has(path: Path, text: str) -> bool:
     return await asyncio.to_thread(lambda: path.exists() and text in path.read_text())
+
+
+@pytest.mark.backends(*KAFKA_BACKENDS)
+async def test_a_producer_that_cannot_reach_a_broker_gives_up_after_its_start_deadline(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens at the address: the start retries for the deadline, then
+    raises (its component stops, the process exits 1). On librdkafka a member's
+    producer is started ahead; a later start of it fails at once, not after a
+    second deadline."""
+    deadline = 3.0
+    monkeypatch.setattr(_kafka, "START_DEADLINE_S", deadline)
+    monkeypatch.setattr(_rdkafka_producer, "START_DEADLINE_S", deadline)
+    servers = f"127.0.0.1:{free_ports(1)}"
+    transport = KafkaTransport(servers) if backend.name == "kafka" else RdKafkaTransport(servers)
+    producer = transport.producer("outage.tx")
+    try:
+        began = time.monotonic()
+        with pytest.raises(Exception) as first:  # noqa: PT011 - each client says it its own way
+            await asyncio.wait_for(producer.start(), 60)
+        took = time.monotonic() - began
+        assert deadline <= took < 4 * deadline, (took, first.value)
+        if backend.name == "rdkafka":
+            assert isinstance(first.value, WriterFailedError), first.value
+            began = time.monotonic()
+            with pytest.raises(WriterFailedError) as again:
+                await asyncio.wait_for(producer.start(), 60)
+            assert again.value is first.value
+            assert time.monotonic() - began < 1.0
+    finally:
+        await producer.stop()
+        await transport.close()

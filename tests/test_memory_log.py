@@ -5,11 +5,22 @@ The transport contract it shares with Kafka is tested in test_transport.py.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+
 import pytest
 
 from procession import TransactionAbortedError
 from procession.topics._layout import TopicSpec
-from procession.workers import Batch, MemoryLog, MemoryTransport, Outgoing, TopicPartition
+from procession.workers import (
+    Batch,
+    MemoryLog,
+    MemoryTransport,
+    Outgoing,
+    TopicPartition,
+    _committer,
+)
+from procession.workers._committer import commit
 from procession.workers._memory import Crash
 
 
@@ -42,6 +53,37 @@ async def test_a_failed_commit_leaves_nothing(transport: MemoryTransport, fault:
     assert transport.log.committed("g", TopicPartition("in", 0)) == 0
     await p.commit(Batch([out("k", b"y")]))
     assert [m.value for m in transport.log.records("out")] == [b"y"]
+
+
+async def test_aborted_commits_are_retried_until_one_goes_through(
+    transport: MemoryTransport,
+) -> None:
+    p = transport.producer("proc-1")
+    await p.start()
+    transport.log.faults.abort_next_commit("proc", times=2)
+    metrics: Counter[str] = Counter()
+    await commit(p, Batch([out("k", b"x")], {TopicPartition("in", 0): 1}, "g"), metrics, "p0")
+    assert metrics["aborted"] == 2
+    assert [m.value for m in transport.log.records("out")] == [b"x"]
+    assert transport.log.committed("g", TopicPartition("in", 0)) == 1
+
+
+async def test_a_commit_that_keeps_aborting_gives_up_at_its_deadline(
+    transport: MemoryTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retrying for ever would be a loop that died while the process lives on: the
+    component stops with the reason, and its process exits to be restarted."""
+    monkeypatch.setattr(_committer, "COMMIT_DEADLINE_S", 0.5)
+    p = transport.producer("proc-1")
+    await p.start()
+    transport.log.faults.abort_next_commit("proc", times=1_000)
+    metrics: Counter[str] = Counter()
+    began = time.monotonic()
+    with pytest.raises(TransactionAbortedError, match=r"p0: still failing after 0.5 s: injected"):
+        await commit(p, Batch([out("k", b"x")]), metrics, "p0")
+    assert 0.5 <= time.monotonic() - began < 5
+    assert metrics["aborted"] >= 3  # 50, 100, 200 ms, then the rest of the deadline
+    assert transport.log.records("out") == []
 
 
 async def test_a_compacted_topic_is_compacted_at_once(transport: MemoryTransport) -> None:

@@ -37,11 +37,12 @@ async def commit(
                 stats.observe("commit_seconds", time.monotonic() - started)
             return
         except TransactionAbortedError as exc:
-            if time.monotonic() + delay > give_up:
+            if (left := give_up - time.monotonic()) <= 0:
                 raise TransactionAbortedError(
                     f"{what}: still failing after {COMMIT_DEADLINE_S:g} s: {exc.reason}"
                 ) from exc
-            log.warning("%s: %s; retrying in %.2fs", what, exc, delay)
+            pause = min(delay, left)  # a last try at the deadline
+            log.warning("%s: %s; retrying in %.2fs", what, exc, pause)
             metrics["aborted"] += 1
-            await asyncio.sleep(delay)
+            await asyncio.sleep(pause)
             delay = min(delay * 2, 2.0)

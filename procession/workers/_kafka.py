@@ -140,10 +140,10 @@ class KafkaProducer:
             except KafkaConnectionError:
                 await self._p.stop()
                 self._p = None
-                if time.monotonic() + delay > give_up:
+                if (left := give_up - time.monotonic()) <= 0:
                     raise
                 log.warning("producer %s: broker out of reach; retrying", self.transactional_id)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, left))  # a last try at the deadline
                 delay = min(delay * 2, 2.0)
             except BaseException:
                 await self._p.stop()
