@@ -299,15 +299,18 @@ async def test_rewinds_asked_together_each_go_back_to_their_committed_offset(
     assert again == {0: b"0.1", 1: b"1.2", 2: b"2.3"}
 
 
-async def _held(bench: Bench, partitions: int) -> tuple[RdKafkaConsumer, list[TopicPartition]]:
-    """A librdkafka member holding every partition of a new topic."""
-    src = await bench.topic("in", partitions)
+async def _held(
+    bench: Bench, partitions: int, src: str | None = None
+) -> tuple[RdKafkaConsumer, list[TopicPartition]]:
+    """A librdkafka member holding every partition of ``src`` (a new topic by
+    default), having read each to its end."""
+    src = src or await bench.topic("in", partitions)
     owners = Owners()
     c = cast(RdKafkaConsumer, await bench.consumer("g", [src], *owners.listeners("a")))
 
     async def holds_all() -> bool:
         await c.fetch(0.05)
-        return len(owners.held["a"]) == partitions
+        return len(owners.held["a"]) == partitions and c.caught_up()
 
     await until(holds_all, 30)
     return c, [TopicPartition(src, n) for n in range(partitions)]
@@ -336,6 +339,58 @@ async def test_rewinds_asked_a_loop_round_apart_go_to_librdkafka_as_one(
 
     assert await asyncio.gather(*(ask(n) for n in range(4))) == [None] * 4  # nothing committed
     assert batches == [4]
+
+
+@pytest.mark.backends("rdkafka")
+async def test_records_read_between_the_seek_and_the_rewinds_return_are_not_lost(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim drops a partition's records until its rewind returns. The seek
+    happens on librdkafka's side thread a moment before that, and a fetch in
+    between reads from the new position: those records must come after the
+    return, not be dropped with the old ones (the position is past them: the
+    partition would stall). The moment is held open here until a fetch has
+    read them again."""
+    src = await bench.topic("in", 1)
+    tp = TopicPartition(src, 0)
+    writer = await bench.producer("w")
+    await writer.commit(Batch([at(src, f"{i}".encode()) for i in range(5)]))
+    await writer.commit(Batch([], {tp: 2}, group=bench.name("g")))
+    c, _ = await _held(bench, 1, src)
+    fetches, accepting, got = [0], [False], []
+
+    async def fetching() -> None:
+        while True:
+            for m in await c.fetch(0.05):
+                if accepting[0]:  # what a claim keeps
+                    got.append(m.offset)
+            fetches[0] += 1
+
+    rewind = c._rewind
+
+    def slow(asked: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        found = rewind(asked)  # sought
+        give_up = time.monotonic() + 10
+        while c._next.get(tp, 0) < 5 and time.monotonic() < give_up:  # read again
+            time.sleep(0.005)
+        after = fetches[0]
+        while fetches[0] < after + 1 and time.monotonic() < give_up:  # and returned
+            time.sleep(0.005)
+        return found
+
+    monkeypatch.setattr(c, "_rewind", slow)
+    fetcher = asyncio.create_task(fetching())
+    try:
+        assert await c.rewind(tp) == 2
+        accepting[0] = True
+
+        async def all_from_the_committed_offset() -> bool:
+            return got == [2, 3, 4]
+
+        await until(all_from_the_committed_offset, 10)
+    finally:
+        fetcher.cancel()
+        await asyncio.gather(fetcher, return_exceptions=True)
 
 
 @pytest.mark.backends("rdkafka")

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,12 @@ class RdKafkaConsumer:
         self._next: dict[TopicPartition, int] = {}
         self._consuming = threading.Lock()  # held by consume(); a seek waits for it
         self._seeks = 0
+        #: rewinds asked and not yet returned, per partition; of their records,
+        #: those read before the seek are dropped (unsought: the seek is still to
+        #: come), those after it wait in _kept_back with the epoch of their fetch
+        self._rewinding: Counter[TopicPartition] = Counter()
+        self._unsought: set[TopicPartition] = set()
+        self._kept_back: list[tuple[Message, int]] = []
         self._epoch: dict[TopicPartition, int] = {}
         self._member: TransactionalProducer | None = None
         self._warming: asyncio.Task[None] | None = None
@@ -234,14 +241,36 @@ class RdKafkaConsumer:
     # ------------------------------------------------------------ the port
 
     async def fetch(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        if max_records > 0 and self._kept_back and (released := self._release()):
+            return released
         if max_records <= 0 and time.monotonic() - self._fetched_at < HOLD_AFTER_S:
             return []  # it polled a moment ago: the group is served
         got, seeks, epochs = await self._loop.run_in_executor(
             self._io, self._consume, timeout_s, max_records
         )
-        if seeks == self._seeks:
+        if seeks != self._seeks:  # a record fetched before a seek that came since: gone
+            got = [m for m in got if self._epoch.get(m.tp, 0) == epochs.get(m.tp, 0)]
+        if not self._rewinding:
             return got
-        return [m for m in got if self._epoch.get(m.tp, 0) == epochs.get(m.tp, 0)]
+        out = []
+        for m in got:
+            if m.tp not in self._rewinding:
+                out.append(m)
+            elif m.tp not in self._unsought:
+                self._kept_back.append((m, epochs.get(m.tp, 0)))
+        return out
+
+    def _release(self) -> list[Message]:
+        """The kept-back records of partitions whose rewinds have returned, those fetched
+        after the seek (the ones before it are dropped: they come again)."""
+        out, kept = [], []
+        for m, epoch in self._kept_back:
+            if m.tp in self._rewinding:
+                kept.append((m, epoch))
+            elif epoch == self._epoch.get(m.tp, 0):
+                out.append(m)
+        self._kept_back = kept
+        return out
 
     def _consume(
         self, timeout_s: float, max_records: int
@@ -310,14 +339,27 @@ class RdKafkaConsumer:
     async def rewind(self, tp: TopicPartition) -> int | None:
         """Rewinds asked for together (a claim of several partitions, every
         partition of a processor at once) go to the side thread as one: one
-        committed-offsets request, the seeks under one hold of the consumer."""
+        committed-offsets request, the seeks under one hold of the consumer.
+
+        The seek happens on the side thread, a moment before this returns to its
+        caller, who drops the partition's records until then: what fetches
+        read of the partition in between is held back and comes with the first
+        fetch after, or it would be lost (the position is past it)."""
         fut: asyncio.Future[int | None] = self._loop.create_future()
         self._asked.setdefault(tp, []).append(fut)
         if self._rewinder is None:
             self._rewinder = asyncio.create_task(
                 self._rewind_asked(), name=f"rdkafka-rewind-{self.group}"
             )
-        return await fut
+        self._rewinding[tp] += 1
+        self._unsought.add(tp)
+        try:
+            return await fut
+        finally:
+            self._rewinding[tp] -= 1
+            if not self._rewinding[tp]:
+                del self._rewinding[tp]
+                self._unsought.discard(tp)
 
     async def _rewind_asked(self) -> None:
         asked: dict[TopicPartition, list[asyncio.Future[int | None]]] = {}
@@ -400,6 +442,7 @@ class RdKafkaConsumer:
                         continue
                     self._seeks += 1
                     self._epoch[tp] = self._epoch.get(tp, 0) + 1
+                    self._unsought.discard(tp)
                     self._eof.discard(tp)
                     self._next.pop(tp, None)
                     out[tp] = offset if offset >= 0 else None
