@@ -77,10 +77,14 @@ class KafkaConsumer:
         if ktp not in self._c.assignment():
             return None  # revoked meanwhile
         committed: int | None = await self._c.committed(ktp)  # asks the coordinator now
-        if committed is None:
-            await self._c.seek_to_beginning(ktp)
-        else:
-            self._c.seek(ktp, committed)
+        start = committed
+        if start is None:
+            start = (await self._c.beginning_offsets([ktp]))[ktp]
+        if ktp not in self._c.assignment():
+            return None  # revoked meanwhile
+        # no await from the seek to the return: the caller drops the partition's
+        # records until then, and what a fetch read in between would be lost
+        self._c.seek(ktp, start)
         return committed
 
     def joined(self) -> bool:

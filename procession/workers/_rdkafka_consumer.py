@@ -457,8 +457,9 @@ class RdKafkaConsumer:
 
     def caught_up(self) -> bool:
         """Joined, and the latest fetch of every assigned partition reached its end
-        (librdkafka's partition EOF, at the last stable offset)."""
-        return self._joined and self._assigned <= self._eof
+        (librdkafka's partition EOF, at the last stable offset), and nothing kept
+        back for a rewind still to return."""
+        return self._joined and self._assigned <= self._eof and not self._kept_back
 
     def lag(self) -> int | None:
         """0 for a partition at its end; otherwise the high watermark (as last
