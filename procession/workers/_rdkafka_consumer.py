@@ -402,23 +402,19 @@ class RdKafkaConsumer:
             [KafkaTP(tp.topic, tp.partition) for tp in mine], timeout=_LOOKUP_S
         )
         committed = {TopicPartition(k.topic, k.partition): k.offset for k in answer}
-        out: dict[TopicPartition, int | None] = {}
         try:
-            self._seek(mine, committed, out)
+            return self._seek(mine, committed)
         finally:
             self._seek_waits = False
-        return out
 
     def _seek(
-        self,
-        mine: list[TopicPartition],
-        committed: dict[TopicPartition, int],
-        out: dict[TopicPartition, int | None],
-    ) -> None:
-        """Seek each of ``mine`` still assigned to its ``committed`` offset, into
-        ``out``. Holds ``_seek_waits`` up (the caller lowers it): a fetch in
-        progress returns at its next slice and lets go of the consumer."""
+        self, mine: list[TopicPartition], committed: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int | None]:
+        """Seek each of ``mine`` still assigned to its ``committed`` offset; the
+        offsets sought. Holds ``_seek_waits`` up (the caller lowers it): a fetch
+        in progress returns at its next slice and lets go of the consumer."""
         assert self._c is not None
+        out: dict[TopicPartition, int | None] = {}
         give_up = time.monotonic() + _LOOKUP_S
         while left := [tp for tp in mine if tp not in out and tp in self._assigned]:
             self._seek_waits = True
@@ -451,6 +447,7 @@ class RdKafkaConsumer:
                 self._consuming.release()
             if refused:
                 time.sleep(_SLICE_S)  # the fetcher starts with the next polls
+        return out
 
     def joined(self) -> bool:
         return self._joined
