@@ -675,6 +675,41 @@ async def _queue_full(processor: Processor, limit: int) -> bool:
     return any(p.full(limit) for p in processor.partitions.values())
 
 
+async def test_producers_of_different_partitions_start_side_by_side(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each start may wait for the broker to abort the previous owner's
+    transaction; a claim of many partitions must not wait for them in turn.
+    Two asks for the same partition still make one producer."""
+    transport = MemoryTransport()
+    writers = Writers(transport, "t.router")
+    tps = [TopicPartition("t.events", p) for p in range(3)]
+    made: list[Any] = []
+    all_starting, gate = asyncio.Event(), asyncio.Event()
+    real_producer = transport.producer
+
+    def producer(transactional_id: str) -> Any:
+        made.append(p := real_producer(transactional_id))
+        real_start = p.start
+
+        async def start() -> None:
+            if len(made) == len(tps):
+                all_starting.set()
+            await gate.wait()
+            await real_start()
+
+        p.start = start
+        return p
+
+    monkeypatch.setattr(transport, "producer", producer)
+    asks = [asyncio.create_task(writers.get(tp)) for tp in [*tps, tps[0]]]
+    async with asyncio.timeout(5):
+        await all_starting.wait()  # every partition's start is under way at once
+    gate.set()
+    got = await asyncio.wait_for(asyncio.gather(*asks), 5)
+    assert len(made) == len(tps) and got[0] is got[-1] and len(set(map(id, got))) == len(tps)
+
+
 async def test_a_partition_revoked_and_given_back_while_its_producer_starts_is_claimed_afresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

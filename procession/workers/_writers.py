@@ -29,7 +29,8 @@ class Writers:
     def __init__(self, transport: Transport, prefix: str) -> None:
         self._transport, self._prefix = transport, prefix
         self._producers: dict[TopicPartition, Producer] = {}
-        self._starting = asyncio.Lock()
+        #: one start at a time per partition; partitions start side by side
+        self._starting: dict[TopicPartition, asyncio.Lock] = {}
         #: the member whose partitions these are: it makes their producers
         self.consumer: Consumer | None = None
         #: drops per partition: a claim compares them around a producer's start
@@ -39,8 +40,17 @@ class Writers:
         return f"{self._prefix}.{tp.topic}.{tp.partition}"
 
     async def get(self, tp: TopicPartition) -> Producer:
-        """The partition's producer, started (and so fencing) on first use."""
-        async with self._starting:  # one producer per id, even when two ask at once
+        """The partition's producer, started (and so fencing) on first use.
+
+        A claim of many partitions starts their producers side by side: each
+        start may wait for the broker to abort the previous owner's open
+        transaction, and one after the other those waits would add up.
+        """
+        producer = self._producers.get(tp)
+        if producer is not None:
+            return producer
+        lock = self._starting.setdefault(tp, asyncio.Lock())
+        async with lock:  # one producer per id, even when two ask at once
             producer = self._producers.get(tp)
             if producer is None:
                 maker = self.consumer or self._transport
