@@ -437,6 +437,77 @@ async def test_a_producer_whose_start_failed_fails_later_starts_at_once(
     await p.stop()
 
 
+@pytest.mark.backends("rdkafka")
+async def test_a_start_cancelled_while_its_thread_waits_leaves_one_producer_and_closes_it(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread of a cancelled start goes on: the producer it makes is the
+    one a later start uses (a second would fence it), and stop() closes it."""
+    p = TransactionalProducer(cast(RdKafkaTransport, bench.transport), bench.name("tx"), _none)
+    held = _HeldProducers(monkeypatch)
+    await held.start_cancelled(p)
+    held.release.set()
+    await asyncio.wait_for(p.start(), 30)  # waits for the first thread's producer
+    assert len(held.made) == 1
+    await p.stop()
+    assert held.closed == held.made
+
+
+@pytest.mark.backends("rdkafka")
+async def test_a_producer_stopped_while_it_starts_is_closed_when_its_start_ends(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member stopped while its producer starts ahead: the producer that start
+    makes later is closed by the thread that made it, not left open."""
+    p = TransactionalProducer(cast(RdKafkaTransport, bench.transport), bench.name("tx"), _none)
+    held = _HeldProducers(monkeypatch)
+    await held.start_cancelled(p)
+    await p.stop()
+    held.release.set()
+
+    async def closed_one() -> bool:
+        return len(held.closed) == 1
+
+    await until(closed_one, timeout_s=30)
+    assert held.closed == held.made
+
+
+class _HeldProducers:
+    """Records every librdkafka producer the producer module makes and closes;
+    each one's thread waits for ``release`` once it is made, before InitProducerId."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.made: list[Any] = []
+        self.closed: list[Any] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+        real_producer, real_close = rdkafka_producer.Producer, rdkafka_producer._close
+
+        def producer(config: dict[str, Any]) -> Any:
+            self.made.append(p := real_producer(config))
+            self.entered.set()
+            self.release.wait(10)
+            return p
+
+        def close(p: Any, fatal: bool) -> None:
+            real_close(p, fatal)
+            self.closed.append(p)
+
+        monkeypatch.setattr(rdkafka_producer, "Producer", producer)
+        monkeypatch.setattr(rdkafka_producer, "_close", close)
+
+    async def start_cancelled(self, p: TransactionalProducer) -> None:
+        """Start ``p`` and cancel the start while its thread is held."""
+        starting = asyncio.create_task(p.start())
+
+        async def entered() -> bool:
+            return self.entered.is_set()
+
+        await until(entered, timeout_s=10)
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        assert starting.cancelled()
+
+
 def _none(_group: str) -> None:
     return None
 

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -113,36 +114,54 @@ class TransactionalProducer:
         self._starting = asyncio.Lock()
         self._failed: BaseException | None = None
         self._start_failed: Exception | None = None
+        #: between the producer's thread and stop(): a producer made once stop()
+        #: has run is closed by the thread that made it
+        self._handover = threading.Lock()
+        self._stopped = False
 
     async def start(self) -> None:
         """InitProducerId: fence older producers with this id and abort their open
         transaction. Started once; later calls return at once. A broker out of
         reach is waited for, with backoff, for up to ``START_DEADLINE_S``; a start
         that failed fails every later call at once (waiting again would double
-        the time until its component gives up)."""
+        the time until its component gives up). A start cancelled while its
+        thread waits leaves that thread to finish: the producer it makes is
+        this one's (a second start would fence it), or closed if it stopped."""
         async with self._starting:
             if self._p is None:
                 if self._start_failed is not None:
                     raise self._start_failed
                 loop = asyncio.get_running_loop()
                 try:
-                    self._p = await loop.run_in_executor(self._io, self._init)
+                    await loop.run_in_executor(self._io, self._init)
                 except Exception as exc:
                     self._start_failed = exc
                     raise
+                if self._p is None:
+                    raise WriterFailedError(self.transactional_id, "stopped while it started")
 
-    def _init(self) -> Producer:
+    def _init(self) -> None:
+        """On the producer's thread: make and initialise the producer, unless an
+        earlier (cancelled) start already did."""
+        with self._handover:
+            if self._p is not None or self._stopped:
+                return
         give_up = time.monotonic() + START_DEADLINE_S
         p = Producer(self._config)
         while True:  # a retriable failure (a broker out of reach) may be retried in place
             try:
                 p.init_transactions(max(1.0, min(_CALL_TIMEOUT_S, give_up - time.monotonic())))
-                return p
+                break
             except KafkaException as exc:
                 err = exc.args[0]
                 if not err.retriable() or time.monotonic() > give_up:
                     raise self._fatal(err) from exc
                 log.warning("producer %s: %s; retrying", self.transactional_id, err.str())
+        with self._handover:
+            if not self._stopped:
+                self._p = p
+                return
+        _close(p, fatal=False)  # stopped while it started: nobody else will
 
     async def commit(self, batch: Batch) -> None:
         """Commit ``batch`` in one transaction, possibly with batches committed at
@@ -295,7 +314,9 @@ class TransactionalProducer:
             for _, f in self._queue:
                 f.set_exception(RuntimeError(f"producer {self.transactional_id!r} stopped"))
             self._queue.clear()
-            p, self._p = self._p, None
+            with self._handover:
+                self._stopped = True
+                p, self._p = self._p, None
             if p is not None and not self._wedged:  # else the thread is not coming back
                 await asyncio.get_running_loop().run_in_executor(
                     self._io, _close, p, self._failed is not None
