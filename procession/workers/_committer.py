@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -10,6 +9,7 @@ from collections import Counter
 
 from procession._errors import TransactionAbortedError
 
+from ._backoff import until_deadline
 from ._port import Batch, Producer
 from ._stats import Stats
 
@@ -29,20 +29,18 @@ async def commit(
     retried with backoff, for at most ``COMMIT_DEADLINE_S``. ``stats`` gets the
     time to the successful commit (``commit_seconds``), retries included."""
     started = time.monotonic()
-    delay, give_up = 0.05, started + COMMIT_DEADLINE_S
-    while True:
-        try:
-            await producer.commit(batch)
-            if stats is not None:
-                stats.observe("commit_seconds", time.monotonic() - started)
-            return
-        except TransactionAbortedError as exc:
-            if (left := give_up - time.monotonic()) <= 0:
-                raise TransactionAbortedError(
-                    f"{what}: still failing after {COMMIT_DEADLINE_S:g} s: {exc.reason}"
-                ) from exc
-            pause = min(delay, left)  # a last try at the deadline
-            log.warning("%s: %s; retrying in %.2fs", what, exc, pause)
-            metrics["aborted"] += 1
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, 2.0)
+
+    def retrying(exc: BaseException, pause: float) -> None:
+        log.warning("%s: %s; retrying in %.2fs", what, exc, pause)
+        metrics["aborted"] += 1
+
+    try:
+        await until_deadline(
+            lambda: producer.commit(batch), TransactionAbortedError, COMMIT_DEADLINE_S, retrying
+        )
+    except TransactionAbortedError as exc:
+        raise TransactionAbortedError(
+            f"{what}: still failing after {COMMIT_DEADLINE_S:g} s: {exc.reason}"
+        ) from exc
+    if stats is not None:
+        stats.observe("commit_seconds", time.monotonic() - started)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -37,6 +36,7 @@ from procession._errors import one_line as reason
 from procession.topics._layout import TopicSpec
 
 from . import _kafka_admin
+from ._backoff import until_deadline
 from ._kafka_consumer import KafkaConsumer, RebalanceListener, message_of
 from ._kafka_security import Settings, options, refused
 from ._kafka_settings import (
@@ -121,34 +121,32 @@ class KafkaProducer:
     async def start(self) -> None:
         """Start (InitProducerId: fence older owners, abort their transaction). A broker
         out of reach is waited for, with backoff, for up to ``START_DEADLINE_S``."""
-        delay, give_up = 0.1, time.monotonic() + START_DEADLINE_S
-        while True:
-            self._p = AIOKafkaProducer(
-                bootstrap_servers=self._t.bootstrap_servers,
-                **self._t.security,
-                client_id=self.transactional_id,
-                transactional_id=self.transactional_id,
-                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=2,
-                retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
-            )
-            try:
-                await self._p.start()
-                return
-            except KafkaConnectionError:
-                await self._p.stop()
-                self._p = None
-                if (left := give_up - time.monotonic()) <= 0:
-                    raise
-                log.warning("producer %s: broker out of reach; retrying", self.transactional_id)
-                await asyncio.sleep(min(delay, left))  # a last try at the deadline
-                delay = min(delay * 2, 2.0)
-            except BaseException:
-                await self._p.stop()
-                self._p = None
-                raise
+
+        def retrying(_exc: BaseException, _pause: float) -> None:
+            log.warning("producer %s: broker out of reach; retrying", self.transactional_id)
+
+        await until_deadline(
+            self._start_once, KafkaConnectionError, START_DEADLINE_S, retrying, first_s=0.1
+        )
+
+    async def _start_once(self) -> None:
+        self._p = AIOKafkaProducer(
+            bootstrap_servers=self._t.bootstrap_servers,
+            **self._t.security,
+            client_id=self.transactional_id,
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
+        )
+        try:
+            await self._p.start()
+        except BaseException:
+            await self._p.stop()
+            self._p = None
+            raise
 
     async def commit(self, batch: Batch) -> None:
         async with self._one_at_a_time:
