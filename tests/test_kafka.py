@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,12 +71,18 @@ def make_app(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Any:
     return kafka_app.app()
 
 
+#: A spawned component dies with the test process, even one that is killed:
+#: setpriv sets the parent-death signal and execs, which keeps it.
+DIES_WITH_US = ("setpriv", "--pdeathsig", "KILL") if shutil.which("setpriv") else ()
+
+
 def spawn(
     role: str, backend: Backend, *args: str, wrap: Sequence[str] = (), **env: str
 ) -> subprocess.Popen[bytes]:
     """``procession ROLE tests.kafka_app:app ARGS`` in a subprocess (``wrap`` goes first)."""
     return subprocess.Popen(
         [
+            *DIES_WITH_US,
             *wrap,
             sys.executable,
             "-m",

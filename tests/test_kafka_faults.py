@@ -4,6 +4,7 @@ graceful stops, fencing. Each test names the figure it bounds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,16 +54,29 @@ TAKEOVER_V2_S = 25.0
 RESTART_S = 3.0
 
 
-PID_NAMESPACE = ("unshare", "--pid", "--fork", "--mount-proc")
+#: Each process pid 1 of a namespace of its own; if unshare dies, so does it.
+PID_NAMESPACE = ("unshare", "--pid", "--fork", "--kill-child", "--mount-proc")
 
 
-def terminate(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM to the CLI process itself (inside ``unshare``, to its child), then its exit code."""
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-    pids = children.read_text().split() if children.exists() else []
-    for pid in pids or [str(proc.pid)]:
-        os.kill(int(pid), signal.SIGTERM)
-    return proc.wait(timeout=60)
+def terminate_all(procs: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> list[int]:
+    """SIGTERM to each CLI process (inside ``unshare``, to its child), then their
+    exit codes; one still running at the deadline is killed (its code: -9)."""
+    for proc in procs:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        pids = children.read_text().split() if children.exists() else []
+        for pid in pids or [str(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            proc.kill()  # unshare: --kill-child takes its namespace with it
+            proc.wait()
+            codes.append(-signal.SIGKILL)
+    return codes
 
 
 async def test_two_processors_and_two_workers_all_pid_1_complete_every_process(
@@ -81,7 +95,7 @@ async def test_two_processors_and_two_workers_all_pid_1_complete_every_process(
         await until(lambda: _at_least(backend, app, 60), timeout_s=120)
         assert all(p.poll() is None for p in procs), [p.poll() for p in procs]
     finally:
-        codes = [terminate(p) for p in procs]
+        codes = terminate_all(procs)
     assert codes == [0, 0, 0, 0]
     exactly_once(await stream(backend, app), 60)
 
