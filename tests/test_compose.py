@@ -57,7 +57,8 @@ def system(images: None, tmp_path: Path) -> Iterator[tuple[dict[str, str], Sink]
             f'      http: {{endpoint: "127.0.0.1:{collector}"}}\n'
             "processors:\n  batch: {timeout: 200ms}\n"
             f"exporters:\n  otlphttp: {{endpoint: {sink.endpoint}}}\n"
-            "service:\n  pipelines:\n"
+            # host network: the collector's own metrics would take a fixed port (8888)
+            "service:\n  telemetry: {metrics: {level: none}}\n  pipelines:\n"
             "    traces: {receivers: [otlp], processors: [batch], exporters: [otlphttp]}\n"
             "    metrics: {receivers: [otlp], processors: [batch], exporters: [otlphttp]}\n"
         )
@@ -133,7 +134,10 @@ async def test_compose_completes_every_rebase_and_the_collector_gets_every_role(
         async def spans() -> bool:
             return wanted <= sink.names()
 
-        await until(spans, timeout_s=60)
+        try:
+            await until(spans, timeout_s=60)
+        except TimeoutError:
+            pytest.fail(f"no spans from the collector for {sorted(wanted - sink.names())}")
 
         async def metrics() -> bool:  # exported every 5 s (OTEL_METRIC_EXPORT_INTERVAL)
             with sink.lock:
