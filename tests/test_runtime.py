@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -675,6 +676,31 @@ async def _queue_full(processor: Processor, limit: int) -> bool:
     return any(p.full(limit) for p in processor.partitions.values())
 
 
+def _held_starts(
+    monkeypatch: pytest.MonkeyPatch,
+    transport: MemoryTransport,
+    hold: Callable[[int], Awaitable[None]],
+) -> list[Any]:
+    """The producers ``transport`` makes from now on; each one's start first
+    awaits ``hold(n)``, ``n`` counting the producers made, from 1."""
+    made: list[Any] = []
+    real_producer = transport.producer
+
+    def producer(transactional_id: str) -> Any:
+        made.append(p := real_producer(transactional_id))
+        real_start, n = p.start, len(made)
+
+        async def start() -> None:
+            await hold(n)
+            await real_start()
+
+        p.start = start
+        return p
+
+    monkeypatch.setattr(transport, "producer", producer)
+    return made
+
+
 async def test_producers_of_different_partitions_start_side_by_side(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -684,24 +710,14 @@ async def test_producers_of_different_partitions_start_side_by_side(
     transport = MemoryTransport()
     writers = Writers(transport, "t.router")
     tps = [TopicPartition("t.events", p) for p in range(3)]
-    made: list[Any] = []
     all_starting, gate = asyncio.Event(), asyncio.Event()
-    real_producer = transport.producer
 
-    def producer(transactional_id: str) -> Any:
-        made.append(p := real_producer(transactional_id))
-        real_start = p.start
+    async def hold(n: int) -> None:
+        if n == len(tps):
+            all_starting.set()
+        await gate.wait()
 
-        async def start() -> None:
-            if len(made) == len(tps):
-                all_starting.set()
-            await gate.wait()
-            await real_start()
-
-        p.start = start
-        return p
-
-    monkeypatch.setattr(transport, "producer", producer)
+    made = _held_starts(monkeypatch, transport, hold)
     asks = [asyncio.create_task(writers.get(tp)) for tp in [*tps, tps[0]]]
     async with asyncio.timeout(5):
         await all_starting.wait()  # every partition's start is under way at once
@@ -720,24 +736,14 @@ async def test_a_partition_revoked_and_given_back_while_its_producer_starts_is_c
     transport = MemoryTransport()
     writers = Writers(transport, "t.router")
     tp = TopicPartition("t.events", 0)
-    made: list[Any] = []
     gate, starting = asyncio.Event(), asyncio.Event()
-    real_producer = transport.producer
 
-    def producer(transactional_id: str) -> Any:
-        made.append(p := real_producer(transactional_id))
-        real_start = p.start
+    async def hold(n: int) -> None:
+        if n == 1:
+            starting.set()
+            await gate.wait()
 
-        async def start() -> None:
-            if len(made) == 1:
-                starting.set()
-                await gate.wait()
-            await real_start()
-
-        p.start = start
-        return p
-
-    monkeypatch.setattr(transport, "producer", producer)
+    made = _held_starts(monkeypatch, transport, hold)
 
     class Rewinds:
         async def rewind(self, tp: TopicPartition) -> int | None:
