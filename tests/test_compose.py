@@ -5,6 +5,7 @@ forwarding spans of every role to a receiver in the test."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -44,10 +45,32 @@ def images() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
 
 
+def _remove_orphans() -> None:
+    """Remove the containers of this test's projects whose test process is gone
+    (killed outright, it could not take them down): on the host network they
+    hold ports and a broker's CPU. A project names its process: composePIDxHEX."""
+    docker = shutil.which("docker") or "/usr/bin/docker"  # the images fixture installed it
+    listed = subprocess.run(
+        [docker, "ps", "-a", "--format", '{{.ID}} {{.Label "com.docker.compose.project"}}'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for line in listed.stdout.splitlines():
+        cid, _, project = line.partition(" ")
+        owner = re.fullmatch(r"compose(\d+)x[0-9a-f]+", project)
+        if owner and not Path(f"/proc/{owner[1]}").exists():
+            subprocess.run(
+                [docker, "rm", "-f", "-v", cid], capture_output=True, timeout=60, check=True
+            )
+
+
 @pytest.fixture
 def system(images: None, tmp_path: Path) -> Iterator[tuple[dict[str, str], Sink]]:
     kafka, collector = free_ports(2), free_ports(1)
-    run = f"compose{uuid.uuid4().hex[:6]}"
+    _remove_orphans()
+    run = f"compose{os.getpid()}x{uuid.uuid4().hex[:6]}"
     shared = Path(tempfile.mkdtemp(prefix="procession-compose-"))  # readable by the containers
     shared.chmod(0o755)
     with running() as sink:
