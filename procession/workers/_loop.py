@@ -132,8 +132,8 @@ class BatchLoop(Component):
 
 async def claim(unclaimed: set[TopicPartition], writers: Writers, consumer: Consumer) -> None:
     """Take over newly assigned partitions: start each one's producer (fencing
-    the previous owner and aborting its open transaction; one after the other,
-    as :class:`Writers` starts them), then read it again from its committed
+    the previous owner and aborting its open transaction; side by side, as
+    :class:`Writers` starts them), then read it again from its committed
     offset, which that owner's last commit may have moved. The rewinds go
     together (on librdkafka, as one request)."""
 
