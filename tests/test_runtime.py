@@ -22,6 +22,7 @@ from procession import (
     Task,
     TaskCall,
     TaskError,
+    TransactionAbortedError,
 )
 from procession.examples import RebaseFailed, rebase_saga
 from procession.examples.apps import FlakyCloser
@@ -54,7 +55,7 @@ from procession.workers._rebuild import rebuild
 from procession.workers._wire import encode
 from procession.workers._writers import Writers
 from tests.conftest import KAFKA_BACKENDS, Backend, until
-from tests.sagas import Deploy, InvoiceSent, deploy_saga, payment_saga
+from tests.sagas import Deploy, InvoiceSent, PaymentReceived, deploy_saga, payment_saga
 
 REBASE = RebaseFailed(rebase_id="r1", instances=["A", "B", "C"])
 
@@ -808,3 +809,80 @@ async def test_the_decisions_of_one_input_are_one_process_topic_record(
     assert (
         rebuild(stream, stream[-1].offset + 1, DEFAULT_CODEC, keep_completed=True)[pid] == held[0]
     )
+
+
+class _FirstCommitHeld:
+    """A partition's producer whose first commit holding ``pid``'s records waits
+    for ``gate`` and then aborts, as a transaction the broker aborted (nothing
+    written; the runtime commits the same batch again)."""
+
+    def __init__(self, real: Any, pid: str, gate: asyncio.Event) -> None:
+        self.real, self.pid, self.gate = real, pid, gate
+        self.batches: list[Batch] = []
+        self.held = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.real.start()
+
+    async def commit(self, batch: Batch) -> None:
+        if any(r.key == self.pid for r in batch.records):
+            self.batches.append(batch)
+            if not self.held.is_set():
+                self.held.set()
+                await self.gate.wait()
+                raise TransactionAbortedError("aborted while the next batch was decided")
+        await self.real.commit(batch)
+
+    def idle(self) -> None:
+        self.real.idle()
+
+    async def stop(self) -> None:
+        await self.real.stop()
+
+
+async def test_a_partition_decides_while_its_last_batch_commits_and_commits_in_order(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input that arrives while its partition's last batch commits is decided
+    at once, against the state that batch left (not yet in the changelog), and
+    goes out only once that batch has landed: here after its transaction
+    aborted and was committed again."""
+    pid, gate = "payment:i1", asyncio.Event()
+    wrapped: list[_FirstCommitHeld] = []
+    producer_for = Processor.producer_for
+
+    def held(self: Processor, transactional_id: str) -> Any:
+        wrapped.append(_FirstCommitHeld(producer_for(self, transactional_id), pid, gate))
+        return wrapped[-1]
+
+    monkeypatch.setattr(Processor, "producer_for", held)
+    app = backend.app([payment_saga()], {})
+    rt = await backend.runtime(app)
+    await rt.publish(InvoiceSent(invoice_id="i1"))
+    async with asyncio.timeout(20):
+        while not any(w.held.is_set() for w in wrapped):
+            await asyncio.sleep(0.005)
+    (mine,) = [w for w in wrapped if w.held.is_set()]
+    (part,) = [p for p in rt.processor.partitions.values() if p.producer is mine]
+    await rt.publish(PaymentReceived(invoice_id="i1", amount=5))
+
+    async def decided_ahead() -> bool:
+        return part._open is not None and part._open.read > 0
+
+    await until(decided_ahead)  # while the first batch is still held
+    assert len(mine.batches) == 1
+    gate.set()
+    await rt.settle()
+    first, again, second = mine.batches
+    assert again is first  # the aborted batch, committed again before the next one
+    tp = TopicPartition(app.topics.process, part.tp.partition)
+    assert second.offsets[tp] > first.offsets[tp]
+    assert rt.processor.metrics["aborted"] == 1
+    history = await rt.history(pid)
+    assert [r.type_name for r in history if r.IS_DECISION][-2:] == [
+        "procession.TransitionPlanned",
+        "procession.ProcessCompleted",
+    ]
+    assert history[-2].to_state == "Paid"  # type: ignore[attr-defined]
+    assert not records_of(history, InputIgnored)
+    assert len(records_of(history, ProcessStarted)) == 1

@@ -31,7 +31,7 @@ from procession.workers._kafka import KafkaProducer, KafkaTransport
 from procession.workers._port import Consumer, Listener, Producer, Transport, partition_for
 from procession.workers._rdkafka import RdKafkaTransport
 from procession.workers._rdkafka_consumer import RdKafkaConsumer
-from procession.workers._rdkafka_producer import TransactionalProducer
+from procession.workers._rdkafka_producer import Share, TransactionalProducer
 from tests.conftest import KAFKA_BACKENDS, Backend, kafka_servers, kafka_transport, until
 
 
@@ -668,3 +668,56 @@ async def test_a_commit_cancelled_behind_a_stuck_transaction_returns_once_it_is_
         await asyncio.wait_for(committing, 10)
     assert 0.5 < time.monotonic() - began < 5  # it waited for the flight, then no longer
     release.set()
+
+
+@pytest.mark.backends("rdkafka")
+async def test_the_next_transaction_waits_for_the_pipelined_shares_of_the_last_one(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A share that says idle() commits in a pipeline (a processor partition):
+    the transaction after one that carried its batch waits for its next batch,
+    or its word that none comes, so a batch queued meanwhile by another share
+    and that next one go out together, not one transaction apart. The wait
+    has a bound: a share that does not come back holds nobody for long."""
+    monkeypatch.setattr(rdkafka_producer, "GATHER_S", 30.0)  # ended by the shares, not the clock
+    topic = await bench.topic("out")
+    p = cast(TransactionalProducer, await bench.producer("tx"))
+    a, b, other = Share(p), Share(p), Share(p)
+    rounds: list[list[bytes | None]] = []
+    transact = p._transact
+
+    def recorded(producer: Any, batches: Sequence[Batch]) -> None:
+        rounds.append([r.value for batch in batches for r in batch.records])
+        transact(producer, batches)
+
+    monkeypatch.setattr(p, "_transact", recorded)
+    a.idle()
+    b.idle()
+    await a.commit(Batch([at(topic, b"a1")]))
+    a.idle()  # nothing after it
+    await b.commit(Batch([at(topic, b"b1")]))  # the last transaction carried b's batch
+    queued = asyncio.create_task(other.commit(Batch([at(topic, b"x1")])))
+
+    async def in_queue(count: int) -> bool:
+        return len(p._queue) == count
+
+    await until(lambda: in_queue(1), 10)
+    a_next = asyncio.create_task(a.commit(Batch([at(topic, b"a2")])))  # a was not in it
+    await until(lambda: in_queue(2), 10)
+    assert p._flight is None and len(rounds) == 2  # still waiting for b
+    b.idle()  # b has nothing more
+    await asyncio.wait_for(asyncio.gather(queued, a_next), 10)
+    assert rounds[-1] == [b"x1", b"a2"]
+    monkeypatch.setattr(rdkafka_producer, "GATHER_S", 0.2)
+    await a.commit(Batch([at(topic, b"a3")]))  # a is expected back, and does not come
+    await asyncio.wait_for(other.commit(Batch([at(topic, b"x2")])), 10)
+    assert rounds[-1] == [b"x2"]
+    assert sorted(v or b"" for v in await bench.values(topic)) == [
+        b"a1",
+        b"a2",
+        b"a3",
+        b"b1",
+        b"x1",
+        b"x2",
+    ]
+    await p.stop()

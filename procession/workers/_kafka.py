@@ -220,6 +220,9 @@ class KafkaProducer:
             return False
         return True
 
+    def idle(self) -> None:
+        return None  # one transaction per commit: nothing is gathered
+
     async def stop(self) -> None:
         """Abort a transaction still open (readers are not held up), then close."""
         async with self._one_at_a_time:

@@ -277,6 +277,9 @@ class MemoryProducer:
             raise RuntimeError(f"producer {self._id!r} used before start()")
         self._log.commit(self._id, self._epoch, batch, self._clock())
 
+    def idle(self) -> None:
+        return None  # one transaction per commit: nothing is gathered
+
     async def stop(self) -> None:
         self._epoch = 0
 

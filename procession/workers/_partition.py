@@ -29,7 +29,7 @@ from procession.topics._records import (
 
 from ._committer import commit
 from ._execute import execute
-from ._port import Message, Outgoing, TopicPartition
+from ._port import Batch, Message, Outgoing, TopicPartition
 from ._rebuild import ChangelogLostError, decided_any
 from ._step import Step
 from ._timers import TimerQueue
@@ -76,6 +76,8 @@ class PartitionProcessor:
         self.rewound = False  # records fetched before are dropped; they come again
         self._working = False
         self._task: asyncio.Task[None] | None = None
+        self._flight: asyncio.Task[None] | None = None  # the batch committing
+        self._open: Step | None = None  # deciding, until the batch in flight lands
 
     # ------------------------------------------------------------ lifecycle
 
@@ -170,6 +172,8 @@ class PartitionProcessor:
             or self.notes
             or self.inline
             or self._working
+            or self._flight is not None
+            or self._open is not None
             or self.timers.pending()
             or (due is not None and due <= self.owner.clock.now_ms())
         )
@@ -177,25 +181,67 @@ class PartitionProcessor:
     # ------------------------------------------------------------ loops
 
     async def _run(self) -> None:
-        while self.alive:
-            self._working = True
-            self.outbox.extend(self.timers.due(self.owner.clock.now_ms(), self.store))
-            batch = [
-                self.queue.popleft() for _ in range(min(len(self.queue), self.owner.max_batch))
-            ]
-            self.room.set()
-            if batch or self.outbox or self.notes:
-                await self._process(batch)
-                continue
-            self._working = False
-            self.wake.clear()
-            await self.owner.clock.wait(self.wake, self.timers.next_due())
+        """Decide what arrives while the batch before it commits; commit when that lands.
+
+        Records are decided as they arrive, into the open :class:`Step`, up to
+        ``max_batch`` of them; the step leaves as one transaction the moment the
+        one before it has committed (at once when none is in flight). So deciding
+        overlaps the commit, and a transaction takes everything decided while the
+        last one was out.
+
+        A step applies its outcome to the store when it leaves, before its commit
+        lands: the store runs one commit ahead of the changelog. That is safe
+        because a commit either lands (an aborted transaction is retried with
+        the same batch) or ends the partition (fenced, or still failing at its
+        deadline), and then this store goes with it: the next owner restores
+        from the changelog.
+        """
+        try:
+            while self.alive:
+                self._working = True
+                if self._flight is not None and self._flight.done():
+                    await self._landed()
+                self.outbox.extend(self.timers.due(self.owner.clock.now_ms(), self.store))
+                room = self.owner.max_batch - (self._open.read if self._open else 0)
+                batch = [self.queue.popleft() for _ in range(min(len(self.queue), room))]
+                self.room.set()
+                if batch and _resumes(batch):  # it reads the stream back: ours first
+                    await self._send()
+                    await self._landed()
+                if batch:
+                    await self._decide(batch)
+                if self._flight is None and (self._open or self.outbox or self.notes):
+                    await self._send()
+                    continue
+                if batch:
+                    continue
+                self._working = False
+                self.wake.clear()
+                await self.owner.clock.wait(self.wake, self.timers.next_due())
+            await self._landed()  # stopping: the batch in flight ends first
+        finally:
+            if self._flight is not None:  # cancelled (or failed) while one commits
+                self._flight.cancel()
+                await asyncio.gather(self._flight, return_exceptions=True)
+                self._flight = None
+
+    async def _landed(self) -> None:
+        """Wait for the batch in flight (if any) to commit; raise what its commit raised."""
+        flight = self._flight
+        if flight is not None:
+            try:
+                await asyncio.shield(flight)
+            finally:
+                if flight.done():
+                    self._flight = None
 
     # ------------------------------------------------------------ decide
 
-    async def _process(self, batch: list[Message]) -> None:
-        owner = self.owner
-        step = Step(owner, self.tp, self.store)
+    async def _decide(self, batch: list[Message]) -> None:
+        """Decide ``batch`` into the open step (opened if none is)."""
+        step = self._open
+        if step is None:
+            step = self._open = Step(self.owner, self.tp, self.store)
         await self._resume(step, batch)
         turn = time.monotonic() + _TURN_S
         for msg in batch:
@@ -203,8 +249,17 @@ class PartitionProcessor:
             if time.monotonic() > turn:  # let heartbeats and other partitions run
                 await asyncio.sleep(0)
                 turn = time.monotonic() + _TURN_S
+
+    async def _send(self) -> None:
+        """Close the open step (with the timer firings, inline results and notes
+        waiting), apply it to the store and the timers, and commit it once the
+        batch before it has landed."""
+        owner = self.owner
+        step, self._open = self._open or Step(owner, self.tp, self.store), None
         sent, self.outbox = self.outbox, []
         notes, self.notes = self.notes, []
+        if not (step.read or sent or notes or step.staged):
+            return
         out = step.finish(
             [
                 *(
@@ -222,8 +277,24 @@ class PartitionProcessor:
                 *notes,
             ]
         )
-        if batch:
-            out.offsets[self.tp] = batch[-1].offset + 1
+        for pid, state in step.staged.items():
+            old = self.store.get(pid)
+            if state is None:
+                self.store.pop(pid, None)
+            else:
+                self.store[pid] = state
+            self.timers.add_from(pid, old, state)
+            self.timers.settle(pid, state)
+            if isinstance(state, ProcessState):
+                state.dirty = Map()  # written by ``out``
+        self.timers.prune(self.store)
+        await self._landed()  # batches commit in order
+        self._flight = asyncio.create_task(self._commit(step, out))
+        self._flight.add_done_callback(lambda _: self.wake.set())
+
+    async def _commit(self, step: Step, out: Batch) -> None:
+        """Commit a decided batch; then count it and run its inline tasks."""
+        owner = self.owner
         attributes = {
             "procession.partition": self.tp.partition,
             "procession.records": len(out.records),
@@ -236,20 +307,12 @@ class PartitionProcessor:
             del self.armed[next(iter(self.armed))]
         for decisions in step.decided:  # metrics count committed work only
             self._count(decisions)
-        for pid, state in step.staged.items():
-            old = self.store.get(pid)
-            if state is None:
-                self.store.pop(pid, None)
-            else:
-                self.store[pid] = state
-            self.timers.add_from(pid, old, state)
-            self.timers.settle(pid, state)
-            if isinstance(state, ProcessState):
-                state.dirty = Map()  # written
-        self.timers.prune(self.store)
-        for reqs in step.requests.values():
-            for req in reqs:
-                self._run_inline(req)
+        if not self.alive or not (self._open or self.queue or self.outbox or self.notes):
+            self.producer.idle()  # no next batch to wait for
+        if self.alive:  # else stopping: the next owner runs what is still pending
+            for reqs in step.requests.values():
+                for req in reqs:
+                    self._run_inline(req)
         owner.metrics["transactions"] += 1
 
     async def _resume(self, step: Step, batch: list[Message]) -> None:
@@ -332,6 +395,11 @@ class PartitionProcessor:
         task = asyncio.create_task(run())
         self.inline.add(task)
         task.add_done_callback(self.inline.discard)
+
+
+def _resumes(batch: list[Message]) -> bool:
+    """Whether ``batch`` asks a process to resume."""
+    return any(msg.headers and msg.headers[0][1] == _RESUME for msg in batch)
 
 
 def _request_of(state: ProcessState, task: PendingTask) -> TaskRequest:

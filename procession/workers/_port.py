@@ -149,12 +149,18 @@ class Producer(Protocol):
       raises ``TransactionAbortedError`` (retry the same batch),
       ``RecordTooLargeError`` (a record over its topic's ``max.message.bytes``;
       retrying cannot help) or ``FencedError`` (a newer owner exists; stop).
+    - ``idle()`` says there is nothing more to commit for now. A producer that
+      gathers the commits of several partitions into one transaction waits
+      briefly, after each, for the partitions it just served to commit again;
+      this one it need not wait for. The others ignore it.
     - ``stop()`` aborts a transaction still open, then closes.
     """
 
     async def start(self) -> None: ...
 
     async def commit(self, batch: Batch) -> None: ...
+
+    def idle(self) -> None: ...
 
     async def stop(self) -> None: ...
 

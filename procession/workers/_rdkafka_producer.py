@@ -11,6 +11,7 @@ transactional id per partition).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -67,6 +68,13 @@ _CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000
 #: ``require_stable``, which waits for it, before it reads anything else.
 STUCK_S = float(os.environ.get("PROCESSION_TXN_STUCK_S", str(2 * _CALL_TIMEOUT_S)))
 
+#: Seconds the next transaction waits, at most, for the callers that had a batch
+#: in the last one and said they commit in a pipeline (:meth:`TransactionalProducer.idle`):
+#: each comes back with its next batch, or says it has none, within a few turns
+#: of the event loop. Without the wait the next transaction leaves with whoever
+#: queued while the last was out, and those callers wait for a whole extra one.
+GATHER_S = 0.005
+
 
 class TransactionalProducer:
     """One librdkafka transactional producer; concurrent commits share a transaction.
@@ -106,11 +114,14 @@ class TransactionalProducer:
         self._metadata, self._on_abort = metadata, on_abort
         self._p: Producer | None = None
         self._io = OneThread(f"rdkafka-{transactional_id}")
-        self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Batch, asyncio.Future[None], object]] = []
         #: the transaction in flight: done once it ended or was judged stuck; its batches
         self._flight: tuple[asyncio.Future[None], list[asyncio.Future[None]]] | None = None
         self._wedged = False  # a transaction stuck on the thread: it takes no more calls
         self._one_at_a_time = asyncio.Lock()
+        self._pipelined: set[object] = set()  # callers that say idle()
+        self._expected: set[object] = set()  # of them, in the last transaction, not back
+        self._back = asyncio.Event()
         self._starting = asyncio.Lock()
         self._failed: BaseException | None = None
         self._start_failed: Exception | None = None
@@ -163,18 +174,22 @@ class TransactionalProducer:
                 return
         _close(p, fatal=False)  # stopped while it started: nobody else will
 
-    async def commit(self, batch: Batch) -> None:
+    async def commit(self, batch: Batch, source: object = None) -> None:
         """Commit ``batch`` in one transaction, possibly with batches committed at
         the same time by others. Cancelled, it returns once no transaction holding
-        the batch is in flight (or once that one is judged stuck, ``STUCK_S``)."""
+        the batch is in flight (or once that one is judged stuck, ``STUCK_S``).
+
+        ``source`` names the caller (its :class:`Share`); see :meth:`idle`."""
         await check_sizes(batch, self._t.limit)  # before anything is sent
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        item = (batch, done)
+        item = (batch, done, source)
         self._queue.append(item)
+        self._returned(source)
         try:
             async with self._one_at_a_time:
                 if not done.done():
+                    await self._gather()
                     self._launch(loop)
                 await asyncio.shield(done)
         except asyncio.CancelledError:
@@ -190,6 +205,30 @@ class TransactionalProducer:
                 self._queue.remove(item)
             raise
 
+    def idle(self, source: object = None) -> None:
+        """``source`` has nothing to commit after its last batch. A caller that
+        says so is one that commits in a pipeline, its next batch the moment its
+        last one lands: from then on, the transaction after each that carried
+        one of its batches waits up to ``GATHER_S`` for its next one (or for
+        this word)."""
+        self._pipelined.add(source)
+        self._returned(source)
+
+    def _returned(self, source: object) -> None:
+        self._expected.discard(source)
+        if not self._expected:
+            self._back.set()
+
+    async def _gather(self) -> None:
+        """Wait (up to ``GATHER_S``) for the pipelined callers of the last
+        transaction to come back."""
+        if self._expected:
+            self._back.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GATHER_S):
+                    await self._back.wait()
+            self._expected.clear()
+
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._p is None:
             raise RuntimeError(f"producer {self.transactional_id!r} used before start()")
@@ -198,21 +237,24 @@ class TransactionalProducer:
         if self._failed is not None:
             raise WriterFailedError(self.transactional_id, f"{self._failed}")
         taken, self._queue = self._queue, []
-        job = loop.run_in_executor(self._io, self._transact, self._p, [b for b, _ in taken])
-        futures, ended = [f for _, f in taken], loop.create_future()
+        job = loop.run_in_executor(self._io, self._transact, self._p, [b for b, _, _ in taken])
+        futures, ended = [f for _, f, _ in taken], loop.create_future()
         self._flight = (ended, futures)
         overdue = loop.call_later(STUCK_S, self._stuck, job, ended, futures)
-        job.add_done_callback(functools.partial(self._settle, futures, ended, overdue))
+        sources = {s for _, _, s in taken if s in self._pipelined}
+        job.add_done_callback(functools.partial(self._settle, futures, ended, overdue, sources))
 
     def _settle(
         self,
         futures: list[asyncio.Future[None]],
         ended: asyncio.Future[None],
         overdue: asyncio.TimerHandle,
+        sources: set[object],
         job: asyncio.Future[None],
     ) -> None:
         overdue.cancel()
         error = job.exception()
+        self._expected = set() if error else sources
         if ended.done():  # judged stuck: its batches were failed already
             tid = self.transactional_id
             log.warning("producer %s: the stuck transaction ended: %s", tid, error or "committed")
@@ -311,7 +353,7 @@ class TransactionalProducer:
     async def stop(self) -> None:
         """Wait out a transaction in flight, then close (nothing stays open)."""
         async with self._one_at_a_time:
-            for _, f in self._queue:
+            for _, f, _ in self._queue:
                 f.set_exception(RuntimeError(f"producer {self.transactional_id!r} stopped"))
             self._queue.clear()
             with self._handover:
@@ -354,7 +396,10 @@ class Share:
         await self._producer.start()
 
     async def commit(self, batch: Batch) -> None:
-        await self._producer.commit(batch)
+        await self._producer.commit(batch, self)
+
+    def idle(self) -> None:
+        self._producer.idle(self)
 
     async def stop(self) -> None:
         return None

@@ -75,6 +75,8 @@ class Step:
         self.skip: dict[str, int] = {}  # decided by a resume: records below this offset
         self.traced: list[str] = []  # the decide spans, for the commit span's links
         self.armed: dict[str, str] = {}  # timer id -> the decide span that armed it
+        self.read = 0  # records added
+        self.upto: int | None = None  # the offset after the last record added
 
     def resume(
         self, pid: str, state: ProcessState | None, held: list[tuple[Record, int]], upto: int
@@ -88,6 +90,8 @@ class Step:
             self._decide(rec, offset)
 
     def add(self, msg: Message) -> None:
+        self.read += 1
+        self.upto = msg.offset + 1
         if (
             msg.headers
             and msg.headers[0][0] == "procession-type"
@@ -104,6 +108,8 @@ class Step:
         self.out.records.extend(first)
         for pid in list(self.staged):
             self._write_state(pid)
+        if self.upto is not None:
+            self.out.offsets[self.tp] = self.upto
         return self.out
 
     def _decide(self, rec: Record, offset: int, parent: str | None = None) -> None:
