@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +120,7 @@ class TransactionalProducer:
         self._flight: tuple[asyncio.Future[None], list[asyncio.Future[None]]] | None = None
         self._wedged = False  # a transaction stuck on the thread: it takes no more calls
         self._one_at_a_time = asyncio.Lock()
-        self._pipelined: set[object] = set()  # callers that say idle()
+        self._pipelined: weakref.WeakSet[Any] = weakref.WeakSet()  # callers that say idle()
         self._expected: set[object] = set()  # of them, in the last transaction, not back
         self._back = asyncio.Event()
         self._starting = asyncio.Lock()
@@ -211,7 +212,8 @@ class TransactionalProducer:
         last one lands: from then on, the transaction after each that carried
         one of its batches waits up to ``GATHER_S`` for its next one (or for
         this word)."""
-        self._pipelined.add(source)
+        if source is not None:
+            self._pipelined.add(source)
         self._returned(source)
 
     def _returned(self, source: object) -> None:
