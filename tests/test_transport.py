@@ -721,3 +721,29 @@ async def test_the_next_transaction_waits_for_the_pipelined_shares_of_the_last_o
         b"x2",
     ]
     await p.stop()
+
+
+@pytest.mark.backends("rdkafka")
+async def test_commits_begun_together_go_out_in_one_transaction(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A router's or worker's round commits its partitions' batches together:
+    one transaction carries them all, not the first alone and then the rest
+    (twice the transactions for the broker to write)."""
+    topic = await bench.topic("out")
+    p = cast(TransactionalProducer, await bench.producer("tx"))
+    rounds: list[list[bytes | None]] = []
+    transact = p._transact
+
+    def recorded(producer: Any, batches: Sequence[Batch]) -> None:
+        rounds.append([r.value for batch in batches for r in batch.records])
+        transact(producer, batches)
+
+    monkeypatch.setattr(p, "_transact", recorded)
+    values = [str(i).encode() for i in range(4)]
+    await asyncio.wait_for(
+        asyncio.gather(*(Share(p).commit(Batch([at(topic, v)])) for v in values)), 30
+    )
+    assert rounds == [values]
+    assert sorted(v or b"" for v in await bench.values(topic)) == values
+    await p.stop()

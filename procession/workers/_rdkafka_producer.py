@@ -222,8 +222,11 @@ class TransactionalProducer:
             self._back.set()
 
     async def _gather(self) -> None:
-        """Wait (up to ``GATHER_S``) for the pipelined callers of the last
-        transaction to come back."""
+        """Let the commits begun in the same turn of the event loop join (a batch
+        loop's round: its partitions' commits start together, and the first
+        would otherwise leave alone); then wait (up to ``GATHER_S``) for the
+        pipelined callers of the last transaction to come back."""
+        await asyncio.sleep(0)
         if self._expected:
             self._back.clear()
             with contextlib.suppress(TimeoutError):
