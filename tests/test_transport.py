@@ -683,14 +683,7 @@ async def test_the_next_transaction_waits_for_the_pipelined_shares_of_the_last_o
     topic = await bench.topic("out")
     p = cast(TransactionalProducer, await bench.producer("tx"))
     a, b, other = Share(p), Share(p), Share(p)
-    rounds: list[list[bytes | None]] = []
-    transact = p._transact
-
-    def recorded(producer: Any, batches: Sequence[Batch]) -> None:
-        rounds.append([r.value for batch in batches for r in batch.records])
-        transact(producer, batches)
-
-    monkeypatch.setattr(p, "_transact", recorded)
+    rounds = _rounds(p, monkeypatch)
     a.idle()
     b.idle()
     await a.commit(Batch([at(topic, b"a1")]))
@@ -732,6 +725,18 @@ async def test_commits_begun_together_go_out_in_one_transaction(
     (twice the transactions for the broker to write)."""
     topic = await bench.topic("out")
     p = cast(TransactionalProducer, await bench.producer("tx"))
+    rounds = _rounds(p, monkeypatch)
+    values = [str(i).encode() for i in range(4)]
+    await asyncio.wait_for(
+        asyncio.gather(*(Share(p).commit(Batch([at(topic, v)])) for v in values)), 30
+    )
+    assert rounds == [values]
+    assert sorted(v or b"" for v in await bench.values(topic)) == values
+    await p.stop()
+
+
+def _rounds(p: TransactionalProducer, monkeypatch: pytest.MonkeyPatch) -> list[list[bytes | None]]:
+    """The values of each transaction ``p`` sends from now on, one list each."""
     rounds: list[list[bytes | None]] = []
     transact = p._transact
 
@@ -740,10 +745,4 @@ async def test_commits_begun_together_go_out_in_one_transaction(
         transact(producer, batches)
 
     monkeypatch.setattr(p, "_transact", recorded)
-    values = [str(i).encode() for i in range(4)]
-    await asyncio.wait_for(
-        asyncio.gather(*(Share(p).commit(Batch([at(topic, v)])) for v in values)), 30
-    )
-    assert rounds == [values]
-    assert sorted(v or b"" for v in await bench.values(topic)) == values
-    await p.stop()
+    return rounds
