@@ -859,9 +859,11 @@ async def test_a_partition_decides_while_its_last_batch_commits_and_commits_in_o
     app = backend.app([payment_saga()], {})
     rt = await backend.runtime(app)
     await rt.publish(InvoiceSent(invoice_id="i1"))
-    async with asyncio.timeout(20):
-        while not any(w.held.is_set() for w in wrapped):
-            await asyncio.sleep(0.005)
+
+    async def one_held() -> bool:
+        return any(w.held.is_set() for w in wrapped)
+
+    await until(one_held)
     (mine,) = [w for w in wrapped if w.held.is_set()]
     (part,) = [p for p in rt.processor.partitions.values() if p.producer is mine]
     await rt.publish(PaymentReceived(invoice_id="i1", amount=5))

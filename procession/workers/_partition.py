@@ -320,10 +320,9 @@ class PartitionProcessor:
         to the parking and hand the step the inputs it held since."""
         asked: dict[str, int] = {}
         for msg in batch:
-            kind = msg.headers[0][1] if msg.headers else b""
             key = msg.key
             if (
-                kind == _RESUME
+                _is_resume(msg)
                 and key is not None
                 and key not in asked
                 and isinstance(self.store.get(key), Parked)
@@ -397,9 +396,14 @@ class PartitionProcessor:
         task.add_done_callback(self.inline.discard)
 
 
+def _is_resume(msg: Message) -> bool:
+    """Whether ``msg`` asks a process to resume (by its type header)."""
+    return bool(msg.headers) and msg.headers[0][1] == _RESUME
+
+
 def _resumes(batch: list[Message]) -> bool:
     """Whether ``batch`` asks a process to resume."""
-    return any(msg.headers and msg.headers[0][1] == _RESUME for msg in batch)
+    return any(_is_resume(msg) for msg in batch)
 
 
 def _request_of(state: ProcessState, task: PendingTask) -> TaskRequest:
