@@ -146,8 +146,8 @@ def table(results: Results, n: int, repeat: int = 1) -> str:
     """The comparison as Markdown, with Procession's ratios to each at the same window."""
     header = [
         "| in flight | system | orders/s | records/s | latency p50 / p95 / p99 (ms) "
-        "| peak RSS (MiB) | Procession on Kafka ÷ this |",
-        "|---|---|---|---|---|---|---|",
+        "| peak RSS (MiB) | CPU per order (ms) | Procession on Kafka ÷ this |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows = [row for window, rs in results.items() for row in _rows(window, rs)]
     best = {
@@ -211,6 +211,7 @@ def _rows(window: int, results: dict[str, dict[str, Any]]) -> list[str]:
     for key, r in results.items():
         rps = "—" if r["records_per_s"] is None else f"{r['records_per_s']:,.0f}"
         rss = ", ".join(f"{k} {v:,.0f}" for k, v in r["rss_mib"].items())
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.get("cpu_ms", {}).items()) or "—"
         ratio = ""
         if ours is not None and key != mine:
             if key in FLOORS:
@@ -221,7 +222,8 @@ def _rows(window: int, results: dict[str, dict[str, Any]]) -> list[str]:
         name = r["system"] + (f" ({r['notes']})" if r["notes"] else "")
         latency = latencies(r)
         rows.append(
-            f"| {window:,} | {name} | {r['per_s']:,.0f} | {rps} | {latency} | {rss} | {ratio} |"
+            f"| {window:,} | {name} | {r['per_s']:,.0f} | {rps} | {latency} | {rss} | {cpu} "
+            f"| {ratio} |"
         )
     return rows
 

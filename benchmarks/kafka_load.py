@@ -49,6 +49,10 @@ class Procs:
     def peak_rss_mib(self) -> dict[str, float]:
         return {name: peak_rss_mib(proc.pid) for name, proc in self.procs.items()}
 
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user and system) each subprocess has used so far."""
+        return {name: cpu_s(proc.pid) for name, proc in self.procs.items()}
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -59,6 +63,12 @@ class Procs:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds, user and system, process ``pid`` has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def create_topics(servers: str, prefix: str) -> None:
@@ -145,7 +155,9 @@ async def drive(
         try:
             async with asyncio.timeout(max(60.0, n / 5)):
                 await closed_loop(warmup, window, lambda k: one(n + k))
+                before = procs.cpu_s()
                 seconds, latencies = await closed_loop(n, window, one)
+                cpu = {k: (v - before[k]) * 1000 / n for k, v in procs.cpu_s().items()}
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -156,7 +168,9 @@ async def drive(
         await consumer.stop()
     records = await count_records(servers, prefix)
     per_order = records / (n + warmup)
-    return Result(system, n, seconds, latencies, records_per_order=per_order, rss_mib=rss)
+    return Result(
+        system, n, seconds, latencies, records_per_order=per_order, rss_mib=rss, cpu_ms=cpu
+    )
 
 
 def _fail_all(task: asyncio.Task[None], waiting: dict[bytes, asyncio.Future[None]]) -> None:

@@ -29,6 +29,8 @@ class Result:
     records_per_order: float | None = None
     rss_mib: dict[str, float] = field(default_factory=dict)
     notes: str = ""
+    #: CPU milliseconds per measured order, by subprocess (user and system)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def per_s(self) -> float:
