@@ -37,6 +37,9 @@ class Procs:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(self, name: str, argv: Sequence[str]) -> None:
+        prof = os.environ.get("BENCH_PROFILE_DIR")  # each subprocess under cProfile
+        if prof:
+            argv = ["-m", "cProfile", "-o", f"{prof}/{name}.prof", *argv]
         self.procs[name] = subprocess.Popen(
             [sys.executable, *argv], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL
         )
@@ -155,9 +158,10 @@ async def drive(
         try:
             async with asyncio.timeout(max(60.0, n / 5)):
                 await closed_loop(warmup, window, lambda k: one(n + k))
-                before = procs.cpu_s()
+                before = {**procs.cpu_s(), "driver": cpu_s(os.getpid())}
                 seconds, latencies = await closed_loop(n, window, one)
-                cpu = {k: (v - before[k]) * 1000 / n for k, v in procs.cpu_s().items()}
+                after = {**procs.cpu_s(), "driver": cpu_s(os.getpid())}
+                cpu = {k: (v - before[k]) * 1000 / n for k, v in after.items()}
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
