@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from immutables import Map
 
 from procession._errors import DecodeError
@@ -150,6 +151,47 @@ def assemble(head: dict[str, Any], parts: dict[str, dict[str, Any]]) -> ProcessS
 def snapshot(state: ProcessState) -> dict[str, Any]:
     """The whole state in one JSON value: the header with its parts inside."""
     return {**header(state), "parts": {k: part(state, k) for k in all_parts(state)}}
+
+
+def whole(state: ProcessState) -> bytes:
+    """``{"state": snapshot(state)}`` as JSON, the same bytes, built in one pass.
+
+    The processor writes a small process's whole state on every commit that
+    changes it, so this is on its hot path: the parts are laid out straight from
+    the state, and orjson writes the value classes itself (their fields, in order,
+    as :func:`part` does).
+
+    Example:
+        >>> s = ProcessState("p", status="running")
+        >>> s.put_machine("m", MachineState("A"))
+        >>> whole(s) == orjson.dumps({"state": snapshot(s)})
+        True
+    """
+    order, machines, timers, timers_of = state.order, state.machines, state.timers, state.timers_of
+    parts: dict[str, Any] = {}
+    for mid in sorted(order, key=order.__getitem__):
+        tids = timers_of.get(mid)
+        armed = {tid: timers[tid] for tid in tids} if tids else {}
+        parts["m:" + mid] = {"o": order[mid], "m": machines[mid], "t": armed}
+    context = state.context
+    for name in sorted(context):
+        parts["c:" + name] = {"d": context[name]}
+    completed = state.completed
+    for i in range(len(completed)):
+        parts[f"k:{i}"] = completed[i]
+    seen_ids = state.seen_ids
+    chunk: list[list[Any]] | None = None
+    at = -1
+    for n in sorted(seen_ids):
+        if n // SEEN_CHUNK != at:
+            at, chunk = n // SEEN_CHUNK, []
+            parts[f"s:{at}"] = {"ids": chunk}
+        assert chunk is not None
+        chunk.append([n, seen_ids[n]])
+    head = header(state)
+    head["compensation"] = state.compensation
+    head["parts"] = parts
+    return orjson.dumps({"state": head})
 
 
 def _from_v1(data: dict[str, Any]) -> ProcessState:

@@ -9,7 +9,7 @@ import orjson
 
 from procession._errors import DecodeError
 from procession._tracing import with_traceparent
-from procession.sagas._parts import assemble, header, part, snapshot
+from procession.sagas._parts import assemble, header, part, whole
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import Codec
 from procession.topics._layout import Topics
@@ -85,7 +85,7 @@ def encode_state(state: Stored | None) -> bytes | None:
         return _ENDED[state.status]
     if isinstance(state, Parked):
         return orjson.dumps({"parked": [state.reason, state.input_id, state.offset]})
-    return orjson.dumps({"state": snapshot(state)})
+    return whole(state)
 
 
 def encode_header(state: ProcessState) -> bytes:
