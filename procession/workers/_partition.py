@@ -205,11 +205,12 @@ class PartitionProcessor:
                 room = self.owner.max_batch - (self._open.read if self._open else 0)
                 batch = [self.queue.popleft() for _ in range(min(len(self.queue), room))]
                 self.room.set()
-                if batch and _resumes(batch):  # it reads the stream back: ours first
+                resumes = _resumes(batch)
+                if resumes:  # it reads the stream back: ours first
                     await self._send()
                     await self._landed()
                 if batch:
-                    await self._decide(batch)
+                    await self._decide(batch, resumes)
                 if self._flight is None and (self._open or self.outbox or self.notes):
                     await self._send()
                     continue
@@ -237,12 +238,14 @@ class PartitionProcessor:
 
     # ------------------------------------------------------------ decide
 
-    async def _decide(self, batch: list[Message]) -> None:
-        """Decide ``batch`` into the open step (opened if none is)."""
+    async def _decide(self, batch: list[Message], resumes: bool) -> None:
+        """Decide ``batch`` into the open step (opened if none is); ``resumes``:
+        some record of it asks a process to resume."""
         step = self._open
         if step is None:
             step = self._open = Step(self.owner, self.tp, self.store)
-        await self._resume(step, batch)
+        if resumes:
+            await self._resume(step, batch)
         turn = time.monotonic() + _TURN_S
         for msg in batch:
             step.add(msg)
@@ -369,15 +372,15 @@ class PartitionProcessor:
         m = self.owner.metrics
         m["decided"] += 1
         for d in decisions:
-            if isinstance(d, InputIgnored):
-                m["ignored"] += 1
-                if d.reason == "no process instance":
-                    m["unmatched"] += 1
-                    log.info("unmatched input %s %s for %s", d.input_type, d.input_id, d.process_id)
-            elif isinstance(d, ProcessStarted):
-                m["started"] += 1
-            elif d.type_name.endswith(("Completed", "Failed", "Cancelled")):
-                m[d.type_name.rpartition(".")[2]] += 1
+            name = _COUNTERS.get(d.__class__)
+            if name is None:
+                name = _COUNTERS[d.__class__] = _counter(d.__class__)
+            if not name:
+                continue
+            m[name] += 1
+            if isinstance(d, InputIgnored) and d.reason == "no process instance":
+                m["unmatched"] += 1
+                log.info("unmatched input %s %s for %s", d.input_type, d.input_id, d.process_id)
 
     # ------------------------------------------------------------ inline tasks
 
@@ -401,9 +404,24 @@ def _is_resume(msg: Message) -> bool:
     return bool(msg.headers) and msg.headers[0][1] == _RESUME
 
 
+#: The metric each decision's class counts ("": none), filled on use.
+_COUNTERS: dict[type[Record], str] = {}
+
+
+def _counter(cls: type[Record]) -> str:
+    """The metric a decision of ``cls`` counts: ``ignored``, ``started``, or the
+    ending's name (``ProcessCompleted``...); "" for none."""
+    if cls is InputIgnored:
+        return "ignored"
+    if cls is ProcessStarted:
+        return "started"
+    name = cls.TYPE.rpartition(".")[2]
+    return name if name.endswith(("Completed", "Failed", "Cancelled")) else ""
+
+
 def _resumes(batch: list[Message]) -> bool:
-    """Whether ``batch`` asks a process to resume."""
-    return any(_is_resume(msg) for msg in batch)
+    """Whether ``batch`` asks a process to resume (looked at once per batch)."""
+    return any(map(_is_resume, batch))
 
 
 def _request_of(state: ProcessState, task: PendingTask) -> TaskRequest:
