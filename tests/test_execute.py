@@ -1,0 +1,68 @@
+"""One task attempt run by ``execute``: the handler's outcome as a result record."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from procession.sagas import Decider, Task
+from procession.topics import TaskCompleted, TaskFailed, TransitionPlanned
+from procession.workers import App, TaskCall
+from procession.workers._execute import execute
+
+
+class Poke(BaseModel):
+    id: str
+
+
+def _app(handler: Any, timeout: timedelta | None) -> App:
+    go = Task("Go", timeout=timeout)
+    saga = Decider("t", lambda s, r: [], correlate={Poke: lambda e: e.id}, tasks=[go])
+    return App([saga], {"Go": handler})
+
+
+def _request() -> TransitionPlanned:
+    return TransitionPlanned(
+        event_id="e1",
+        process_id="t:1",
+        correlation_id="t:1",
+        seq=1,
+        machine_id="m",
+        transition="A->B",
+        from_state="A",
+        to_state="B",
+        task_type="Go",
+        mode="async",
+        task_id="task-1",
+    )
+
+
+async def test_a_handler_past_its_task_timeout_fails_retryably() -> None:
+    never = asyncio.Event()
+
+    async def stuck(call: TaskCall) -> None:
+        await never.wait()
+
+    run = execute(_app(stuck, timedelta(milliseconds=20)), _request(), 5)
+    result = await asyncio.wait_for(run, 10)  # not cut short by the task's timeout: fails
+    assert isinstance(result, TaskFailed)
+    assert (result.reason, result.error_type, result.retryable) == (
+        "handler timed out after 0.02s",
+        "TimeoutError",
+        True,
+    )
+    assert (result.task_id, result.attempt, result.causation_id) == ("task-1", 1, "e1")
+
+
+async def test_a_handler_without_a_timeout_runs_to_its_end() -> None:
+    async def slow(call: TaskCall) -> dict[str, Any]:
+        for _ in range(3):
+            await asyncio.sleep(0)  # gives the loop away: nothing may cut it short
+        return {"seen": call.task_id}
+
+    result = await execute(_app(slow, None), _request(), 5)
+    assert isinstance(result, TaskCompleted)
+    assert result.result == {"seen": "task-1"}
