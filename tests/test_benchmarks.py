@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import big, floor, order_app, procession_memory
+from benchmarks import big, floor, order_app, procession_memory, step
 from benchmarks.compare import SYSTEMS
 from benchmarks.core import run_core
 from benchmarks.memory import run_memory
@@ -22,6 +22,11 @@ ROOT = Path(__file__).parent.parent
 def test_core_benchmark_decides_every_input() -> None:
     result = run_core(20)
     assert result["decisions"] == 20 * 4
+
+
+async def test_step_benchmark_decides_every_input_of_the_captured_orders() -> None:
+    records = await step.capture(12)
+    assert step.decide_all(records) == 12 * 4  # the order and three task results each
 
 
 async def test_memory_benchmark_completes_every_process() -> None:

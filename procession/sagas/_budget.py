@@ -20,9 +20,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 from typing import Protocol
 
 
@@ -43,14 +42,27 @@ class OverBudget(Exception):  # noqa: N818 - a signal the runtime catches, named
 _CURRENT: ContextVar[tuple[Budget, list[int]] | None] = ContextVar("budget", default=None)
 
 
-@contextmanager
-def within(budget: Budget | None) -> Iterator[None]:
+def within(budget: Budget | None) -> AbstractContextManager[None]:
     """Run the decisions inside under ``budget`` (None: no budget)."""
-    token = _CURRENT.set(None if budget is None else (budget, [0]))
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
+    return _Within(budget)
+
+
+class _Within:
+    """:func:`within`'s context: a plain class, entered once per decision (a
+    generator-based context manager cost the processor 2% of its decide path)."""
+
+    __slots__ = ("_budget", "_token")
+    _token: Token[tuple[Budget, list[int]] | None]
+
+    def __init__(self, budget: Budget | None) -> None:
+        self._budget = budget
+
+    def __enter__(self) -> None:
+        budget = self._budget
+        self._token = _CURRENT.set(None if budget is None else (budget, [0]))
+
+    def __exit__(self, *exc: object) -> None:
+        _CURRENT.reset(self._token)
 
 
 def check() -> None:

@@ -22,7 +22,7 @@ from procession.topics._records import (
     is_task_request,
 )
 
-from ._port import Batch, Message, Outgoing, TopicPartition, partition_for
+from ._port import Batch, Headers, Message, Outgoing, TopicPartition, partition_for
 from ._wire import Stored, dead_letter, encode, records_of
 from ._writes import decision_records, parking, state_changes, state_record
 
@@ -100,7 +100,7 @@ class Step:
             return  # our own decision, read back (already applied): not decoded
         rec = self._input(msg)
         if rec is not None and msg.offset >= self.skip.get(rec.process_id, -1):
-            self._decide(rec, msg.offset, parent_of(msg.headers))
+            self._decide(rec, msg.offset, msg.headers)
 
     def finish(self, first: list[Outgoing]) -> Batch:
         """The transaction: ``first`` (timer firings, inline results, notes), then
@@ -112,9 +112,9 @@ class Step:
             self.out.offsets[self.tp] = self.upto
         return self.out
 
-    def _decide(self, rec: Record, offset: int, parent: str | None = None) -> None:
-        """Decide one input (a span, a child of the input's ``traceparent``); a
-        process whose input cannot be decided or written is parked."""
+    def _decide(self, rec: Record, offset: int, headers: Headers = ()) -> None:
+        """Decide one input (a span, a child of the ``traceparent`` in its
+        ``headers``); a process whose input cannot be decided or written is parked."""
         pid = rec.process_id
         before = self.staged[pid] if pid in self.staged else self.store.get(pid)
         if isinstance(before, Parked):
@@ -132,6 +132,7 @@ class Step:
             "procession.input": rec.type_name,
             "procession.partition": self.tp.partition,
         }
+        parent = parent_of(headers)
         with hop("procession decide", parent, attributes, kind="internal") as traceparent:
             if traceparent is not None:
                 self.traced.append(traceparent)
