@@ -7,8 +7,8 @@ import time
 from typing import TYPE_CHECKING
 
 from procession._errors import FencedError
-from procession._tracing import Attributes, hop, parent_of
-from procession.topics._records import TaskCompleted
+from procession._tracing import Attributes, hop, parent_of, tracing
+from procession.topics._records import TaskCompleted, TaskFailed
 
 from ._committer import commit
 from ._execute import execute
@@ -58,18 +58,15 @@ class TaskPartition:
 
     async def _run(self, msg: Message, request: TaskRequest) -> None:
         worker = self.worker
-        attributes: Attributes = {
-            "procession.process_id": request.process_id,
-            "procession.machine_id": request.machine_id,
-            "procession.task_type": request.task_type or "",
-            "procession.task_id": request.task_id or "",
-            "procession.attempt": request.attempt,
-        }
         try:
-            parent = parent_of(msg.headers)
             started = time.monotonic()
-            with hop("procession task", parent, attributes, current=True) as traceparent:
-                result = await execute(worker.app, request, worker.clock.now_ms())
+            if tracing():
+                result, traceparent = await self._traced(msg, request)
+            else:  # the common case: no span to make
+                result, traceparent = (
+                    await execute(worker.app, request, worker.clock.now_ms()),
+                    None,
+                )
             outcome = "completed" if isinstance(result, TaskCompleted) else "failed"
             worker.stats.observe(
                 "task_seconds",
@@ -86,6 +83,23 @@ class TaskPartition:
             return
         self.wake.set()
         worker.freed.set()
+
+    async def _traced(
+        self, msg: Message, request: TaskRequest
+    ) -> tuple[TaskCompleted | TaskFailed, str | None]:
+        """Run ``request`` in a span, a child of the ``traceparent`` ``msg`` carries;
+        the result and the span's ``traceparent``."""
+        attributes: Attributes = {
+            "procession.process_id": request.process_id,
+            "procession.machine_id": request.machine_id,
+            "procession.task_type": request.task_type or "",
+            "procession.task_id": request.task_id or "",
+            "procession.attempt": request.attempt,
+        }
+        worker = self.worker
+        parent = parent_of(msg.headers)
+        with hop("procession task", parent, attributes, current=True) as traceparent:
+            return await execute(worker.app, request, worker.clock.now_ms()), traceparent
 
     async def _commit_loop(self) -> None:
         try:
