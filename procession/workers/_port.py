@@ -57,6 +57,9 @@ class Outgoing:
     value: bytes | None
     headers: Headers = ()
     partition: int | None = None
+    #: :meth:`size`, once asked (a record is checked when made and again by the
+    #: producer before it sends: the second look is free).
+    _size: int = field(default=-1, init=False, repr=False, compare=False)
 
     def size(self) -> int:
         """Bytes this record takes as a one-record batch on the wire (an upper bound).
@@ -70,6 +73,9 @@ class Outgoing:
             >>> Outgoing("t", "k", b"x" * 100).size() < 200
             True
         """
+        size = self._size
+        if size >= 0:
+            return size
         size = _BATCH_OVERHEAD + 10 * len(self.headers)
         if self.key is not None:  # str length: 4 bytes a character covers any UTF-8
             size += len(self.key) if self.key.isascii() else 4 * len(self.key)
@@ -77,6 +83,7 @@ class Outgoing:
             size += len(self.value)
         for k, v in self.headers:  # header names are ASCII
             size += len(k) + len(v)
+        object.__setattr__(self, "_size", size)  # a value to the type checker; a memo here
         return size
 
     def too_large(self, limit: int, what: str = "a record") -> RecordTooLargeError | None:
