@@ -3,6 +3,7 @@ and parts once a process grows, tombstones when it ends; restore reads it back."
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from immutables import Map
 from procession.examples import RebaseFailed, rebase_saga
 from procession.sagas import Ended, ProcessState
 from procession.sagas._fold import after_decisions
+from procession.sagas._state import CompletedTask, MachineState, PendingTask, Timer
 from procession.testing import SagaTest
 from procession.topics import Record
 from procession.workers._port import Message
@@ -128,3 +130,23 @@ def test_the_first_commit_after_restoring_schema_1_keeps_the_whole_state(instanc
     log.commit(after)  # the upgraded processor's first commit
     again = log.restored(old.process_id)
     assert again == after and len(again.machines) == instances
+
+
+def test_each_value_class_is_written_with_every_field_in_order() -> None:
+    from procession.sagas._parts import (  # noqa: PLC0415
+        _completed_json,
+        _machine_json,
+        _task_json,
+        _timer_json,
+    )
+
+    task = PendingTask("t", "Go", "m", "A->B", 2, "async", False, True, "c", "A", {"k": 1})
+    cases: list[tuple[Any, Any]] = [
+        (task, _task_json),
+        (MachineState("B", 3, task, {"r": 1}), _machine_json),
+        (Timer(5, "retry", "m", "A->B", "t", 2), _timer_json),
+        (CompletedTask("m", "A->B", "t", "Go", [1]), _completed_json),
+    ]
+    for value, written in cases:
+        assert written(value) == orjson.loads(orjson.dumps(value))  # orjson: every field, in order
+        assert list(written(value)) == [f.name for f in dataclasses.fields(value)]
