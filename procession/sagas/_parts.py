@@ -75,10 +75,7 @@ def part(state: ProcessState, key: str) -> dict[str, Any] | None:
     kind, _, name = key.partition(":")
     if kind == "m":
         m = state.machines.get(name)
-        if m is None:
-            return None
-        timers = {tid: _timer_json(t) for tid, t in state.timers_of_machine(name)}
-        return {"o": state.order[name], "m": _machine_json(m), "t": timers}
+        return None if m is None else _machine_part(state, name, m)
     if kind == "c":
         data = state.context.get(name)
         return None if data is None else {"d": data}
@@ -166,12 +163,10 @@ def whole(state: ProcessState) -> bytes:
         >>> whole(s) == orjson.dumps({"state": snapshot(s)})
         True
     """
-    order, machines, timers, timers_of = state.order, state.machines, state.timers, state.timers_of
+    order, machines = state.order, state.machines
     parts: dict[str, Any] = {}
     for mid in sorted(order, key=order.__getitem__):
-        tids = timers_of.get(mid)
-        armed = {tid: _timer_json(timers[tid]) for tid in tids} if tids else {}
-        parts["m:" + mid] = {"o": order[mid], "m": _machine_json(machines[mid]), "t": armed}
+        parts["m:" + mid] = _machine_part(state, mid, machines[mid])
     context = state.context
     for name in sorted(context):
         parts["c:" + name] = {"d": context[name]}
@@ -224,6 +219,14 @@ def _from_v1(data: dict[str, Any]) -> ProcessState:
         "failed_compensations": data.get("failed_compensations", []),
     }
     return assemble(head, parts)
+
+
+def _machine_part(state: ProcessState, mid: str, m: MachineState) -> dict[str, Any]:
+    """The part of machine ``mid`` (``m``): its place in creation order, the
+    machine, and the timers armed for it."""
+    tids, timers = state.timers_of.get(mid), state.timers
+    armed = {tid: _timer_json(timers[tid]) for tid in tids} if tids else {}
+    return {"o": state.order[mid], "m": _machine_json(m), "t": armed}
 
 
 # The value classes as JSON objects, their fields in order, spelt out: orjson
