@@ -18,14 +18,22 @@ import orjson
 
 from procession._errors import DecodeError
 
-from ._records import RECORD_TYPES, Record
+from ._records import RECORD_TYPES, DomainEvent, Record
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-Headers = list[tuple[str, bytes]]
+Headers = tuple[tuple[str, bytes], ...]
 
 #: What follows a record's fields on the wire: its type and schema version.
 _TRAILER: dict[type[Record], bytes] = {
     cls: b',"type":' + orjson.dumps(cls.TYPE) + b',"v":' + str(cls.VERSION).encode() + b"}"
+    for cls in RECORD_TYPES.values()
+}
+
+
+#: The type and schema-version headers of each record type, encoded once (a
+#: domain event's type header is its own ``event_type``).
+_KIND: dict[type[Record], tuple[tuple[str, bytes], tuple[str, bytes]]] = {
+    cls: (("procession-type", cls.TYPE.encode()), ("procession-version", str(cls.VERSION).encode()))
     for cls in RECORD_TYPES.values()
 }
 
@@ -89,16 +97,17 @@ class Codec:
         W3C ``traceparent`` derived from ids (one trace per process: trace id from the
         correlation id, span id from the event id). A hop with a live span
         replaces it with its own (``procession._tracing``)."""
-        out: Headers = [
-            ("procession-type", record.type_name.encode()),
-            ("procession-version", str(record.VERSION).encode()),
+        kind, version = _KIND.get(record.__class__) or _kind(record)
+        if record.__class__ is DomainEvent:
+            kind = ("procession-type", record.type_name.encode())
+        ids = (
             ("event-id", record.event_id.encode()),
             ("correlation-id", record.correlation_id.encode()),
             ("traceparent", traceparent(record.correlation_id, record.event_id).encode()),
-        ]
+        )
         if record.causation_id:
-            out.append(("causation-id", record.causation_id.encode()))
-        return out
+            return (kind, version, *ids, ("causation-id", record.causation_id.encode()))
+        return (kind, version, *ids)
 
     def decode(self, raw: bytes) -> Record:
         """The record ``raw`` holds; :class:`DecodeError` if it is not one record
@@ -176,6 +185,14 @@ def _loads(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise DecodeError(f"expected a JSON object, got {type(body).__name__}")
     return body
+
+
+def _kind(record: Record) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """The type and version headers of a record type not registered (a subclass)."""
+    return (
+        ("procession-type", record.type_name.encode()),
+        ("procession-version", str(record.VERSION).encode()),
+    )
 
 
 _FIELDS: dict[str, frozenset[str]] = {}

@@ -61,7 +61,7 @@ def encode(
     Raises ``TypeError`` when a field holds something JSON cannot carry (a
     payload with a set, say): the caller decides whose problem that is.
     """
-    headers = with_traceparent(tuple(codec.headers(record)), traceparent)
+    headers = with_traceparent(codec.headers(record), traceparent)
     return Outgoing(topic, key, codec.encode(record), headers, partition)
 
 
