@@ -26,6 +26,7 @@ from procession.topics._records import (
     Record,
     ResumeRequested,
     RetryRequested,
+    TaskCompleted,
     TaskFailed,
     TimerFired,
     TimerScheduled,
@@ -99,7 +100,9 @@ class Engine:
                 f"this definition is v{self.saga.version} and no other version is registered",
             )
         assert isinstance(state, ProcessState) or starting
-        if isinstance(record, DomainEvent):
+        if isinstance(record, TaskCompleted):
+            pass  # the commonest input: applied by the planner; progress does the rest
+        elif isinstance(record, DomainEvent):
             self._on_event(p, record, starting)
         elif isinstance(record, TaskFailed):
             self._on_failure(p, state, record.task_id, record.retryable, record.reason)

@@ -71,11 +71,7 @@ def classify(state: AnyState, record: Record) -> str | None:
         return "after completion"  # spelled out: mypy narrows ``state`` by it
     if state is None or state.status == "new":
         return None if isinstance(record, DomainEvent) else "no process instance"
-    if isinstance(record, _ONCE):
-        return "duplicate" if record.event_id in state.seen else None
-    if isinstance(record, TimerFired):
-        return None if record.timer_id in state.timers else "stale timer"
-    if isinstance(record, _RESULTS):
+    if isinstance(record, _RESULTS):  # the commonest input first
         pending = state.pending_task(record.task_id)
         if pending is None:
             return "task not pending (duplicate or late result)"
@@ -84,6 +80,10 @@ def classify(state: AnyState, record: Record) -> str | None:
         if not pending.in_flight:
             return f"attempt {record.attempt} already failed or timed out"
         return None
+    if isinstance(record, _ONCE):
+        return "duplicate" if record.event_id in state.seen else None
+    if isinstance(record, TimerFired):
+        return None if record.timer_id in state.timers else "stale timer"
     return f"not an input: {record.type_name}"
 
 
@@ -189,7 +189,9 @@ def apply_input(state: ProcessState, record: Record) -> None:
 
 def apply_decision(state: ProcessState, record: Record) -> None:
     """Apply a decision to ``state`` in place (the fold's step for decisions)."""
-    if isinstance(record, ProcessStarted):
+    if isinstance(record, TransitionPlanned):  # the commonest decision first
+        _apply_transition(state, record)
+    elif isinstance(record, ProcessStarted):
         state.saga, state.version, state.status = record.saga, record.version, "running"
         state.correlation_id = record.correlation_id
         for mid, first in record.machines.items():
@@ -197,8 +199,6 @@ def apply_decision(state: ProcessState, record: Record) -> None:
     elif isinstance(record, MachinesCreated):
         for mid, first in record.machines.items():
             state.put_machine(mid, MachineState(first))
-    elif isinstance(record, TransitionPlanned):
-        _apply_transition(state, record)
     elif isinstance(record, TimerScheduled):
         state.add_timer(
             record.timer_id,
