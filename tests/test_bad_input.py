@@ -126,6 +126,33 @@ async def test_a_task_request_too_large_for_its_task_topic_parks_its_process(
     assert len(await backend.records(app.topics.tasks("Run"))) == 1  # the good one's request
 
 
+def wide_saga(machines: int) -> Saga:
+    """``machines`` machines that each plan a task carrying the event's blob at the start."""
+    todo, done = State("Todo", initial=True), State("Done", final=True)
+    task = Task("Run", payload=lambda c: {"blob": c.event.blob})
+    return Saga(
+        "wide",
+        machines=[
+            Machine(f"m{i}", states=[todo, done], transitions=[todo.to(done, on=Job, task=task)])
+            for i in range(machines)
+        ],
+        correlate={Job: lambda e: e.job_id},
+        starts=[Job],
+    )
+
+
+async def test_decisions_that_fit_the_process_topic_alone_are_not_refused_as_one_batch(
+    backend: Backend,
+) -> None:
+    app = backend.app([wide_saga(8)], {"Run": lambda call: None})
+    rt = await start(backend, app, small=(app.topics.process,))
+    await rt.publish(Job(job_id="w", blob="x" * (LIMIT // 6)))  # 8 of these: over the limit
+    await completes(rt, "wide:w")
+    planned = [r for r in await rt.history("wide:w") if isinstance(r, TransitionPlanned)]
+    assert len(planned) == 8
+    assert await reasons(backend, app) == []
+
+
 async def test_a_process_larger_than_the_changelog_limit_completes_part_by_part(
     backend: Backend,
 ) -> None:

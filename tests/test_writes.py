@@ -63,3 +63,13 @@ def test_without_batches_every_decision_is_its_own_record() -> None:
     out = decision_records("p", decisions, TOPICS, DEFAULT_CODEC, LIMITS, batch=False)
     process = [o for o in out if o.topic == TOPICS.process]
     assert [DEFAULT_CODEC.decode(o.value or b"") for o in process] == decisions
+
+
+def test_batches_stay_under_a_process_topic_limit_below_the_batch_size() -> None:
+    limit = 20_000  # below BATCH_BYTES: each decision fits, a 64 KiB batch would not
+    limits = {TOPICS.process: limit, TOPICS.tasks("Close"): limit}
+    decisions = fan_out(100)
+    out = decision_records("p", decisions, TOPICS, DEFAULT_CODEC, limits)
+    process = [o for o in out if o.topic == TOPICS.process]
+    assert len(process) > 2 and all(o.size() <= limit for o in process)
+    assert [r for o in process for r in DEFAULT_CODEC.decode_all(o.value or b"")] == decisions

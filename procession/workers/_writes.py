@@ -54,30 +54,39 @@ def decision_records(
             rec = encode(topics.process, pid, d, codec, traceparent=traceparent)
         except TypeError as exc:
             raise UnwritableError(f"{d.type_name} cannot be encoded: {exc}") from exc
-        alone.append(checked(rec, limits))
+        alone.append(rec)
         if is_task_request(d) and d.mode != "inline":  # type: ignore[attr-defined]
             task_topic = topics.tasks(d.task_type or "")  # type: ignore[attr-defined]
             copies.append(checked(Outgoing(task_topic, pid, rec.value, rec.headers), limits))
     if not batch or len(alone) < 2:
-        return alone + copies
+        return [checked(rec, limits) for rec in alone] + copies
     return _batched(alone, codec, limits) + copies
 
 
 #: The most bytes of decisions one batch record holds (a big fan-out is written
-#: as several batches, each far below any topic's ``max.message.bytes``).
+#: as several batches, each below the process topic's ``max.message.bytes``).
 BATCH_BYTES = 64 * 1024
+
+#: Bytes a batch record takes beyond its decisions' values and a decision's own
+#: key and headers: its JSON head and tail, and a longer type header at most.
+_BATCH_FRAME = 256
 
 
 def _batched(alone: list[Outgoing], codec: Codec, limits: dict[str, int]) -> list[Outgoing]:
     """Process-topic records of one process's decisions, in order, consecutive
-    ones sharing a batch up to ``BATCH_BYTES``."""
+    ones sharing a batch up to ``BATCH_BYTES``, or less when the topic takes less:
+    a decision the topic takes alone is never refused for the batch it is in."""
+    first = alone[0]
+    limit = limits[first.topic]
+    room = min(BATCH_BYTES, limit - (first.size() - len(first.value or b"")) - _BATCH_FRAME)
     out: list[Outgoing] = []
     run: list[Outgoing] = []
     size = 0
     for rec in [*alone, None]:
         value = (rec.value or b"") if rec is not None else b""
-        if run and (rec is None or size + len(value) > BATCH_BYTES):
-            out.append(run[0] if len(run) == 1 else checked(_batch(run, codec), limits))
+        if run and (rec is None or size + len(value) > room):
+            # a batch is larger than any decision in it: checking it checks them
+            out.append(checked(run[0] if len(run) == 1 else _batch(run, codec), limits))
             run, size = [], 0
         if rec is not None:
             run.append(rec)
