@@ -107,9 +107,12 @@ GAUGES = {
 }
 
 
-def observe(parts: Sequence[tuple[str, Observed]]) -> None:
+def observe(parts: Sequence[tuple[str, Observed]], env: Mapping[str, str] = os.environ) -> None:
     """Export the components' counters, gauges and latencies as OpenTelemetry
-    metrics (when :func:`setup` installed a meter provider; else nothing)."""
+    metrics when the environment asks for them, as :func:`setup` does; else
+    nothing (not even a no-op histogram's record per task and commit)."""
+    if not wanted(env):
+        return
     try:
         from opentelemetry import metrics  # noqa: PLC0415
         from opentelemetry.metrics import CallbackOptions, Observation  # noqa: PLC0415

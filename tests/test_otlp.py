@@ -96,3 +96,21 @@ def test_tracing_asked_for_without_the_exporter_is_one_line_and_exit_1(tmp_path:
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "install the otel extra" in lines[0], out.stderr
+
+
+def test_latencies_go_to_opentelemetry_only_when_the_environment_asks_for_metrics() -> None:
+    from procession._telemetry import observe  # noqa: PLC0415
+    from procession.workers._stats import Stats  # noqa: PLC0415
+
+    class Part:
+        def __init__(self) -> None:
+            self.stats, self.metrics = Stats(), {"completed": 0}
+
+        def gauges(self) -> dict[str, float]:
+            return {}
+
+    quiet, asked = Part(), Part()
+    observe([("worker", quiet)], env={})
+    observe([("worker", asked)], env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    assert quiet.stats.forward is None
+    assert asked.stats.forward is not None
