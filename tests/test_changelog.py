@@ -150,3 +150,17 @@ def test_each_value_class_is_written_with_every_field_in_order() -> None:
     for value, written in cases:
         assert written(value) == orjson.loads(orjson.dumps(value))  # orjson: every field, in order
         assert list(written(value)) == [f.name for f in dataclasses.fields(value)]
+
+
+def test_a_state_over_a_small_changelog_limit_is_written_part_by_part_not_refused() -> None:
+    saga = rebase_saga()
+    t = SagaTest(saga)
+    rec = t._input(RebaseFailed(rebase_id="g", instances=[f"env-{i}" for i in range(10)]))
+    state = after_decisions(None, rec, saga.decide(None, rec))
+    (whole,) = state_changes(state.process_id, state, "changelog", 0, LIMITS)
+    limit = whole.size() - 1  # below the one-value limit (INLINE_BYTES): the parts fit
+    out = state_changes(state.process_id, state, "changelog", 0, {"changelog": limit})
+    assert state.split and len(out) > 10 and all(o.size() <= limit for o in out)
+    log = Changelog()
+    log.log = [Message("changelog", 0, i, o.key, o.value) for i, o in enumerate(out)]
+    assert log.restored(state.process_id) == state

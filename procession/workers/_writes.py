@@ -17,8 +17,9 @@ from ._wire import Stored, encode, encode_header, encode_part, encode_state, par
 _REASON = 2000
 
 #: A process with at most this many machines, whose whole state encodes to at
-#: most ``INLINE_BYTES``, is written in one changelog value per commit; a
-#: bigger one switches, once and for good, to a header and a record per part.
+#: most ``INLINE_BYTES`` (and fits the changelog's ``max.message.bytes``), is
+#: written in one changelog value per commit; a bigger one switches, once and
+#: for good, to a header and a record per part.
 INLINE_MACHINES = 64
 INLINE_BYTES = 16 * 1024
 
@@ -149,11 +150,12 @@ def state_changes(
         if not state.split:
             if len(state.machines) <= INLINE_MACHINES:
                 whole = Outgoing(topic, pid, encode_state(state), partition=partition)
-                if whole.size() <= INLINE_BYTES:
-                    return [checked(whole, limits, "the state")]
+                if whole.size() <= min(INLINE_BYTES, limits[topic]):  # else its parts may fit
+                    return [whole]
             state.split = True  # from now on part by part: every part written once
             state.dirty = state.dirty.update(dict.fromkeys(all_parts(state)))
-        out = [Outgoing(topic, pid, encode_header(state), partition=partition)]
+        head = Outgoing(topic, pid, encode_header(state), partition=partition)
+        out = [checked(head, limits, "the state's header")]
         for key in sorted(state.dirty):
             value = encode_part(state, key)
             rec = Outgoing(topic, part_key(pid, key), value, partition=partition)
