@@ -42,6 +42,7 @@ from ._kafka_security import Settings, options, refused
 from ._kafka_settings import (
     KEY_ERRORS,
     MAX_POLL_INTERVAL_MS,
+    PRODUCER_BATCH_BYTES,
     SESSION_TIMEOUT_MS,
     START_DEADLINE_S,
     TRANSACTION_TIMEOUT_MS,
@@ -139,6 +140,7 @@ class KafkaProducer:
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
+            max_batch_size=PRODUCER_BATCH_BYTES,  # topics take at least this (checked at start)
             retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
         try:

@@ -45,6 +45,13 @@ FETCH_WAIT_MS = int(os.environ.get("PROCESSION_FETCH_WAIT_MS", "100"))
 #: worker's, many a second) would make every refill wait for the broker.
 HOLD_AFTER_S = 1.0
 
+#: The most bytes a producer packs into one record batch for a partition (both
+#: clients). A broker refuses a batch over the topic's ``max.message.bytes`` as
+#: a whole, records that each fit included, and the transaction could never
+#: commit: a topic must take at least this much (``_topic_check`` says so at
+#: start). A single record larger than this goes in a batch of its own.
+PRODUCER_BATCH_BYTES = 16_384
+
 #: A key that is not UTF-8 still makes a str (the bad bytes kept as surrogates),
 #: so the record is dead-lettered by whoever checks its key, with its key as it was.
 KEY_ERRORS = "surrogateescape"

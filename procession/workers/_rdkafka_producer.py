@@ -29,6 +29,7 @@ from procession._errors import FencedError, TransactionAbortedError, WriterFaile
 
 from ._kafka_settings import (
     KEY_ERRORS,
+    PRODUCER_BATCH_BYTES,
     START_DEADLINE_S,
     TRANSACTION_TIMEOUT_MS,
     TXN_RETRY_BACKOFF_MS,
@@ -105,9 +106,9 @@ class TransactionalProducer:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 2,
-            # record batches no larger than aiokafka's: a topic refuses a batch over
-            # its max.message.bytes, and only a single record may come near it
-            "batch.size": 16_384,
+            # a topic refuses a batch over its max.message.bytes: only a single
+            # record may come near it (topics take at least this, checked at start)
+            "batch.size": PRODUCER_BATCH_BYTES,
             "retry.backoff.ms": TXN_RETRY_BACKOFF_MS,
             "retry.backoff.max.ms": 4 * TXN_RETRY_BACKOFF_MS,
             "partitioner": "murmur2_random",  # where Java (and aiokafka) put a key

@@ -83,12 +83,19 @@ class Runtime:
         await self.stop()
 
     async def start(self) -> None:
-        await self.transport.create_topics(self.app.topics.specs(self.app.task_types()))
-        await self._producer.start()
-        await self.processor.start()
-        for worker in self.workers:
-            await worker.start()
-        await self.router.start()
+        """Create the topics, then start the producer and the components; a start
+        that fails (topics that cannot work, a broker out of reach) stops what it
+        had started before it raises: nothing is left connected."""
+        try:
+            await self.transport.create_topics(self.app.topics.specs(self.app.task_types()))
+            await self._producer.start()
+            await self.processor.start()
+            for worker in self.workers:
+                await worker.start()
+            await self.router.start()
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         await self.router.stop()

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from procession._errors import TopicsError
 from procession.topics._layout import TopicSpec
 
+from ._kafka_settings import PRODUCER_BATCH_BYTES
 from ._port import TopicInfo, Transport
 
 
@@ -32,7 +33,9 @@ def problems(
     and that each pair in ``co_partitioned`` has the same partition count.
     With ``settings=False`` only what breaks correctness counts: a smaller
     ``max.message.bytes`` or replication is the operator's choice (the runtimes
-    dead-letter or park what does not fit).
+    dead-letter or park what does not fit), down to the producers' batch size
+    (``PRODUCER_BATCH_BYTES``, 16 KiB), below which records that fit one by one
+    are refused as a batch.
 
     Example:
         >>> spec = TopicSpec("shop.changelog", 6, compacted=True)
@@ -51,6 +54,12 @@ def problems(
             out.append(f"{spec.name}: not compacted, must be")
         if info.compacted and not spec.compacted:
             out.append(f"{spec.name}: compacted, must not be (records would be dropped by key)")
+        if info.max_message_bytes < PRODUCER_BATCH_BYTES:
+            out.append(
+                f"{spec.name}: max.message.bytes {info.max_message_bytes} is below "
+                f"{PRODUCER_BATCH_BYTES}, the record batches the producers write: "
+                "records that each fit would be refused together, and never committed"
+            )
         if not settings:
             continue
         if info.max_message_bytes < spec.max_message_bytes:
