@@ -315,3 +315,18 @@ async def test_a_result_too_large_to_record_fails_its_task_for_good(backend: Bac
 
 async def _failed(rt: Runtime, pid: str) -> bool:
     return any(isinstance(r, TaskFailed) for r in await rt.history(pid))
+
+
+async def test_a_decision_just_under_the_topic_limit_is_written_by_either_client(
+    backend: Backend,
+) -> None:
+    # over 1,000,000 bytes (librdkafka's own default cap on a message) and under
+    # the topics' 1,048,588: the topic's limit is the one that counts
+    blob = "x" * 1_010_000
+    big = job_saga(payload=lambda c: {"blob": blob} if c.event.blob else {})
+    app = backend.app([big], {"Run": lambda call: None})
+    rt = await start(backend, app)
+    await rt.publish(Job(job_id="big", blob="y"))
+    await completes(rt, "job:big")
+    (request,) = await backend.records(app.topics.tasks("Run"))
+    assert 1_000_000 < len(request.value or b"") < 1_048_588

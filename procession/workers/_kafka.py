@@ -42,6 +42,7 @@ from ._kafka_security import Settings, options, refused
 from ._kafka_settings import (
     KEY_ERRORS,
     MAX_POLL_INTERVAL_MS,
+    MAX_REQUEST_BYTES,
     PRODUCER_BATCH_BYTES,
     SESSION_TIMEOUT_MS,
     START_DEADLINE_S,
@@ -141,6 +142,7 @@ class KafkaProducer:
             acks="all",
             linger_ms=2,
             max_batch_size=PRODUCER_BATCH_BYTES,  # topics take at least this (checked at start)
+            max_request_size=MAX_REQUEST_BYTES,  # records up to MAX_RECORD_BYTES
             retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
         try:

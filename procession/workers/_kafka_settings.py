@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from ._port import MAX_RECORD_BYTES
+
 #: How long a transactional producer waits before retrying a refused request.
 #: A transaction that starts right after a commit is refused with
 #: CONCURRENT_TRANSACTIONS until the broker has written the previous commit's
@@ -51,6 +53,12 @@ HOLD_AFTER_S = 1.0
 #: commit: a topic must take at least this much (``_topic_check`` says so at
 #: start). A single record larger than this goes in a batch of its own.
 PRODUCER_BATCH_BYTES = 16_384
+
+#: The largest produce request the clients send (librdkafka's ``message.max.bytes``,
+#: aiokafka's ``max_request_size``): a record up to ``MAX_RECORD_BYTES`` (16 MiB)
+#: and its framing. The broker takes requests up to ``socket.request.max.bytes``
+#: (100 MiB by default); each topic's ``max.message.bytes`` is checked before.
+MAX_REQUEST_BYTES = MAX_RECORD_BYTES + 64 * 1024
 
 #: A key that is not UTF-8 still makes a str (the bad bytes kept as surrogates),
 #: so the record is dead-lettered by whoever checks its key, with its key as it was.

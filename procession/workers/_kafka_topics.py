@@ -71,13 +71,14 @@ class Limits:
 
     def seen(self, found: Mapping[str, TopicInfo]) -> None:
         """Topics described: their limits are known now."""
-        self._known.update({name: info.max_message_bytes for name, info in found.items()})
+        self._known.update({name: info.record_limit for name, info in found.items()})
 
     async def of(self, topic: str) -> int:
-        """The topic's limit (Kafka's default for a topic that does not exist)."""
+        """The most bytes a record of the topic may take (:attr:`TopicInfo.record_limit`;
+        Kafka's default for a topic that does not exist)."""
         if topic not in self._known:
             info = (await self._describe([topic])).get(topic)
-            return info.max_message_bytes if info else DEFAULT_MAX_MESSAGE_BYTES
+            return info.record_limit if info else DEFAULT_MAX_MESSAGE_BYTES
         return self._known[topic]
 
     def forget(self) -> None:

@@ -180,7 +180,7 @@ class MemoryLog:
             raise fault
         for out in batch.records:  # the broker refuses the whole transaction
             self._topic(out.topic)  # an unknown topic fails as such
-            if too_large := out.too_large(self._info[out.topic].max_message_bytes):
+            if too_large := out.too_large(self._info[out.topic].record_limit):
                 raise too_large
         for out in batch.records:
             parts = self._topic(out.topic)

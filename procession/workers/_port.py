@@ -23,6 +23,12 @@ Headers = tuple[tuple[str, bytes], ...]
 #: Kafka's default ``max.message.bytes`` (1 MiB plus the record batch overhead).
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 
+#: The most bytes one record may take on any transport, whatever its topic takes:
+#: the Kafka clients are set to send records up to this size (their own defaults,
+#: about 1 MB, sit below a topic's default ``max.message.bytes``, and a record
+#: the topic takes would be refused by the client, again on every retry).
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
 
 class TopicPartition(NamedTuple):
     """A partition of a topic."""
@@ -112,6 +118,17 @@ class TopicInfo:
     replication: int = 1
     retention_ms: int | None = None
     min_insync: int | None = None
+
+    @property
+    def record_limit(self) -> int:
+        """The most bytes a record written to this topic may take: its
+        ``max.message.bytes``, up to :data:`MAX_RECORD_BYTES`.
+
+        Example:
+            >>> TopicInfo("t", 1, max_message_bytes=64 << 20).record_limit == MAX_RECORD_BYTES
+            True
+        """
+        return min(self.max_message_bytes, MAX_RECORD_BYTES)
 
 
 @dataclass

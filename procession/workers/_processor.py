@@ -91,7 +91,7 @@ class Processor(Component):
             )
         found = await verify(self.transport, t.specs(self.app.task_types()), settings=False)
         process = found[t.process].partitions
-        self.limits = {name: info.max_message_bytes for name, info in found.items()}
+        self.limits = {name: info.record_limit for name, info in found.items()}
         self.partition_count = process
         self.arm()
         self._consumer = await self.transport.consumer(

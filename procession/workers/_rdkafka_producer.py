@@ -29,6 +29,7 @@ from procession._errors import FencedError, TransactionAbortedError, WriterFaile
 
 from ._kafka_settings import (
     KEY_ERRORS,
+    MAX_REQUEST_BYTES,
     PRODUCER_BATCH_BYTES,
     START_DEADLINE_S,
     TRANSACTION_TIMEOUT_MS,
@@ -109,6 +110,7 @@ class TransactionalProducer:
             # a topic refuses a batch over its max.message.bytes: only a single
             # record may come near it (topics take at least this, checked at start)
             "batch.size": PRODUCER_BATCH_BYTES,
+            "message.max.bytes": MAX_REQUEST_BYTES,  # records up to MAX_RECORD_BYTES
             "retry.backoff.ms": TXN_RETRY_BACKOFF_MS,
             "retry.backoff.max.ms": 4 * TXN_RETRY_BACKOFF_MS,
             "partitioner": "murmur2_random",  # where Java (and aiokafka) put a key

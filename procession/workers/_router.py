@@ -103,7 +103,7 @@ class Router(BatchLoop):
         names = {*self.inputs, t.process, t.dead_letter}
         specs = [s for s in t.specs(self.app.task_types()) if s.name in names]
         found = await verify(self.transport, specs, settings=False)
-        self._limits = {name: info.max_message_bytes for name, info in found.items()}
+        self._limits = {name: info.record_limit for name, info in found.items()}
         await self.start_loop(self.inputs)
 
     async def handle(self, msgs: list[Message]) -> Batch:

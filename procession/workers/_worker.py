@@ -89,7 +89,7 @@ class Worker(Component):
         names = {t.process, t.dead_letter, *(t.tasks(x) for x in self.task_types)}
         specs = [s for s in t.specs(self.app.task_types()) if s.name in names]
         found = await verify(self.transport, specs, settings=False)
-        self.limits = {name: info.max_message_bytes for name, info in found.items()}
+        self.limits = {name: info.record_limit for name, info in found.items()}
         self.arm()
         self._consumer = await self.transport.consumer(
             self.group, [t.tasks(x) for x in self.task_types], self._on_assign, self._on_revoke
