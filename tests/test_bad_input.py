@@ -330,3 +330,18 @@ async def test_a_decision_just_under_the_topic_limit_is_written_by_either_client
     await completes(rt, "job:big")
     (request,) = await backend.records(app.topics.tasks("Run"))
     assert 1_000_000 < len(request.value or b"") < 1_048_588
+
+
+async def test_records_of_megabytes_go_through_topics_that_take_them(backend: Backend) -> None:
+    # above the clients' default request and fetch sizes (about 1 MB) both ways:
+    # a task request, its result and the state that holds the request
+    blob = "x" * 3_000_000
+    big = job_saga(payload=lambda c: {"blob": blob} if c.event.blob else {})
+    app = backend.app([big], {"Run": lambda call: {"echo": call.payload.get("blob", "")}})
+    t = app.topics
+    roomy = (t.process, t.tasks("Run"), t.changelog)
+    rt = await start(backend, app, small=roomy, limit=8 << 20)
+    await rt.publish(Job(job_id="big", blob="y"))
+    await completes(rt, "job:big")
+    (done,) = [r for r in await rt.history("job:big") if isinstance(r, TaskCompleted)]
+    assert done.result == {"echo": blob}
