@@ -162,3 +162,32 @@ async def test_an_impossible_topic_is_refused_with_the_brokers_reason(backend: B
 
 def unique_prefix() -> str:
     return f"check{os.getpid()}-{next(_prefixes)}"
+
+
+def test_a_topic_no_write_can_reach_is_named_even_for_a_runtime() -> None:
+    found = as_found(SPECS)
+    found["shop.process"] = dataclasses.replace(found["shop.process"], min_insync=2)
+    expected = [
+        "shop.process: min.insync.replicas 2 is above its replication factor 1: "
+        "no write to it can succeed"
+    ]
+    assert problems(SPECS, found) == expected
+    assert problems(SPECS, found, settings=False) == expected
+
+
+@pytest.mark.backends("kafka", "rdkafka")
+async def test_a_broker_topic_no_write_can_reach_is_refused_before_a_runtime_starts(
+    backend: Backend,
+) -> None:
+    transport = backend.transport()
+    topics = Topics(unique_prefix(), partitions=1, task_partitions=1)
+    specs = topics.specs([])
+    await transport.create_topics(
+        [dataclasses.replace(s, min_insync=2) if s.name == topics.process else s for s in specs]
+    )
+    with pytest.raises(TopicsError) as caught:
+        await verify(transport, specs, settings=False)
+    assert caught.value.problems == [
+        f"{topics.process}: min.insync.replicas 2 is above its replication factor 1: "
+        "no write to it can succeed"
+    ]

@@ -54,6 +54,11 @@ def problems(
             out.append(f"{spec.name}: not compacted, must be")
         if info.compacted and not spec.compacted:
             out.append(f"{spec.name}: compacted, must not be (records would be dropped by key)")
+        if info.min_insync is not None and info.min_insync > info.replication:
+            out.append(
+                f"{spec.name}: min.insync.replicas {info.min_insync} is above its "
+                f"replication factor {info.replication}: no write to it can succeed"
+            )
         if info.max_message_bytes < PRODUCER_BATCH_BYTES:
             out.append(
                 f"{spec.name}: max.message.bytes {info.max_message_bytes} is below "
