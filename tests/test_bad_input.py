@@ -345,3 +345,36 @@ async def test_records_of_megabytes_go_through_topics_that_take_them(backend: Ba
     await completes(rt, "job:big")
     (done,) = [r for r in await rt.history("job:big") if isinstance(r, TaskCompleted)]
     assert done.result == {"echo": blob}
+
+
+async def test_a_process_id_with_a_nul_is_refused_by_the_router_and_the_processor(
+    backend: Backend,
+) -> None:
+    # NUL separates a process id from a part in changelog keys: "job:x\0m:job"
+    # would be restored as a part of process "job:x"
+    app = backend.app([job_saga()], {"Run": lambda call: None})
+    rt = await start(backend, app)
+    await rt.publish(Job(job_id="x\x00m:job"))
+    pid = "job:y\x00m:job"
+    result = TaskCompleted(
+        event_id="e1",
+        process_id=pid,
+        correlation_id=pid,
+        machine_id="job",
+        task_id="t",
+        task_type="Run",
+        attempt=1,
+    )
+    await _write(backend, encode(app.topics.process, pid, result, DEFAULT_CODEC))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    await until(lambda: _dead_count(backend, app, 2))
+    routed, straight = sorted(await reasons(backend, app))
+    why = "holds a NUL, which changelog keys keep for parts"
+    assert routed == f"correlation rule for Job: process id 'job:x\\x00m:job' {why}"
+    assert straight == f"process id 'job:y\\x00m:job' {why}"
+    assert await rt.history("job:x") == []
+
+
+async def _dead_count(backend: Backend, app: App, n: int) -> bool:
+    return len(await backend.records(app.topics.dead_letter)) >= n

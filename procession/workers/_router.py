@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from procession._errors import DecodeError, UnknownEventTypeError, UnroutableError
 from procession._tracing import Attributes, hop, parent_of, tracing
+from procession.sagas._decider import refused_id
 from procession.sagas._ids import derive_id
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import DomainEvent
@@ -194,12 +195,16 @@ def routed_events(
     correlation rules name (none: no saga follows it). An empty
     ``correlation_id`` becomes the event id, an empty ``causation_id`` None.
 
-    Raises :class:`UnroutableError` when a correlation rule raises.
+    Raises :class:`UnroutableError` when a correlation rule raises, or names a
+    process id that cannot be one (:func:`~procession.sagas._decider.refused_id`).
     """
     try:
         pids = app.route(event)
     except Exception as exc:
         raise UnroutableError(f"correlation rule for {event_type} raised {exc!r}") from exc
+    for pid in pids:
+        if (why := refused_id(pid)) is not None:
+            raise UnroutableError(f"correlation rule for {event_type}: {why}")
     return [
         DomainEvent(
             event_id=event_id,

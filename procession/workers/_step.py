@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from procession._errors import DecodeError, ProcessionError, UnwritableError
 from procession._tracing import Attributes, hop, parent_of, tracing
 from procession.sagas._budget import OverBudget, within
+from procession.sagas._decider import refused_id
 from procession.sagas._fold import after_decisions, timeout_timer_id
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import BATCH_TYPE
@@ -229,7 +230,9 @@ class Step:
             return None  # our own decisions (or a batch of them), read back: already applied
         pid = rec.process_id
         why = ""
-        if self.owner.app.saga_for(pid) is None:
+        if (refused := refused_id(pid)) is not None:
+            why = refused
+        elif self.owner.app.saga_for(pid) is None:
             why = f"no saga for process {pid!r}"
         elif msg.key != pid:
             why = f"key {msg.key!r} is not {pid!r}"
