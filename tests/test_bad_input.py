@@ -12,6 +12,7 @@ import gc
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import BaseModel
 
@@ -31,6 +32,7 @@ from procession.workers import App, Batch, Outgoing, Runtime
 from procession.workers._port import partition_for
 from procession.workers._wire import encode, state_of
 from tests.conftest import Backend, until
+from tests.records import task_request, task_result
 
 LIMIT = 20_000  # max.message.bytes of the topics a case shrinks
 
@@ -254,15 +256,7 @@ async def test_a_record_on_the_wrong_partition_is_dead_lettered(backend: Backend
     rt = await start(backend, app)
     pid = "rebase:r1"
     home = partition_for(pid, 3)
-    result = TaskCompleted(
-        event_id="e1",
-        process_id=pid,
-        correlation_id=pid,
-        machine_id="instance:A",
-        task_id="t",
-        task_type="CloseInstance",
-        attempt=1,
-    )
+    result = task_result(pid, machine_id="instance:A", task_type="CloseInstance")
     stray = replace(
         encode(app.topics.process, pid, result, DEFAULT_CODEC), partition=(home + 1) % 3
     )
@@ -356,15 +350,7 @@ async def test_a_process_id_with_a_nul_is_refused_by_the_router_and_the_processo
     rt = await start(backend, app)
     await rt.publish(Job(job_id="x\x00m:job"))
     pid = "job:y\x00m:job"
-    result = TaskCompleted(
-        event_id="e1",
-        process_id=pid,
-        correlation_id=pid,
-        machine_id="job",
-        task_id="t",
-        task_type="Run",
-        attempt=1,
-    )
+    result = task_result(pid, machine_id="job", task_type="Run")
     await _write(backend, encode(app.topics.process, pid, result, DEFAULT_CODEC))
     await rt.publish(Job(job_id="ok"))
     await completes(rt, "job:ok")
@@ -378,3 +364,36 @@ async def test_a_process_id_with_a_nul_is_refused_by_the_router_and_the_processo
 
 async def _dead_count(backend: Backend, app: App, n: int) -> bool:
     return len(await backend.records(app.topics.dead_letter)) >= n
+
+
+async def test_a_record_field_of_the_wrong_type_is_dead_lettered_where_it_is_read(
+    backend: Backend,
+) -> None:
+    # a number for a process id, a list for a task type: the processor and the
+    # worker used them as strings and stopped, and again after every restart
+    app = backend.app([job_saga()], {"Run": lambda call: None})
+    rt = await start(backend, app)
+    pid = "job:w"
+    result = task_result(pid, machine_id="job", task_type="Run")
+    request = task_request(
+        pid, machine_id="job", from_state="Todo", to_state="Done", task_type="Run"
+    )
+    for topic, rec, field, wrong in [
+        (app.topics.process, result, "process_id", 5),
+        (app.topics.tasks("Run"), request, "task_type", ["Run"]),
+        (app.topics.tasks("Run"), request, "process_id", 7),
+    ]:
+        good = encode(topic, pid, rec, DEFAULT_CODEC)
+        body = {**orjson.loads(good.value or b""), field: wrong}
+        await _write(backend, replace(good, value=orjson.dumps(body)))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    await until(lambda: _dead_count(backend, app, 3))
+    assert sorted(await reasons(backend, app)) == [
+        "cannot decode record (procession.TaskCompleted): field 'process_id' holds int 5, "
+        "expected str",
+        "cannot decode record (procession.TransitionPlanned): field 'process_id' holds int 7, "
+        "expected str",
+        "cannot decode record (procession.TransitionPlanned): field 'task_type' holds list "
+        "['Run'], expected str or null",
+    ]

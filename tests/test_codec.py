@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,9 +16,10 @@ from procession._values import value
 from procession.examples import order_saga
 from procession.sagas import ProcessState, fold
 from procession.testing import SagaTest
-from procession.topics import Codec, TaskFailed, TimerFired
+from procession.topics import DEFAULT_CODEC, Codec, TaskFailed, TimerFired
 from procession.topics._records import RECORD_TYPES
 from procession.workers._wire import encode_state, state_of
+from tests.records import task_request
 from tests.sagas import Deploy, deploy_saga
 
 
@@ -199,3 +201,20 @@ def test_a_batch_is_not_read_as_one_record_and_one_record_is_a_batch_of_one() ->
         codec.decode(_batch_of(_DONE, _DONE))
     assert codec.decode_all(_DONE) == [codec.decode(_DONE)]
     assert codec.decode_all(_batch_of(_DONE, _DONE)) == [codec.decode(_DONE)] * 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("mode", "sync", "field 'mode' holds 'sync', expected one of ['inline', 'async', None]"),
+        ("attempt", "1", "field 'attempt' holds str '1', expected int"),
+        ("machine_id", None, "field 'machine_id' holds null, expected str"),
+        ("timeout_due_ms", 1.5, "field 'timeout_due_ms' holds float 1.5, expected int or null"),
+    ],
+)
+def test_a_field_holding_another_json_type_is_refused_naming_it(
+    field: str, value: object, why: str
+) -> None:
+    body = {**orjson.loads(DEFAULT_CODEC.encode(task_request())), field: value}
+    with pytest.raises(DecodeError, match=re.escape(why)):
+        DEFAULT_CODEC.decode(orjson.dumps(body))

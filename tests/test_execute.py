@@ -9,9 +9,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from procession.sagas import Decider, Task
-from procession.topics import TaskCompleted, TaskFailed, TransitionPlanned
+from procession.topics import TaskCompleted, TaskFailed
 from procession.workers import App, TaskCall
 from procession.workers._execute import execute
+from tests.records import task_request
 
 
 class Poke(BaseModel):
@@ -24,29 +25,13 @@ def _app(handler: Any, timeout: timedelta | None) -> App:
     return App([saga], {"Go": handler})
 
 
-def _request() -> TransitionPlanned:
-    return TransitionPlanned(
-        event_id="e1",
-        process_id="t:1",
-        correlation_id="t:1",
-        seq=1,
-        machine_id="m",
-        transition="A->B",
-        from_state="A",
-        to_state="B",
-        task_type="Go",
-        mode="async",
-        task_id="task-1",
-    )
-
-
 async def test_a_handler_past_its_task_timeout_fails_retryably() -> None:
     never = asyncio.Event()
 
     async def stuck(call: TaskCall) -> None:
         await never.wait()
 
-    run = execute(_app(stuck, timedelta(milliseconds=20)), _request(), 5)
+    run = execute(_app(stuck, timedelta(milliseconds=20)), task_request(), 5)
     result = await asyncio.wait_for(run, 10)  # not cut short by the task's timeout: fails
     assert isinstance(result, TaskFailed)
     assert (result.reason, result.error_type, result.retryable) == (
@@ -54,7 +39,7 @@ async def test_a_handler_past_its_task_timeout_fails_retryably() -> None:
         "TimeoutError",
         True,
     )
-    assert (result.task_id, result.attempt, result.causation_id) == ("task-1", 1, "e1")
+    assert (result.task_id, result.attempt, result.causation_id) == ("t", 1, "d1")
 
 
 async def test_a_handler_without_a_timeout_runs_to_its_end() -> None:
@@ -63,6 +48,6 @@ async def test_a_handler_without_a_timeout_runs_to_its_end() -> None:
             await asyncio.sleep(0)  # gives the loop away: nothing may cut it short
         return {"seen": call.task_id}
 
-    result = await execute(_app(slow, None), _request(), 5)
+    result = await execute(_app(slow, None), task_request(), 5)
     assert isinstance(result, TaskCompleted)
-    assert result.result == {"seen": "task-1"}
+    assert result.result == {"seen": "t"}

@@ -19,6 +19,7 @@ import orjson
 from procession._errors import DecodeError
 
 from ._records import RECORD_TYPES, DomainEvent, Record
+from ._shapes import wrong_field
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 Headers = tuple[tuple[str, bytes], ...]
@@ -160,6 +161,8 @@ class Codec:
         known = _fields(cls)
         if not known.issuperset(body):  # written by a newer writer: its extra fields are dropped
             body = {k: v for k, v in body.items() if k in known}
+        if (wrong := wrong_field(cls, body)) is not None:
+            raise DecodeError(wrong, cls.TYPE)
         try:
             return cls(**body)
         except TypeError as exc:
