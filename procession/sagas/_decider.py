@@ -33,20 +33,6 @@ def route(name: str, correlate: Mapping[type[BaseModel], KeyRule], event: BaseMo
     return [f"{name}:{k}" for k in dict.fromkeys(keys)]
 
 
-def refused_id(pid: str) -> str | None:
-    """Why ``pid`` cannot be a process id, or None. NUL separates a process id
-    from a part of its state in changelog keys: ``"s:a\\x00m:x"`` would be
-    restored as part ``m:x`` of process ``"s:a"``.
-
-    Example:
-        >>> refused_id("order:o-1") is None, refused_id("order:o\\x00m:x")
-        (True, "process id 'order:o\\\\x00m:x' holds a NUL, which changelog keys keep for parts")
-    """
-    if "\x00" in pid:
-        return f"process id {pid!r} holds a NUL, which changelog keys keep for parts"
-    return None
-
-
 class ProcessDefinition(Protocol):
     """What the runtime needs of a process definition (a :class:`Saga` or a :class:`Decider`)."""
 

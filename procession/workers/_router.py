@@ -14,7 +14,6 @@ from pydantic import BaseModel, ValidationError
 
 from procession._errors import DecodeError, UnknownEventTypeError, UnroutableError
 from procession._tracing import Attributes, hop, parent_of, tracing
-from procession.sagas._decider import refused_id
 from procession.sagas._ids import derive_id
 from procession.topics._codec import DEFAULT_CODEC, Codec
 from procession.topics._records import DomainEvent
@@ -24,7 +23,7 @@ from ._clock import Clock, SystemClock
 from ._loop import BatchLoop
 from ._port import Batch, Headers, Message, Outgoing, Transport
 from ._topic_check import verify
-from ._wire import dead_letter, encode
+from ._wire import dead_letter, encode, refused_id
 
 log = logging.getLogger("procession.router")
 
@@ -196,7 +195,7 @@ def routed_events(
     ``correlation_id`` becomes the event id, an empty ``causation_id`` None.
 
     Raises :class:`UnroutableError` when a correlation rule raises, or names a
-    process id that cannot be one (:func:`~procession.sagas._decider.refused_id`).
+    process id that cannot be one (:func:`~procession.workers._wire.refused_id`).
     """
     try:
         pids = app.route(event)

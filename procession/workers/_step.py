@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from procession._errors import DecodeError, ProcessionError, UnwritableError
 from procession._tracing import Attributes, hop, parent_of, tracing
 from procession.sagas._budget import OverBudget, within
-from procession.sagas._decider import refused_id
 from procession.sagas._fold import after_decisions, timeout_timer_id
 from procession.sagas._state import Ended, Parked, ProcessState
 from procession.topics._codec import BATCH_TYPE
@@ -24,7 +23,7 @@ from procession.topics._records import (
 )
 
 from ._port import Batch, Headers, Message, Outgoing, TopicPartition, partition_for
-from ._wire import Stored, dead_letter, encode, records_of
+from ._wire import Stored, dead_letter, encode, records_of, refused_id
 from ._writes import decision_records, parking, state_changes, state_record
 
 if TYPE_CHECKING:

@@ -110,6 +110,20 @@ def split_key(key: str) -> tuple[str, str]:
     return pid, part_name
 
 
+def refused_id(pid: str) -> str | None:
+    """Why ``pid`` cannot be a process id, or None: NUL separates a process id
+    from a part of its state in changelog keys (:func:`part_key`), so the state
+    of ``"s:a\\x00m:x"`` would be read back as part ``m:x`` of process ``"s:a"``.
+
+    Example:
+        >>> refused_id("order:o-1") is None, refused_id("order:o\\x00m:x")
+        (True, "process id 'order:o\\\\x00m:x' holds a NUL, which changelog keys keep for parts")
+    """
+    if "\x00" in pid:
+        return f"process id {pid!r} holds a NUL, which changelog keys keep for parts"
+    return None
+
+
 def state_of(value: bytes | None, parts: dict[str, bytes] | None = None) -> Stored | None:
     """The inverse of :func:`encode_state`, or a header with its ``parts`` (values
     by part key, as :func:`encode_part` wrote them); :class:`DecodeError` for bad
