@@ -8,6 +8,7 @@ completed.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from dataclasses import replace
 from typing import Any
@@ -397,3 +398,20 @@ async def test_a_record_field_of_the_wrong_type_is_dead_lettered_where_it_is_rea
         "cannot decode record (procession.TransitionPlanned): field 'task_type' holds list "
         "['Run'], expected str or null",
     ]
+
+
+async def test_a_handler_raising_cancelled_error_fails_its_task_and_the_partition_goes_on(
+    backend: Backend,
+) -> None:
+    # its attempt stayed pending for ever, silently: no result, no commit past it
+    async def handler(call: Any) -> None:
+        if call.payload["job"] == "bad":
+            raise asyncio.CancelledError  # an awaited call of the handler's own, cancelled
+
+    app = backend.app([job_saga()], {"Run": handler})
+    rt = await start(backend, app)
+    await rt.publish(Job(job_id="bad"))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    (failed,) = [r for r in await rt.history("job:bad") if isinstance(r, TaskFailed)]
+    assert (failed.error_type, failed.retryable) == ("CancelledError", False)

@@ -51,3 +51,26 @@ async def test_a_handler_without_a_timeout_runs_to_its_end() -> None:
     result = await execute(_app(slow, None), task_request(), 5)
     assert isinstance(result, TaskCompleted)
     assert result.result == {"seen": "t"}
+
+
+async def test_a_handler_raising_cancelled_error_itself_fails_its_attempt() -> None:
+    async def cancelled_inside(call: TaskCall) -> None:
+        raise asyncio.CancelledError  # an awaited call of its own was cancelled
+
+    result = await execute(_app(cancelled_inside, None), task_request(), 5)
+    assert isinstance(result, TaskFailed)
+    assert (result.error_type, result.retryable) == ("CancelledError", False)  # not an Exception
+
+
+async def test_a_running_attempt_cancelled_from_outside_stays_cancelled() -> None:
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def waits(call: TaskCall) -> None:
+        started.set()
+        await never.wait()
+
+    run = asyncio.create_task(execute(_app(waits, None), task_request(), 5))
+    await started.wait()
+    run.cancel()  # the worker stopping, or giving the partition up
+    done, _ = await asyncio.wait([run], timeout=10)
+    assert done == {run} and run.cancelled()

@@ -65,6 +65,13 @@ async def execute(
         return TaskFailed(**common, reason=reason, error_type="TimeoutError")
     except Exception as exc:  # noqa: BLE001 - any handler error becomes a TaskFailed record
         return _failed(common, exc, spec.retry.retryable(exc))
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the worker is stopping or gave the partition up: not the handler's doing
+        # the handler raised it itself (an awaited call of its own was cancelled): a
+        # failure like any other, else its attempt would never report back
+        return _failed(common, exc, spec.retry.retryable(exc))
     try:
         orjson.dumps(result)
     except TypeError as exc:
