@@ -80,7 +80,7 @@ async def execute(
     return TaskCompleted(**common, result=result)
 
 
-def _failed(common: dict[str, Any], exc: Exception, retryable: bool) -> TaskFailed:
+def _failed(common: dict[str, Any], exc: BaseException, retryable: bool) -> TaskFailed:
     log.info("task %s attempt %s failed: %r", common["task_id"], common["attempt"], exc)
     return TaskFailed(
         **common, reason=repr(exc), error_type=type(exc).__name__, retryable=retryable
