@@ -415,3 +415,29 @@ async def test_a_handler_raising_cancelled_error_fails_its_task_and_the_partitio
     await completes(rt, "job:ok")
     (failed,) = [r for r in await rt.history("job:bad") if isinstance(r, TaskFailed)]
     assert (failed.error_type, failed.retryable) == ("CancelledError", False)
+
+
+class Count(BaseModel):
+    job_id: str
+    n: int
+
+
+async def test_an_event_json_cannot_carry_on_is_dead_lettered_by_the_router(
+    backend: Backend,
+) -> None:
+    # an integer over 64 bits is valid JSON and a valid int, but orjson writes
+    # none: the router stopped on it, and again after every restart
+    todo, done = State("Todo", initial=True), State("Done", final=True)
+    count = Saga(
+        "count",
+        machines=[Machine("m", states=[todo, done], transitions=[todo.to(done, on=Count)])],
+        correlate={Count: lambda e: e.job_id},
+        starts=[Count],
+    )
+    app = backend.app([count, job_saga()], {"Run": lambda call: None})
+    rt = await start(backend, app)
+    await rt.publish(Count(job_id="c", n=2**70))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    assert await reasons(backend, app) == ["Count cannot be written: Integer exceeds 64-bit range"]
+    assert await rt.history("count:c") == []

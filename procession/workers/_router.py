@@ -153,7 +153,10 @@ class Router(BatchLoop):
         process, limit = self.app.topics.process, self._limits[self.app.topics.process]
         out = []
         for rec in records:
-            routed = encode(process, rec.process_id, rec, self.codec, traceparent=traceparent)
+            try:
+                routed = encode(process, rec.process_id, rec, self.codec, traceparent=traceparent)
+            except TypeError as exc:  # valid JSON orjson cannot write (an integer over 64 bits)
+                raise UnroutableError(f"{event_type} cannot be written: {exc}") from exc
             if too_large := routed.too_large(limit, "routed record"):
                 raise UnroutableError(str(too_large)) from too_large
             out.append(routed)
