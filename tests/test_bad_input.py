@@ -20,11 +20,12 @@ from pydantic import BaseModel
 from procession import Machine, Saga, State, Task
 from procession._errors import TopicsError
 from procession.examples import RebaseFailed, rebase_saga
-from procession.sagas import Parked
+from procession.sagas import Decider, Parked, Planner
 from procession.topics import (
     DEFAULT_CODEC,
     ProcessCompleted,
     ProcessParked,
+    ProcessStarted,
     TaskCompleted,
     TaskFailed,
     TransitionPlanned,
@@ -441,3 +442,40 @@ async def test_an_event_json_cannot_carry_on_is_dead_lettered_by_the_router(
     await completes(rt, "job:ok")
     assert await reasons(backend, app) == ["Count cannot be written: Integer exceeds 64-bit range"]
     assert await rt.history("count:c") == []
+
+
+async def test_a_payload_that_is_not_a_dict_parks_its_process(backend: Backend) -> None:
+    listed = job_saga(payload=lambda c: [c.event.job_id] if c.event.blob else {})
+    app = backend.app([listed], {"Run": lambda call: None})
+    rt = await start(backend, app)
+    await rt.publish(Job(job_id="list", blob="y"))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "job:ok")
+    reason = (await parked(rt, "job:list")).reason
+    assert (
+        reason == "decision failed: TypeError(\"the payload of task 'Run' is a list, not a dict\")"
+    )
+
+
+async def test_a_decider_record_no_reader_would_take_back_parks_its_process(
+    backend: Backend,
+) -> None:
+    def decide(state: Any, record: Any) -> list[Any]:
+        p = Planner(state, record)
+        if state is None:
+            bad = record.data["job_id"] == "bad"
+            p.emit(ProcessStarted, saga="hand", version="1" if bad else 1, machines={})
+            if not bad:
+                p.emit(ProcessCompleted)
+        return p.records
+
+    hand = Decider("hand", decide, correlate={Job: lambda e: e.job_id})
+    app = backend.app([hand], {})
+    rt = await start(backend, app)
+    await rt.publish(Job(job_id="bad"))
+    await rt.publish(Job(job_id="ok"))
+    await completes(rt, "hand:ok")
+    reason = (await parked(rt, "hand:bad")).reason
+    assert (
+        "'hand' decided a procession.ProcessStarted whose field 'version' holds str '1'" in reason
+    )

@@ -15,6 +15,7 @@ from procession._errors import DefinitionError
 from procession.sagas._dsl import Task
 from procession.sagas._fold import AnyState
 from procession.topics._records import Record
+from procession.topics._shapes import wrong_value
 
 #: The records decided for one input, in order.
 Decision = list[Record]
@@ -94,4 +95,10 @@ class Decider:
         return route(self.name, self.correlate, event)
 
     def decide(self, state: AnyState, record: Record) -> Decision:
-        return self._decide(state, record)
+        """``decide``'s records for ``record``; ``TypeError`` for one holding a field
+        of another type than its own, which no reader would take back."""
+        decisions = self._decide(state, record)
+        for d in decisions:
+            if (wrong := wrong_value(d)) is not None:
+                raise TypeError(f"{self.name!r} decided a {d.type_name} whose {wrong}")
+        return decisions

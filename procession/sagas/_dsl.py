@@ -96,7 +96,15 @@ class Task:
     compensation: Task | None = None
 
     def build_payload(self, ctx: Context) -> dict[str, Any]:
-        return {} if self.payload is None else self.payload(ctx)
+        """The request's payload: what ``payload`` makes of ``ctx`` ({} without one);
+        ``TypeError`` unless a dict (a reader would refuse the request)."""
+        if self.payload is None:
+            return {}
+        made = self.payload(ctx)
+        if not isinstance(made, dict):
+            kind = type(made).__name__
+            raise TypeError(f"the payload of task {self.type!r} is a {kind}, not a dict")
+        return made
 
     @cached_property
     def timeout_ms(self) -> int | None:

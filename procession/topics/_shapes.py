@@ -31,10 +31,7 @@ def wrong_field(cls: type[Record], body: dict[str, Any]) -> str | None:
         >>> wrong_field(ProcessCompleted, body)
         "field 'process_id' holds int 5, expected str"
     """
-    checks = _CHECKS.get(cls)
-    if checks is None:
-        checks = _CHECKS[cls] = _checks(cls)
-    for name, kinds, values in checks:
+    for name, kinds, values in _checks_of(cls):
         if name not in body:
             continue
         v = body[name]
@@ -45,6 +42,27 @@ def wrong_field(cls: type[Record], body: dict[str, Any]) -> str | None:
         if values is not None and v not in values:
             return f"field {name!r} holds {_short(v)}, expected one of {list(values)}"
     return None
+
+
+def wrong_value(record: Record) -> str | None:
+    """Why a field of ``record`` holds what a reader would refuse, or None: a
+    writer checks what it writes as :func:`wrong_field` checks what is read.
+
+    Example:
+        >>> from procession.topics import ProcessCompleted
+        >>> rec = ProcessCompleted(event_id="e", process_id="p", correlation_id="c", seq="1")
+        >>> wrong_value(rec)
+        "field 'seq' holds str '1', expected int"
+    """
+    cls = record.__class__
+    return wrong_field(cls, {name: getattr(record, name) for name, _, _ in _checks_of(cls)})
+
+
+def _checks_of(cls: type[Record]) -> list[Check]:
+    checks = _CHECKS.get(cls)
+    if checks is None:
+        checks = _CHECKS[cls] = _checks(cls)
+    return checks
 
 
 def _checks(cls: type[Record]) -> list[Check]:
