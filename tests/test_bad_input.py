@@ -228,15 +228,29 @@ async def _held(rt: Runtime, n: int) -> bool:
     return rt.processor.metrics["held"] >= n
 
 
-async def test_an_unencodable_payload_parks_its_process(backend: Backend) -> None:
-    sets = job_saga(payload=lambda c: {"tags": {c.event.job_id}} if c.event.blob else {})
-    app = backend.app([sets], {"Run": lambda call: None})
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (
+            lambda c: {"tags": {c.event.job_id}},  # a set: JSON cannot carry it
+            "procession.TransitionPlanned cannot be encoded: Type is not JSON",
+        ),
+        (
+            lambda c: [c.event.job_id],  # JSON, but a reader takes only a dict
+            "decision failed: TypeError(\"the payload of task 'Run' is a list, not a dict\")",
+        ),
+    ],
+)
+async def test_a_payload_that_cannot_be_written_parks_its_process(
+    backend: Backend, payload: Any, why: str
+) -> None:
+    bad = job_saga(payload=lambda c: payload(c) if c.event.blob else {})
+    app = backend.app([bad], {"Run": lambda call: None})
     rt = await start(backend, app)
-    await rt.publish(Job(job_id="set", blob="y"))
+    await rt.publish(Job(job_id="bad", blob="y"))
     await rt.publish(Job(job_id="ok"))
     await completes(rt, "job:ok")
-    reason = (await parked(rt, "job:set")).reason
-    assert reason.startswith("procession.TransitionPlanned cannot be encoded: Type is not JSON")
+    assert (await parked(rt, "job:bad")).reason.startswith(why)
 
 
 async def test_a_decision_that_raises_parks_its_process(backend: Backend) -> None:
@@ -442,19 +456,6 @@ async def test_an_event_json_cannot_carry_on_is_dead_lettered_by_the_router(
     await completes(rt, "job:ok")
     assert await reasons(backend, app) == ["Count cannot be written: Integer exceeds 64-bit range"]
     assert await rt.history("count:c") == []
-
-
-async def test_a_payload_that_is_not_a_dict_parks_its_process(backend: Backend) -> None:
-    listed = job_saga(payload=lambda c: [c.event.job_id] if c.event.blob else {})
-    app = backend.app([listed], {"Run": lambda call: None})
-    rt = await start(backend, app)
-    await rt.publish(Job(job_id="list", blob="y"))
-    await rt.publish(Job(job_id="ok"))
-    await completes(rt, "job:ok")
-    reason = (await parked(rt, "job:list")).reason
-    assert (
-        reason == "decision failed: TypeError(\"the payload of task 'Run' is a list, not a dict\")"
-    )
 
 
 async def test_a_decider_record_no_reader_would_take_back_parks_its_process(
