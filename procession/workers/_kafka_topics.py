@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from procession.topics._layout import TopicSpec
 
-from ._port import DEFAULT_MAX_MESSAGE_BYTES, TopicInfo
+from ._port import DEFAULT_MAX_MESSAGE_BYTES, TopicInfo, record_limits
 
 
 def topic_configs(spec: TopicSpec) -> dict[str, str]:
@@ -71,7 +71,7 @@ class Limits:
 
     def seen(self, found: Mapping[str, TopicInfo]) -> None:
         """Topics described: their limits are known now."""
-        self._known.update({name: info.record_limit for name, info in found.items()})
+        self._known.update(record_limits(found))
 
     async def of(self, topic: str) -> int:
         """The most bytes a record of the topic may take (:attr:`TopicInfo.record_limit`;

@@ -10,7 +10,7 @@ in-memory log moves the very bytes Kafka would.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -129,6 +129,16 @@ class TopicInfo:
             True
         """
         return min(self.max_message_bytes, MAX_RECORD_BYTES)
+
+
+def record_limits(found: Mapping[str, TopicInfo]) -> dict[str, int]:
+    """Each described topic's :attr:`TopicInfo.record_limit`, by name.
+
+    Example:
+        >>> record_limits({"t": TopicInfo("t", 1, max_message_bytes=20_000)})
+        {'t': 20000}
+    """
+    return {name: info.record_limit for name, info in found.items()}
 
 
 @dataclass

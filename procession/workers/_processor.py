@@ -22,7 +22,7 @@ from ._app import App
 from ._clock import Clock, SystemClock
 from ._component import Component
 from ._partition import PartitionProcessor
-from ._port import Consumer, Producer, TopicPartition, Transport
+from ._port import Consumer, Producer, TopicPartition, Transport, record_limits
 from ._stats import Stats
 from ._topic_check import verify
 
@@ -91,7 +91,7 @@ class Processor(Component):
             )
         found = await verify(self.transport, t.specs(self.app.task_types()), settings=False)
         process = found[t.process].partitions
-        self.limits = {name: info.record_limit for name, info in found.items()}
+        self.limits = record_limits(found)
         self.partition_count = process
         self.arm()
         self._consumer = await self.transport.consumer(

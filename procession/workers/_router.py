@@ -21,7 +21,7 @@ from procession.topics._records import DomainEvent
 from ._app import App
 from ._clock import Clock, SystemClock
 from ._loop import BatchLoop
-from ._port import Batch, Headers, Message, Outgoing, Transport
+from ._port import Batch, Headers, Message, Outgoing, Transport, record_limits
 from ._topic_check import verify
 from ._wire import dead_letter, encode, refused_id
 
@@ -103,7 +103,7 @@ class Router(BatchLoop):
         names = {*self.inputs, t.process, t.dead_letter}
         specs = [s for s in t.specs(self.app.task_types()) if s.name in names]
         found = await verify(self.transport, specs, settings=False)
-        self._limits = {name: info.record_limit for name, info in found.items()}
+        self._limits = record_limits(found)
         await self.start_loop(self.inputs)
 
     async def handle(self, msgs: list[Message]) -> Batch:

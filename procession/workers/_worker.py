@@ -28,7 +28,7 @@ from ._app import App
 from ._clock import Clock, SystemClock
 from ._component import Component
 from ._loop import Claims
-from ._port import Consumer, Message, Outgoing, TopicPartition, Transport
+from ._port import Consumer, Message, Outgoing, TopicPartition, Transport, record_limits
 from ._stats import Stats
 from ._task_partition import TaskPartition
 from ._topic_check import verify
@@ -89,7 +89,7 @@ class Worker(Component):
         names = {t.process, t.dead_letter, *(t.tasks(x) for x in self.task_types)}
         specs = [s for s in t.specs(self.app.task_types()) if s.name in names]
         found = await verify(self.transport, specs, settings=False)
-        self.limits = {name: info.record_limit for name, info in found.items()}
+        self.limits = record_limits(found)
         self.arm()
         self._consumer = await self.transport.consumer(
             self.group, [t.tasks(x) for x in self.task_types], self._on_assign, self._on_revoke
