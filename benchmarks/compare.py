@@ -122,14 +122,23 @@ def run_system(system: str, n: int, window: int) -> dict[str, Any]:
     return figures
 
 
+def broker() -> str:
+    """The Kafka broker the run measured, as its stamp names it: ``BENCH_BROKER``,
+    which ``./dev`` sets for a broker of its own (its release); a broker given
+    by ``KAFKA_BOOTSTRAP_SERVERS`` alone is not named by a release it may not be
+    (set ``BENCH_BROKER`` to describe it)."""
+    return os.environ.get("BENCH_BROKER") or (
+        "a Kafka broker given by KAFKA_BOOTSTRAP_SERVERS (release not recorded)"
+    )
+
+
 def versions() -> str:
     """The versions the run measured."""
     from benchmarks.peers import postgres, temporal_order  # noqa: PLC0415
 
-    kafka = os.environ.get("KAFKA_VERSION", "3.9.1")
     parts = [
         f"Procession {version('procession')}",
-        f"Kafka {kafka} (single node, scripts/kafka-local)",
+        broker(),
         f"aiokafka {version('aiokafka')}",
         f"DBOS Transact {version('dbos')}",
         f"PostgreSQL {postgres.version().split()[0]}",

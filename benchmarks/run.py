@@ -27,6 +27,7 @@ from benchmarks import big
 from benchmarks.compare import (
     N,
     add_load_options,
+    broker,
     compare,
     latencies,
     run_options,
@@ -143,12 +144,8 @@ def client_versions() -> str:
     """The versions the Kafka clients' comparison measured."""
     import confluent_kafka  # noqa: PLC0415 - the rdkafka extra
 
-    kafka = os.environ.get("KAFKA_VERSION", "3.9.1")
     rd, lib = version("confluent-kafka"), confluent_kafka.libversion()[0]
-    return (
-        f"Kafka {kafka} (single node, scripts/kafka-local), aiokafka {version('aiokafka')}, "
-        f"confluent-kafka {rd} (librdkafka {lib})"
-    )
+    return f"{broker()}, aiokafka {version('aiokafka')}, confluent-kafka {rd} (librdkafka {lib})"
 
 
 def tracing_table(quick: bool, window: int = 500, repeat: int = 3) -> str:

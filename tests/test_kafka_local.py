@@ -68,6 +68,26 @@ def test_a_bad_option_is_one_line_exit_2_and_starts_nothing(
     assert not list((tmp_path / "home").iterdir())
 
 
+@pytest.mark.parametrize(
+    ("env", "args", "says"),
+    [
+        ({}, [], "3.9.1"),
+        ({"KAFKA_VERSION": "4.4.0"}, [], "4.4.0"),
+        ({"KAFKA_VERSION": "4.4.0"}, ["--version", "4.1.0"], "4.1.0"),
+    ],
+)
+def test_version_says_the_release_start_would_run_and_runs_nothing(
+    guarded: dict[str, str], tmp_path: Path, env: dict[str, str], args: list[str], says: str
+) -> None:
+    """What ./dev's benchmarks name in their stamps: the option, else the variable,
+    else the default."""
+    base = {k: v for k, v in guarded.items() if k != "KAFKA_VERSION"}
+    out = run({**base, **env}, *args, "version")
+    assert (out.returncode, out.stdout, out.stderr) == (0, f"{says}\n", ""), out
+    assert not list(tmp_path.glob("*-was-run"))
+    assert not list((tmp_path / "home").iterdir())
+
+
 def test_the_port_option_wins_over_the_environment(guarded: dict[str, str], tmp_path: Path) -> None:
     """``stop --port 5`` stops the broker whose pid file is for port 5, not KAFKA_PORT's."""
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
