@@ -22,8 +22,14 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from confluent_kafka import KafkaError
 
-from procession._errors import FencedError, RecordTooLargeError, WriterFailedError
+from procession._errors import (
+    FencedError,
+    RecordTooLargeError,
+    TransactionAbortedError,
+    WriterFailedError,
+)
 from procession.topics._layout import RECORD_LIMIT, TopicSpec
 from procession.workers import Batch, MemoryTransport, Message, Outgoing, TopicPartition
 from procession.workers import _rdkafka_producer as rdkafka_producer
@@ -472,8 +478,68 @@ async def test_a_producer_stopped_while_it_starts_is_closed_when_its_start_ends(
     assert held.closed == held.made
 
 
+#: Records enough that no flush of them ends within ``_TIGHT_S``.
+_MANY, _TIGHT_S = 20_000, 0.001
+
+
+@pytest.mark.backends("rdkafka")
+async def test_a_commit_whose_call_times_out_is_resumed_and_commits(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka goes on with a commit whose call timed out and refuses every
+    other transactional call until that one is called again: the producer calls
+    it again, and the batch commits (an abort would be refused: the producer
+    would fail)."""
+    topic = await bench.topic("resumed", 3)
+    p = await bench.producer("tx")
+    monkeypatch.setattr(rdkafka_producer, "_CALL_TIMEOUT_S", _TIGHT_S)
+    records = [Outgoing(topic, f"k{i}", b"v" * 1000) for i in range(_MANY)]
+    with caplog.at_level("WARNING", logger="procession.rdkafka"):
+        await asyncio.wait_for(p.commit(Batch(records)), 60)
+    assert "commit: " in caplog.text and "resuming it" in caplog.text
+    assert len(await bench.records(topic)) == _MANY
+
+
+@pytest.mark.backends("rdkafka")
+async def test_an_abort_whose_call_times_out_is_resumed_and_aborts(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An abort that waits for records in flight (the flush before EndTxn) and
+    times out is called again until it ends; the transaction is aborted and the
+    producer goes on (before, it was failed: its component stopped)."""
+    topic = await bench.topic("aborted", 3)
+    tx = TransactionalProducer(cast(RdKafkaTransport, bench.transport), bench.name("tx"), _none)
+    await tx.start()
+    try:
+        assert tx._p is not None
+        raw = tx._p
+
+        def doomed() -> BaseException:
+            raw.begin_transaction()
+            for i in range(_MANY):
+                tx._produce(raw, Outgoing(topic, f"k{i}", b"v" * 1000))
+            on_their_way = time.monotonic() + 30
+            while len(raw) == _MANY and time.monotonic() < on_their_way:  # some in flight
+                raw.poll(0.001)
+            failed = KafkaError(KafkaError._TIMED_OUT, "as a failed send_offsets")
+            monkeypatch.setattr(rdkafka_producer, "_CALL_TIMEOUT_S", _TIGHT_S)
+            try:
+                return tx._failure(raw, failed)
+            finally:
+                monkeypatch.setattr(rdkafka_producer, "_CALL_TIMEOUT_S", 10.0)
+
+        with caplog.at_level("WARNING", logger="procession.rdkafka"):
+            outcome = await asyncio.get_running_loop().run_in_executor(tx._io, doomed)
+        assert isinstance(outcome, TransactionAbortedError), outcome
+        assert "abort: " in caplog.text and "resuming it" in caplog.text
+        await asyncio.wait_for(tx.commit(Batch([Outgoing(topic, "after", b"x")])), 30)
+        assert [m.key for m in await bench.records(topic)] == ["after"]
+    finally:
+        await tx.stop()
+
+
 class _HeldProducers:
-    """Records every librdkafka producer the producer module makes and closes;
+    """Records every librdkafka producer the producer module makes, and which of them are closed;
     each one's thread waits for ``release`` once it is made, before InitProducerId."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -490,7 +556,8 @@ class _HeldProducers:
 
         def close(p: Any, fatal: bool) -> None:
             real_close(p, fatal)
-            self.closed.append(p)
+            if any(p is made for made in self.made):  # not one an earlier test's
+                self.closed.append(p)  # thread made, and closes late, under load
 
         monkeypatch.setattr(rdkafka_producer, "Producer", producer)
         monkeypatch.setattr(rdkafka_producer, "_close", close)

@@ -320,7 +320,7 @@ class TransactionalProducer:
                     self._produce(p, out)
             for group, tps in offsets.items():
                 p.send_offsets_to_transaction(tps, self._metadata(group), _CALL_TIMEOUT_S)
-            p.commit_transaction(_CALL_TIMEOUT_S)
+            self._resumed(functools.partial(p.commit_transaction, _CALL_TIMEOUT_S), "commit")
             p.poll(0)  # serve the delivery reports
         except KafkaException as exc:
             raise self._failure(p, exc.args[0]) from exc
@@ -344,7 +344,7 @@ class TransactionalProducer:
         if err.code() in _TOO_LARGE:
             self._t.forget_limits()  # the topic's limit changed since we looked
         try:
-            p.abort_transaction(_CALL_TIMEOUT_S)
+            self._resumed(functools.partial(p.abort_transaction, _CALL_TIMEOUT_S), "abort")
         except KafkaException as exc:
             abort = exc.args[0]
             if abort.fatal():
@@ -352,6 +352,33 @@ class TransactionalProducer:
             if abort.code() != KafkaError._STATE:  # _STATE: no transaction was open
                 return WriterFailedError(self.transactional_id, f"cannot abort: {abort.str()}")
         return TransactionAbortedError(f"{err.name()}: {err.str()}")
+
+    def _resumed(self, call: Callable[[], None], what: str) -> None:
+        """``call`` (a commit or an abort), called again while it fails with an
+        error librdkafka says is retriable and needs no abort, until ``STUCK_S``
+        has passed: such a call goes on in the background and the next call of
+        the same API resumes it, while any other transactional call is refused
+        (``_CONFLICT``). An abort times out this way when records wait for it to
+        end before they can be retried (a sequence gap needs an epoch bump, which
+        needs the abort): they fail at ``message.timeout.ms`` (the transaction
+        timeout), and the resumed abort then completes."""
+        give_up = time.monotonic() + STUCK_S
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if (
+                    err.fatal()
+                    or err.txn_requires_abort()
+                    or not err.retriable()
+                    or time.monotonic() > give_up
+                ):
+                    raise
+                log.warning(
+                    "producer %s: %s: %s; resuming it", self.transactional_id, what, err.str()
+                )
 
     def _fatal(self, err: KafkaError) -> BaseException:
         if err.code() in _FENCED:
