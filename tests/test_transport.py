@@ -522,11 +522,12 @@ async def test_an_abort_whose_call_times_out_is_resumed_and_aborts(
             while len(raw) == _MANY and time.monotonic() < on_their_way:  # some in flight
                 raw.poll(0.001)
             failed = KafkaError(KafkaError._TIMED_OUT, "as a failed send_offsets")
+            usual = rdkafka_producer._CALL_TIMEOUT_S
             monkeypatch.setattr(rdkafka_producer, "_CALL_TIMEOUT_S", _TIGHT_S)
             try:
                 return tx._failure(raw, failed)
             finally:
-                monkeypatch.setattr(rdkafka_producer, "_CALL_TIMEOUT_S", 10.0)
+                monkeypatch.setattr(rdkafka_producer, "_CALL_TIMEOUT_S", usual)
 
         with caplog.at_level("WARNING", logger="procession.rdkafka"):
             outcome = await asyncio.get_running_loop().run_in_executor(tx._io, doomed)

@@ -373,12 +373,14 @@ class TransactionalProducer:
                     err.fatal()
                     or err.txn_requires_abort()
                     or not err.retriable()
+                    or err.code() == KafkaError._CONFLICT  # another API's call is under way
                     or time.monotonic() > give_up
                 ):
                     raise
                 log.warning(
                     "producer %s: %s: %s; resuming it", self.transactional_id, what, err.str()
                 )
+                time.sleep(TXN_RETRY_BACKOFF_MS / 1000)  # a call that fails at once: not a spin
 
     def _fatal(self, err: KafkaError) -> BaseException:
         if err.code() in _FENCED:
