@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,9 +24,13 @@ from procession.workers import _kafka, _rdkafka_producer
 from procession.workers._kafka import KafkaTransport
 from procession.workers._rdkafka import RdKafkaTransport
 from tests.conftest import CLIENTS, KAFKA_BACKENDS, Backend, free_ports, until
+from tests.test_health import get
 from tests.test_kafka import ROOT
 
 KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
+
+#: /healthz, /readyz and /metrics on a free port, named in the log.
+HEALTH = ("--health-port", "0")
 
 
 @pytest.fixture
@@ -42,7 +47,7 @@ def private_broker(tmp_path: Path) -> Iterator[int]:
 def cli(role: str, env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
     with stderr.open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "procession._cli", role, "tests.kafka_app:app"],
+            [sys.executable, "-m", "procession._cli", role, "tests.kafka_app:app", *HEALTH],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -78,8 +83,8 @@ async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceb
     logs = {role: tmp_path / f"{role}.err" for role in ("processor", "worker")}
     procs = {role: cli(role, env, log) for role, log in logs.items()}
     try:
-        for log in logs.values():  # "processor and router running", "worker running"
-            await until(lambda log=log: _has(log, " running"), timeout_s=60)  # type: ignore[misc]
+        for log in logs.values():  # each has its partitions (a claim the outage cuts short
+            await until(lambda log=log: _ready(log), timeout_s=60)  # type: ignore[misc]
         broker = int((ROOT / ".kafka-local" / f"broker-{port}.pid").read_text())
         os.kill(broker, signal.SIGKILL)
         gone = _BROKER_GONE[backend.name]
@@ -94,12 +99,20 @@ async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceb
                 p.kill()
                 p.wait()
     texts = {role: log.read_text() for role, log in logs.items()}
-    assert codes == {"processor": 0, "worker": 0}, texts
+    ours = {role: [ln for ln in t.splitlines() if " procession" in ln] for role, t in texts.items()}
+    assert codes == {"processor": 0, "worker": 0}, ours  # its own lines say why it exited
     assert not any("Traceback" in t or "Unclosed" in t for t in texts.values()), texts
 
 
 async def _has(path: Path, text: str) -> bool:
     return await asyncio.to_thread(lambda: path.exists() and text in path.read_text())
+
+
+async def _ready(log: Path) -> bool:
+    """The process whose stderr is ``log`` answers /readyz with 200."""
+    text = await asyncio.to_thread(lambda: log.read_text() if log.exists() else "")
+    said = re.findall(r"health and metrics on port (\d+)", text)
+    return bool(said) and (await get(int(said[0]), "/readyz"))[0] == 200
 
 
 @pytest.mark.backends(*KAFKA_BACKENDS)
