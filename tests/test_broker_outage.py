@@ -83,7 +83,7 @@ async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceb
     logs = {role: tmp_path / f"{role}.err" for role in ("processor", "worker")}
     procs = {role: cli(role, env, log) for role, log in logs.items()}
     try:
-        for log in logs.values():  # each has its partitions (a claim the outage cuts short
+        for log in logs.values():  # each has its partitions and has read their changelogs
             await until(lambda log=log: _ready(log), timeout_s=60)  # type: ignore[misc]
         broker = int((ROOT / ".kafka-local" / f"broker-{port}.pid").read_text())
         os.kill(broker, signal.SIGKILL)

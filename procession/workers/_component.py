@@ -50,6 +50,7 @@ class Component:
             self.crashed = asyncio.get_running_loop().create_future()
         if not self.crashed.done():
             log.error("%s stopped: %s", self.name, one_line(error))
+            log.debug("%s stopped here", self.name, exc_info=error)  # the traceback, at DEBUG
             self.crashed.set_result(error)
 
     def ready(self) -> bool:

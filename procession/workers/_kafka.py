@@ -147,9 +147,12 @@ class KafkaProducer:
         )
         try:
             await self._p.start()
-        except BaseException:
+        except BaseException as exc:
             await self._p.stop()
             self._p = None
+            if isinstance(exc, KafkaError) and isinstance(exc.__cause__, KafkaConnectionError):
+                # the coordinator lookup wraps a lost connection in a plain KafkaError
+                raise KafkaConnectionError(str(exc.__cause__)) from exc
             raise
 
     async def commit(self, batch: Batch) -> None:
