@@ -8,6 +8,7 @@ it can kill it without disturbing the session's broker.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -117,15 +118,17 @@ async def _ready(log: Path) -> bool:
 
 @pytest.mark.backends(*KAFKA_BACKENDS)
 async def test_a_producer_that_cannot_reach_a_broker_gives_up_after_its_start_deadline(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Nothing listens at the address: the start retries for the deadline, then
-    raises (its component stops, the process exits 1). On librdkafka a member's
-    producer is started ahead; a later start of it fails at once, not after a
-    second deadline."""
+    raises (its component stops, the process exits 1), with one warning for the
+    start however often it retried. On librdkafka a member's producer is started
+    ahead; a later start of it fails at once, not after a second deadline."""
+    caplog.set_level(logging.DEBUG, logger="procession")
     deadline = 3.0
     monkeypatch.setattr(_kafka, "START_DEADLINE_S", deadline)
     monkeypatch.setattr(_rdkafka_producer, "START_DEADLINE_S", deadline)
+    monkeypatch.setattr(_rdkafka_producer, "_CALL_TIMEOUT_S", 1.0)  # tries within the deadline
     servers = f"127.0.0.1:{free_ports(1)}"
     transport = KafkaTransport(servers) if backend.name == "kafka" else RdKafkaTransport(servers)
     producer = transport.producer("outage.tx")
@@ -135,6 +138,10 @@ async def test_a_producer_that_cannot_reach_a_broker_gives_up_after_its_start_de
             await asyncio.wait_for(producer.start(), 60)
         took = time.monotonic() - began
         assert deadline <= took < 4 * deadline, (took, first.value)
+        retries = [r for r in caplog.records if "retrying for up to" in r.getMessage()]
+        warned = [r for r in retries if r.levelno >= logging.WARNING]
+        assert len(warned) == 1, [r.getMessage() for r in warned]
+        assert len(retries) >= 2, [r.getMessage() for r in retries]  # retried, and said once
         if backend.name == "rdkafka":
             assert isinstance(first.value, WriterFailedError), first.value
             began = time.monotonic()

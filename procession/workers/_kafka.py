@@ -124,12 +124,25 @@ class KafkaProducer:
         """Start (InitProducerId: fence older owners, abort their transaction). A broker
         out of reach is waited for, with backoff, for up to ``START_DEADLINE_S``."""
 
-        def retrying(_exc: BaseException, _pause: float) -> None:
-            log.warning("producer %s: broker out of reach; retrying", self.transactional_id)
+        tries = 0
+
+        def retrying(exc: BaseException, pause: float) -> None:  # one warning a start, not a try
+            nonlocal tries
+            tries += 1
+            tid, level = self.transactional_id, logging.WARNING if tries == 1 else logging.DEBUG
+            log.log(
+                level,
+                "producer %s: broker out of reach (%s); retrying for up to %g s",
+                tid,
+                exc,
+                START_DEADLINE_S,
+            )
 
         await until_deadline(
             self._start_once, KafkaConnectionError, START_DEADLINE_S, retrying, first_s=0.1
         )
+        if tries:
+            log.info("producer %s: started after %d retries", self.transactional_id, tries)
 
     async def _start_once(self) -> None:
         self._p = AIOKafkaProducer(

@@ -162,7 +162,7 @@ class TransactionalProducer:
             if self._p is not None or self._stopped:
                 return
         give_up = time.monotonic() + START_DEADLINE_S
-        p = Producer(self._config)
+        p, level = Producer(self._config), logging.WARNING  # one warning a start, not a try
         while True:  # a retriable failure (a broker out of reach) may be retried in place
             try:
                 p.init_transactions(max(1.0, min(_CALL_TIMEOUT_S, give_up - time.monotonic())))
@@ -171,7 +171,9 @@ class TransactionalProducer:
                 err = exc.args[0]
                 if not err.retriable() or time.monotonic() > give_up:
                     raise self._fatal(err) from exc
-                log.warning("producer %s: %s; retrying", self.transactional_id, err.str())
+                tid, s = self.transactional_id, START_DEADLINE_S
+                log.log(level, "producer %s: %s; retrying for up to %g s", tid, err.str(), s)
+                level = logging.DEBUG
         with self._handover:
             if not self._stopped:
                 self._p = p
