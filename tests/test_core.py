@@ -8,6 +8,8 @@ from datetime import timedelta
 import pytest
 
 from procession.examples import OrderPlaced, RebaseFailed, order_saga, rebase_saga
+from procession.sagas._fold import evolve_all, fold
+from procession.sagas._state import SEEN_WINDOW
 from procession.testing import SagaTest, like, records_of
 from procession.topics import (
     CompensationPlanned,
@@ -18,6 +20,8 @@ from procession.topics import (
     ProcessFailed,
     ProcessStarted,
     ProcessStopping,
+    Record,
+    TimerFired,
     TimerScheduled,
     TransitionPlanned,
 )
@@ -106,6 +110,81 @@ def test_result_for_a_stale_attempt_is_ignored() -> None:
     stale = replace(failed, event_id="late-1")
     t.when(stale)
     t.then(like(InputIgnored, reason="stale attempt 1 (current attempt 2)"))
+
+
+def test_a_duplicate_result_of_the_running_process_is_ignored_and_decides_once() -> None:
+    """A result delivered twice (a worker's re-run, or a redelivery) while its
+    process still runs: the copy is recorded as ignored, and nothing it would
+    have decided happens twice."""
+    t = started_rebase()
+    done = t.complete("instance:A")
+    t.when(done)
+    t.then()
+    t.when(done)  # the same record again
+    t.then(like(InputIgnored, reason="task not pending (duplicate or late result)"))
+    t.when(replace(done, event_id="rerun-1"))  # a second run's result, another id
+    t.then(like(InputIgnored, reason="task not pending (duplicate or late result)"))
+    t.when(t.complete("instance:B"))
+    t.then()
+    t.when(t.complete("instance:C"))
+    t.then(ProcessCompleted)
+    assert len(records_of(t.history, ProcessCompleted)) == 1
+    t.assert_replays()
+
+
+def test_a_timer_fired_twice_plans_its_retry_once() -> None:
+    """A ``TimerFired`` delivered again after it fired: the timer is gone, so the
+    copy is a stale timer and the retry it planned is not planned again."""
+    t = started_rebase()
+    t.when(t.fail("instance:A", "busy"))
+    t.advance(timedelta(seconds=1))
+    t.then(like(TransitionPlanned, machine_id="instance:A", attempt=2))
+    fired = [r for r in t.history if isinstance(r, TimerFired)]
+    assert len(fired) == 1
+    t.when(fired[0])
+    t.then(like(InputIgnored, reason="stale timer", input_id=fired[0].event_id))
+    planned = [r for r in records_of(t.history, TransitionPlanned) if r.attempt == 2]  # type: ignore[attr-defined]
+    assert len(planned) == 1
+
+
+def test_a_retry_keeps_its_task_id_and_counts_its_attempt() -> None:
+    """Every attempt of a task carries the same task id (a handler's idempotency
+    key); only the attempt number moves."""
+    t = started_rebase()
+    first = next(
+        r
+        for r in records_of(t.history, TransitionPlanned)
+        if r.machine_id == "instance:B"  # type: ignore[attr-defined]
+    )
+    for attempt in (2, 3):
+        t.when(t.fail("instance:B", "busy"))
+        t.advance(timedelta(seconds=5))
+        t.then(like(TransitionPlanned, machine_id="instance:B", attempt=attempt))
+        again = t.last[0]
+        assert isinstance(again, TransitionPlanned) and isinstance(first, TransitionPlanned)
+        assert (again.task_id, again.payload) == (first.task_id, first.payload)
+        assert again.event_id != first.event_id
+
+
+def test_a_domain_event_is_recognised_as_a_duplicate_within_the_seen_window_only() -> None:
+    """A process remembers its latest ``SEEN_WINDOW`` accepted event ids: a copy
+    within them is ignored as a duplicate, a copy of an older one is decided
+    again (docs/runtime.md says so, and why the window is bounded)."""
+    saga, first = rebase_saga(), started_rebase().history[0]
+    state = fold(started_rebase().history)
+
+    def decide(event: Record) -> list[Record]:
+        nonlocal state
+        decisions = saga.decide(state, event)
+        state = evolve_all(state, [event, *decisions])
+        return decisions
+
+    duplicate = like(InputIgnored, reason="duplicate", input_id=first.event_id)
+    for n in range(SEEN_WINDOW - 1):  # the rebase again under new ids: accepted, not duplicates
+        assert not any(duplicate.matches(r) for r in decide(replace(first, event_id=f"n{n}")))
+    assert [duplicate.matches(r) for r in decide(first)] == [True]  # the window holds it
+    decide(replace(first, event_id="one-more"))  # pushes the first out of the window
+    assert not any(duplicate.matches(r) for r in decide(first))  # decided again
 
 
 def test_retry_backoff_is_exponential_with_derived_jitter() -> None:
