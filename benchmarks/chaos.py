@@ -73,11 +73,17 @@ class Result:
 
     @property
     def ok(self) -> bool:
+        """Every order completed once, and nothing that must happen once happened
+        twice: a decision, an input decided, a domain event routed, a task result
+        committed."""
         a = self.audit
         return (
             a.completed == self.config.orders
+            and a.completed_twice == 0
             and a.duplicated_decisions == 0
             and a.inputs_decided_twice == 0
+            and a.routed_twice == 0
+            and a.task_reexecutions == 0
         )
 
 
@@ -347,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nchaos run {result.prefix} ({result.seconds:.0f} s; logs in {result.run_dir})\n")
     print(table(result))
     if not result.ok:
-        print("\nchaos: FAILED: not every process completed, or something was decided twice")
+        print("\nchaos: FAILED: not every process completed once, or something happened twice")
     return 0 if result.ok else 1
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from benchmarks.chaos import Config, run
-from benchmarks.chaos_audit import decided_twice, longest_stall
+from benchmarks.chaos import Config, Result, run
+from benchmarks.chaos_audit import Audit, decided_twice, longest_stall
 from procession.topics import InputIgnored, TransitionPlanned
 from tests.conftest import Backend
 
@@ -32,10 +33,35 @@ async def test_a_tiny_chaos_run_completes_every_order_deciding_each_input_once(
     result = await run(cfg, os.environ["KAFKA_BOOTSTRAP_SERVERS"])
     a = result.audit
     assert (a.published, a.started, a.completed) == (20, 20, 20)
-    assert (a.duplicated_decisions, a.inputs_decided_twice, a.completed_twice) == (0, 0, 0)
+    twice = (a.duplicated_decisions, a.inputs_decided_twice, a.completed_twice)
+    assert (*twice, a.routed_twice, a.task_reexecutions) == (0, 0, 0, 0, 0)
     assert len(result.kills) == 1
     assert result.exit_codes == {"processor-1": 0, "worker-1": 0}
     assert result.ok
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "completed_twice",
+        "duplicated_decisions",
+        "inputs_decided_twice",
+        "routed_twice",
+        "task_reexecutions",
+    ],
+)
+def test_a_run_in_which_anything_happened_twice_fails(field: str, tmp_path: Path) -> None:
+    """The script exits 1 when ``ok`` is false: a run with every order completed
+    fails all the same when one thing that must happen once happened twice."""
+    cfg = Config(orders=3, run_dir=tmp_path)
+    clean = Audit(published=3, started=3, completed=3)
+
+    def result(audit: Audit) -> Result:
+        return Result(cfg, "p", tmp_path, audit, 1.0, 1.0, [], [], {}, 0, "b")
+
+    assert result(clean).ok
+    assert not result(replace(clean, completed=2)).ok
+    assert not result(replace(clean, **{field: 1})).ok
 
 
 def test_the_longest_stall_counts_only_time_with_orders_outstanding() -> None:
