@@ -152,3 +152,45 @@ async def test_a_producer_that_cannot_reach_a_broker_gives_up_after_its_start_de
     finally:
         await producer.stop()
         await transport.close()
+
+
+async def test_an_aiokafka_start_whose_coordinator_lookup_lost_the_broker_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka's start may bootstrap and then lose the broker in its coordinator
+    lookup, which raises a plain ``KafkaError`` caused by the connection error:
+    the start waits for the broker as for any broker out of reach. A plain
+    ``KafkaError`` with another cause is not retried. (No broker: the client's
+    start is replaced, as the moment it reproduces at is a matter of timing.)"""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - only this test patches it
+    from aiokafka.errors import KafkaConnectionError, KafkaError  # noqa: PLC0415
+
+    outcomes: list[BaseException | None] = []
+
+    async def start(_self: AIOKafkaProducer) -> None:
+        if outcome := outcomes.pop(0):
+            raise outcome
+
+    def lost() -> KafkaError:
+        error = KafkaError("coordinator lookup failed")
+        error.__cause__ = KafkaConnectionError("connection lost")
+        return error
+
+    monkeypatch.setattr(AIOKafkaProducer, "start", start)
+    monkeypatch.setattr(_kafka, "START_DEADLINE_S", 30.0)
+    transport = KafkaTransport(f"127.0.0.1:{free_ports(1)}")
+    try:
+        outcomes[:] = [lost(), lost(), None]
+        producer = transport.producer("lookup.tx")
+        await asyncio.wait_for(producer.start(), 10)
+        assert outcomes == []  # both lost lookups retried, the third start kept
+        await producer.stop()
+
+        other = KafkaError("not a lost connection")
+        outcomes[:] = [other, None]
+        with pytest.raises(KafkaError) as raised:
+            await asyncio.wait_for(transport.producer("lookup.tx2").start(), 10)
+        assert raised.value is other
+        assert outcomes == [None]  # not retried
+    finally:
+        await transport.close()

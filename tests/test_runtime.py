@@ -372,7 +372,6 @@ async def test_a_component_that_dies_is_reported_not_waited_for(backend: Backend
     assert err.value.__cause__ is boom
 
 
-@pytest.mark.backends("memory")
 async def test_a_changelog_not_co_partitioned_is_refused_at_start(backend: Backend) -> None:
     app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
     transport = backend.transport()
