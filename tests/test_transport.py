@@ -22,7 +22,8 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from confluent_kafka import KafkaError
+from aiokafka.errors import KafkaError as AioKafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from procession._errors import (
     FencedError,
@@ -138,6 +139,72 @@ async def test_commit_makes_records_and_offsets_visible_together(bench: Bench) -
     assert await bench.values(out, 1) == [b"1", b"2"]
     assert await bench.resumes_at("g", src) == (4, b"4")
     assert await bench.resumes_at("other", src) == (0, b"0")
+
+
+async def test_a_commit_that_fails_after_its_records_went_out_leaves_nothing_and_can_be_retried(
+    bench: Bench,
+) -> None:
+    """A transaction that fails at its end, its records already sent (on Kafka:
+    acknowledged by the broker), raises ``TransactionAbortedError`` and leaves
+    nothing: no record visible, the group's offset where it was. The same batch
+    committed again is there once."""
+    p = await bench.producer("p")
+    src = await numbered(bench, p, 6)
+    out = await bench.topic("out")
+    batch = Batch([at(out, b"1"), at(out, b"2")], {src: 4}, bench.name("g"))
+    fail_next_commit(bench.transport, p, bench.name("p"))
+    with pytest.raises(TransactionAbortedError):
+        await p.commit(batch)
+    await p.commit(Batch([at(out, b"after")]))  # its markers follow the abort's
+    await bench.successor("p")
+    assert await bench.values(out) == [b"after"]
+    assert await bench.resumes_at("g", src) == (0, b"0")
+    p = await bench.producer("p")
+    await p.commit(batch)
+    await bench.successor("p")
+    assert await bench.values(out) == [b"after", b"1", b"2"]
+    assert await bench.resumes_at("g", src) == (4, b"4")
+
+
+def fail_next_commit(transport: Transport, producer: Producer, transactional_id: str) -> None:
+    """Make ``producer``'s next transaction fail at its very end, after its
+    records and offsets went out, as a broker's refusal of EndTxn would."""
+    if isinstance(transport, MemoryTransport):
+        transport.log.faults.abort_next_commit(transactional_id)
+    elif isinstance(producer, KafkaProducer):
+        raw = producer._p
+        assert raw is not None
+        real = raw.commit_transaction
+
+        async def refused() -> None:
+            raw.commit_transaction = real  # type: ignore[method-assign]
+            raise AioKafkaError("refused, as an EndTxn that failed")
+
+        raw.commit_transaction = refused  # type: ignore[method-assign]
+    else:
+        assert isinstance(producer, TransactionalProducer) and producer._p is not None
+        producer._p = _RefusesOneCommit(producer._p)
+
+
+class _RefusesOneCommit:
+    """A librdkafka producer whose next ``commit_transaction`` fails with an error
+    that requires an abort; every other call goes to the real one."""
+
+    def __init__(self, real: Any) -> None:
+        self._real, self._refused = real, False
+
+    def commit_transaction(self, *args: Any) -> None:
+        if self._refused:
+            return cast(None, self._real.commit_transaction(*args))
+        self._refused = True
+        refused = KafkaError(KafkaError.INVALID_TXN_STATE, "as an EndTxn that failed")
+        raise KafkaException(KafkaError(refused.code(), refused.str(), txn_requires_abort=True))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def __len__(self) -> int:
+        return len(self._real)
 
 
 async def test_keyed_records_land_where_murmur2_puts_their_key(bench: Bench) -> None:
