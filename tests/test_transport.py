@@ -318,6 +318,33 @@ async def test_group_members_split_partitions_and_rebalance(bench: Bench) -> Non
     assert ("b", "revoke", b_had) in owners.calls
 
 
+@pytest.mark.backends("rdkafka")
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+async def test_a_joining_member_stops_only_what_moves_unless_members_are_static(
+    bench: Bench, static: bool
+) -> None:
+    """Dynamic librdkafka members rebalance cooperatively: when a member joins,
+    the first gives up only the partitions that move to it and keeps reading
+    the rest. Static members rebalance eagerly (round-robin; docs/reliability.md
+    says why): the first gives up every partition and gets its share back."""
+    topic = await bench.topic("in", 4)
+    owners = Owners()
+    members = bench
+    if static:  # a transport of its own: its members' instance ids are `member`, `member-1`
+        members = Bench(RdKafkaTransport(kafka_servers(), instance_id="member"), bench.prefix)
+    try:
+        a = await members.consumer("g", [topic], *owners.listeners("a"))
+        await settled([a], owners, {"a": 4})
+        b = await members.consumer("g", [topic], *owners.listeners("b"))
+        await settled([a, b], owners, {"a": 2, "b": 2})
+        calls = list(owners.calls)  # before the stops revoke the rest
+    finally:
+        if members is not bench:
+            await members.close()
+    revoked = {p for who, kind, ps in calls if who == "a" and kind == "revoke" for p in ps}
+    assert revoked == ({0, 1, 2, 3} if static else owners.held["b"]), calls
+
+
 async def test_a_member_left_without_partitions_is_joined_and_caught_up(bench: Bench) -> None:
     """More members than partitions: the idle one is still a member in force
     (a replica's readiness), with nothing to read."""
