@@ -14,7 +14,7 @@ from procession.examples import RebaseFailed, rebase_saga
 from procession.topics import ProcessCompleted
 from procession.workers import App, TaskCall
 from procession.workers._rebuild import ChangelogLostError
-from tests.conftest import Backend, kafka_servers
+from tests.conftest import KAFKA_BACKENDS, Backend, kafka_servers
 
 
 class Closer:
@@ -55,10 +55,13 @@ async def test_recover_verifies_a_healthy_changelog_against_the_process_topic(
     assert sum(int(s.rpartition("(")[2].split()[0]) for s in said) == 7
 
 
-@pytest.mark.backends("kafka")
+@pytest.mark.backends(*KAFKA_BACKENDS)
 async def test_a_lost_changelog_stops_the_processor_and_recover_rebuilds_it(
     backend: Backend,
 ) -> None:
+    """On either client: a processor restoring from an emptied changelog refuses
+    to run, naming `procession recover`; recover rebuilds it, and the processes
+    go on with no task run twice."""
     from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
 
     closer = Closer()
