@@ -199,36 +199,55 @@ async def test_a_graceful_stop_mid_work_leaves_nothing_to_wait_for(
     exactly_once(await stream(backend, app), 20)
 
 
-@pytest.mark.parametrize("role", ["processor", "router"])
+@pytest.mark.parametrize("role", ["processor", "router", "worker"])
 async def test_a_writer_fenced_while_it_owns_the_partition_stops_loudly(
     backend: Backend, monkeypatch: pytest.MonkeyPatch, role: str
 ) -> None:
+    """A newer producer under a writer's transactional id, while the group still
+    gives it the partition: its next commit stops the component with FencedError."""
     app = make_app(backend, monkeypatch)
     transport = backend.transport()
     await transport.create_topics(app.topics.specs(app.task_types()))
     router = Router(app, transport)
-    part = Processor(app, transport) if role == "processor" else router
-    for each in {part, router}:
+    processor = Processor(app, transport)
+    worker = Worker(app, transport, concurrency=8)
+    part = {"processor": processor, "router": router, "worker": worker}[role]
+    parts: list[Any] = [router] if role == "router" else [router, processor]
+    if role == "worker":
+        parts.append(worker)
+    for each in parts:
         await each.start()
     try:
         await publish(app, transport, range(1, 2))  # starts the producers of its partitions
+        if role == "worker":  # its results committed: rebase 1 completed
+            await until(lambda: _at_least(backend, app, 1), timeout_s=60)
         await until(lambda: _busy_over(part), timeout_s=60)
         # the transactional id its partition's commits go out under: the partition's
         # own (aiokafka, EOS v1) or the member's (librdkafka, EOS v2)
         if role == "processor":
             tp = TopicPartition(app.topics.process, partition_for("rebase:1", 3))
-            zombie_of = part.partitions[tp].producer.transactional_id
-        else:
+            zombie_of = processor.partitions[tp].producer.transactional_id
+        elif role == "router":
             tp = TopicPartition(app.topics.inputs, partition_for("1", 3))
             zombie_of = router._writers._producers[tp].transactional_id
+        else:
+            tp = TopicPartition(app.topics.tasks("CloseInstance"), partition_for("rebase:1", 3))
+            zombie_of = worker.writers._producers[tp].transactional_id
         usurper = transport.producer(zombie_of)
         await usurper.start()  # a newer owner of the same id, while the group says it is ours
         await usurper.stop()
-        await publish(app, transport, range(1, 2))
+        again = range(1, 2)  # the same event again: a commit on the fenced partition
+        if role == "worker":  # a new process, whose tasks land on the fenced partition
+            n = next(n for n in range(2, 100) if partition_for(f"rebase:{n}", 3) == tp.partition)
+            again = range(n, n + 1)
+        await publish(app, transport, again)
         assert part.crashed is not None
-        error = await asyncio.wait_for(asyncio.shield(part.crashed), 30)
+        try:
+            error = await asyncio.wait_for(asyncio.shield(part.crashed), 30)
+        except TimeoutError:
+            pytest.fail(f"the {role} still runs 30 s after {zombie_of!r} was fenced")
     finally:
-        for each in {part, router}:
+        for each in parts:
             await each.stop()
     assert isinstance(error, FencedError) and error.transactional_id == zombie_of
 
