@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from procession import FencedError
 from procession.examples import RebaseFailed
+from procession.topics import TaskCompleted
 from procession.workers import Processor, Router, Runtime, TopicPartition, Worker
 from procession.workers._port import partition_for
 from tests.conftest import KAFKA_BACKENDS, Backend, kafka_servers, until
@@ -170,14 +171,16 @@ async def test_a_static_member_killed_mid_transaction_resumes_within_seconds_of_
 async def test_a_graceful_stop_mid_work_leaves_nothing_to_wait_for(
     backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """SIGTERM: running tasks finish, results commit, the group moves on at once."""
+    """SIGTERM: running tasks finish, results commit, the group moves on at once;
+    the next owner runs none of the tasks the stopped worker had started."""
     app = make_app(backend, monkeypatch)
     transport = backend.transport()
     await transport.create_topics(app.topics.specs(app.task_types()))
-    started = tmp_path / "started"
+    started, rerun = tmp_path / "started", tmp_path / "rerun"
     worker = spawn(
         "worker", backend, PROCESSION_TEST_SLOW_S="0.5", PROCESSION_TEST_STARTED_FILE=str(started)
     )
+    monkeypatch.setenv("PROCESSION_TEST_STARTED_FILE", str(rerun))  # the replacement's tasks
     replacement = Worker(app, transport, concurrency=64)
     try:
         async with all_but("worker", app, transport):
@@ -193,10 +196,21 @@ async def test_a_graceful_stop_mid_work_leaves_nothing_to_wait_for(
         if worker.poll() is None:
             worker.kill()
         await replacement.stop()
-    print(f"\nworker stopped with SIGTERM mid-work: the rest completed {rest:.1f} s later")
+    first = started.read_text().splitlines()
+    then = rerun.read_text().splitlines() if rerun.exists() else []
+    print(
+        f"\nworker stopped with SIGTERM after starting {len(first)} of 60 tasks: "
+        f"the rest completed {rest:.1f} s later"
+    )
     assert worker.returncode == 0
     assert rest < 5.0  # a partition left behind would cost the 10 s session timeout
-    exactly_once(await stream(backend, app), 20)
+    records = await stream(backend, app)
+    exactly_once(records, 20)
+    again = sorted(set(first) & set(then))
+    assert not again, f"{len(again)} of {len(first)} tasks started before SIGTERM ran again"
+    assert len(set(first)) == len(first) and len(set(then)) == len(then)
+    done = {r.task_id for r in records if isinstance(r, TaskCompleted)}
+    assert len(done) == 60 and set(first) | set(then) == done  # each task ran once
 
 
 @pytest.mark.parametrize("role", ["processor", "router", "worker"])
