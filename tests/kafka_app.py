@@ -1,7 +1,8 @@
 """The app the Kafka tests run in subprocesses (``procession processor tests.kafka_app:app``).
 
 Its topic prefix comes from ``PROCESSION_TEST_PREFIX``; ``PROCESSION_TEST_SLOW_S``
-makes every task take that long (to kill a worker mid-task), and
+makes every task take that long (to kill a worker mid-task), or only the tasks
+of the instances listed in ``PROCESSION_TEST_SLOW_ONLY`` (``C`` or ``A,B``), and
 ``PROCESSION_TEST_STARTED_FILE`` gets a line per task a handler has started.
 """
 
@@ -22,7 +23,11 @@ async def close(call: TaskCall) -> dict[str, Any]:
     if started:  # tells a test that this handler holds the task now
         with open(started, "a") as f:  # noqa: ASYNC230 - a tiny test-only marker write
             f.write(f"{call.task_id}\n")
-    await asyncio.sleep(float(os.environ.get("PROCESSION_TEST_SLOW_S", "0")))
+    slow = float(os.environ.get("PROCESSION_TEST_SLOW_S", "0"))
+    only = os.environ.get("PROCESSION_TEST_SLOW_ONLY")
+    if only and call.payload["instance"] not in only.split(","):
+        slow = 0.0
+    await asyncio.sleep(slow)
     return {"closed": call.payload["instance"], "attempt": call.attempt}
 
 

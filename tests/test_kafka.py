@@ -247,6 +247,47 @@ async def test_worker_killed_mid_task_the_task_is_delivered_again(
     exactly_once(records, 1)
 
 
+async def test_a_killed_worker_is_given_again_only_the_tasks_it_had_not_finished(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Tasks A, B and C of one process share a task partition, in that order; C
+    runs for minutes, A and B finish and commit. The worker is SIGKILLed and
+    started again: C runs a second time (same task id and attempt), A and B once."""
+    slow = "C"  # the last on the partition: the offset commits past A and B
+    app = make_app(backend, monkeypatch)
+    transport = backend.transport()
+    await transport.create_topics(app.topics.specs(app.task_types()))
+    started = tmp_path / "started"
+    marker = {"PROCESSION_TEST_STARTED_FILE": str(started)}
+    first = spawn(
+        "worker", backend, PROCESSION_TEST_SLOW_S="600", PROCESSION_TEST_SLOW_ONLY=slow, **marker
+    )
+    again: subprocess.Popen[bytes] | None = None
+    try:
+        async with all_but("worker", app, transport):
+            await publish(app, transport, range(1, 2))
+            await until(lambda: _results(backend, app, 2), timeout_s=60)  # committed
+            await until(lambda: _lines(started, 3), timeout_s=30)  # C runs
+            kill(first)  # while SLOW runs
+            again = spawn("worker", backend, **marker)
+            await until(lambda: _at_least(backend, app, 1), timeout_s=60)
+    finally:
+        for proc in (first, again):
+            if proc is not None and proc.poll() is None:
+                kill(proc)
+    records = await stream(backend, app)
+    results = {r.task_id: r for r in records if isinstance(r, TaskCompleted)}
+    runs = Counter(started.read_text().splitlines())
+    ran = {results[t].machine_id.removeprefix("instance:"): n for t, n in runs.items()}
+    assert ran == {i: 2 if i == slow else 1 for i in "ABC"}, f"runs per task: {ran}"
+    assert {r.attempt for r in results.values()} == {1}  # delivered again, not retried
+    exactly_once(records, 1)
+
+
+async def _results(backend: Backend, app: Any, n: int) -> bool:
+    return sum(isinstance(r, TaskCompleted) for r in await stream(backend, app)) >= n
+
+
 async def _lines(path: Path, n: int) -> bool:
     return await asyncio.to_thread(
         lambda: path.exists() and len(path.read_text().splitlines()) >= n
