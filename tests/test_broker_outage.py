@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from procession.workers import _kafka, _rdkafka_producer
 from procession.workers._kafka import KafkaTransport
 from procession.workers._rdkafka import RdKafkaTransport
 from tests.conftest import CLIENTS, KAFKA_BACKENDS, Backend, free_ports, until
-from tests.test_health import get
+from tests.test_cli import ready
 from tests.test_kafka import ROOT
 
 KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
@@ -85,7 +84,7 @@ async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceb
     procs = {role: cli(role, env, log) for role, log in logs.items()}
     try:
         for log in logs.values():  # each has its partitions and has read their changelogs
-            await until(lambda log=log: _ready(log), timeout_s=60)  # type: ignore[misc]
+            await until(lambda log=log: ready(log), timeout_s=60)  # type: ignore[misc]
         broker = int((ROOT / ".kafka-local" / f"broker-{port}.pid").read_text())
         os.kill(broker, signal.SIGKILL)
         gone = _BROKER_GONE[backend.name]
@@ -107,13 +106,6 @@ async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceb
 
 async def _has(path: Path, text: str) -> bool:
     return await asyncio.to_thread(lambda: path.exists() and text in path.read_text())
-
-
-async def _ready(log: Path) -> bool:
-    """The process whose stderr is ``log`` answers /readyz with 200."""
-    text = await asyncio.to_thread(lambda: log.read_text() if log.exists() else "")
-    said = re.findall(r"health and metrics on port (\d+)", text)
-    return bool(said) and (await get(int(said[0]), "/readyz"))[0] == 200
 
 
 @pytest.mark.backends(*KAFKA_BACKENDS)

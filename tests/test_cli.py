@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -417,6 +418,26 @@ async def has(path: Path, text: str) -> bool:
     return await asyncio.to_thread(lambda: path.exists() and text in path.read_text())
 
 
+async def get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of an HTTP GET of ``path`` on 127.0.0.1:``port``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body.strip()
+
+
+async def ready(log: Path) -> bool:
+    """The command whose stderr is ``log`` (run with ``--health-port 0``) answers
+    /readyz with 200: joined, and each partition taken over."""
+    text = await asyncio.to_thread(lambda: log.read_text() if log.exists() else "")
+    said = re.findall(r"health and metrics on port (\d+)", text)
+    return bool(said) and (await get(int(said[0]), "/readyz"))[0] == 200
+
+
 def test_schema_prints_the_contract_for_other_services() -> None:
     out = cli("schema", "tests.kafka_app:app", env=NO_BROKER)
     assert out.returncode == 0, out.stderr
@@ -429,3 +450,47 @@ def test_schema_prints_the_contract_for_other_services() -> None:
     ]
     assert found["domain_events"]["RebaseFailed"]["required"] == ["rebase_id", "instances"]
     assert found["records"]["procession.TaskFailed"]["properties"]["v"] == {"const": 1}
+
+
+@pytest.mark.backends("rdkafka")  # an instance id makes a static member on librdkafka only
+async def test_the_newer_of_two_processes_under_one_instance_id_fences_the_older(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Two live processes with one PROCESSION_INSTANCE_ID: the newer takes over
+    the work, the older exits 1 with one line saying why."""
+    await create_topics(backend)
+    env = {
+        "PROCESSION_KAFKA_CLIENT": CLIENTS[backend.name],
+        "PROCESSION_INSTANCE_ID": f"{backend.prefix}-router",
+    }
+    older_err, newer_err = tmp_path / "older", tmp_path / "newer"
+    args = ("router", "tests.kafka_app:app", "--health-port", "0")
+    older = spawn(*args, prefix=backend.prefix, stderr=older_err, **env)
+    newer: subprocess.Popen[bytes] | None = None
+    try:
+        # ready: its producer started (a start still under way when the newer one's
+        # ends would fence the newer one's in turn: the last InitProducerId wins)
+        await until(lambda: ready(older_err), timeout_s=30)
+        newer = spawn(*args, prefix=backend.prefix, stderr=newer_err, **env)
+        await until(lambda: has(newer_err, "INFO procession router running"), timeout_s=30)
+        try:
+            code = await asyncio.to_thread(older.wait, 30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                "the older process still runs 30 s after the newer one joined under its "
+                f"instance id; its stderr:\n{older_err.read_text()}"
+            )
+        await publish_one(backend)
+        await until(lambda: routed(backend), timeout_s=30)  # the newer one does the work
+        assert newer.poll() is None, newer_err.read_text()
+    finally:
+        for proc in (older, newer):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = older_err.read_text()
+    assert code == 1, text
+    ours = [ln for ln in text.splitlines() if " ERROR procession " in ln]
+    assert len(ours) == 1, text
+    assert "router stopped: " in ours[0] and "same group.instance.id" in ours[0], ours[0]
+    assert "Traceback" not in text and "Unclosed" not in text, text

@@ -13,18 +13,7 @@ from procession._health import HealthServer
 from procession.examples import RebaseFailed, rebase_saga
 from procession.workers import Runtime
 from tests.conftest import Backend, until
-from tests.test_cli import create_topics, has, publish_one, routed, spawn
-
-
-async def get(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    raw = await reader.read()
-    writer.close()
-    await writer.wait_closed()
-    head, _, body = raw.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body.strip()
+from tests.test_cli import create_topics, get, has, publish_one, routed, spawn
 
 
 def parts_of(rt: Runtime) -> list[tuple[str, object]]:

@@ -303,8 +303,8 @@ class RdKafkaConsumer:
                     self._next[tp] = m.offset() or 0
                     if tp in self._assigned:
                         self._eof.add(tp)
-                elif err.fatal():
-                    raise KafkaException(err)
+                elif err.fatal() or err.code() == KafkaError._FATAL:  # _FATAL: a static
+                    raise KafkaException(err)  # member fenced by a newer one of its id, say
                 else:
                     log.warning("group %s: %s", self.group, err.str())
         return out, seeks, epochs
