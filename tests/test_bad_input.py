@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +25,7 @@ from procession.examples import RebaseFailed, rebase_saga
 from procession.sagas import Decider, Parked, Planner
 from procession.topics import (
     DEFAULT_CODEC,
+    DomainEvent,
     ProcessCompleted,
     ProcessParked,
     ProcessStarted,
@@ -30,11 +33,12 @@ from procession.topics import (
     TaskFailed,
     TransitionPlanned,
 )
-from procession.workers import App, Batch, Outgoing, Runtime
+from procession.workers import App, Batch, Message, Outgoing, Runtime
 from procession.workers._port import partition_for
 from procession.workers._wire import encode, state_of
 from tests.conftest import Backend, until
 from tests.records import task_request, task_result
+from tests.sagas import InvoiceSent, PaymentReceived, payment_saga
 
 LIMIT = 20_000  # max.message.bytes of the topics a case shrinks
 
@@ -301,6 +305,60 @@ async def test_a_changelog_value_that_cannot_be_restored_parks_only_its_process(
     (reason,) = await reasons(backend, app)
     assert reason.startswith("cannot decode record: changelog value: JSONDecodeError")
     assert (await parked(rt, pid)).reason == reason
+
+
+async def test_a_changelog_of_a_newer_schema_parks_only_its_process(backend: Backend) -> None:
+    """docs/versioning.md: a process whose changelog header a newer Procession
+    wrote (schema 3) is parked at restore with what to do, not guessed at; its
+    later input is held, and a process of the same partition goes on."""
+    app = backend.app([payment_saga()], {})
+    newer = "payment:new"
+    part = partition_for(newer, 3)
+    other = next(
+        f"payment:i{n}" for n in itertools.count() if partition_for(f"payment:i{n}", 3) == part
+    )
+    first = await backend.runtime(app)
+    for pid in (newer, other):
+        await first.publish(InvoiceSent(invoice_id=pid.partition(":")[2]))
+
+    async def headers() -> list[Message]:
+        return [m for m in await backend.records(app.topics.changelog) if m.key == newer]
+
+    await until(lambda: _some(headers()))
+    await first.stop()
+    backend.runtimes.remove(first)
+    value = orjson.loads((await headers())[-1].value or b"")
+    value["state"]["v"] = 3  # the header a newer release writes
+    await _write(
+        backend, Outgoing(app.topics.changelog, newer, orjson.dumps(value), partition=part)
+    )
+    rt = await backend.runtime(app)
+    for pid in (newer, other):
+        await rt.publish(PaymentReceived(invoice_id=pid.partition(":")[2], amount=5))
+    assert (await rt.wait(other, timeout_s=30)).status == "completed"  # type: ignore[union-attr]
+
+    async def payment_taken() -> bool:  # held, as it should be, or decided
+        return rt.processor.metrics["held"] > 0 or any(
+            isinstance(r, ProcessCompleted) for r in await rt.history(newer)
+        )
+
+    await until(payment_taken)
+    await rt.settle()
+    reason = (
+        "cannot decode record: changelog schema 3 is newer than this version of Procession"
+        " reads (2); run the newer version or rebuild the changelog"
+    )
+    history = await rt.history(newer)
+    parks = [r for r in history if isinstance(r, ProcessParked)]
+    assert [p.reason for p in parks] == [reason]
+    assert await reasons(backend, app) == [reason]
+    assert not [r for r in history[history.index(parks[0]) + 1 :] if r.IS_DECISION]
+    inputs = [r.event_type for r in history if isinstance(r, DomainEvent)]
+    assert inputs == ["InvoiceSent", "PaymentReceived"] and rt.processor.metrics["held"] == 1
+
+
+async def _some(found: Awaitable[list[Message]]) -> bool:
+    return bool(await found)
 
 
 async def _write(backend: Backend, out: Outgoing) -> None:
