@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from procession import (
     CoPartitionError,
@@ -405,6 +407,79 @@ async def test_a_slow_task_does_not_hold_back_the_results_of_fast_ones(backend: 
 
 async def _results(rt: Any, pid: str, n: int) -> bool:
     return len(records_of(await rt.history(pid), TaskCompleted)) >= n
+
+
+class Close(BaseModel):
+    job_id: str
+
+
+def _timed_close_saga(timeout: timedelta) -> Saga:
+    """One ``Close`` task per job, under ``timeout``, one attempt: a failure fails
+    the process."""
+    todo, done = State("Todo", initial=True), State("Done", final=True)
+    close = Task(
+        "Close",
+        payload=lambda c: {"job": c.event.job_id},
+        retry=RetryPolicy(max_attempts=1),
+        timeout=timeout,
+    )
+    return Saga(
+        "close",
+        machines=[
+            Machine("job", states=[todo, done], transitions=[todo.to(done, on=Close, task=close)])
+        ],
+        correlate={Close: lambda e: e.job_id},
+        starts=[Close],
+    )
+
+
+async def test_a_sync_handler_past_its_timeout_frees_its_slot_and_its_late_return_writes_nothing(
+    backend: Backend,
+) -> None:
+    """docs/runtime.md: a sync handler past its task's timeout fails its attempt
+    ("handler timed out"), and its one slot runs the next task while the
+    handler's thread still runs; what that thread returns later is discarded."""
+    entered, release, returned = threading.Event(), threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def close(call: TaskCall) -> dict[str, str]:
+        ran.append(call.payload["job"])
+        if call.payload["job"] == "stuck":
+            entered.set()
+            try:
+                release.wait(60)  # bounded: never outlives the test
+            finally:
+                returned.set()
+        return {"closed": call.payload["job"]}
+
+    app = backend.app([_timed_close_saga(timedelta(seconds=1))], {"Close": close})
+    rt = await backend.runtime(app, concurrency=1)
+    try:
+        await rt.publish(Close(job_id="stuck"))
+        await until(lambda: asyncio.sleep(0, entered.is_set()))
+        await rt.publish(Close(job_id="quick"))  # waits for the one slot
+        await rt.wait("close:quick", timeout_s=20)  # its slot freed by the timeout
+        await rt.wait("close:stuck", timeout_s=20)
+        assert not returned.is_set()  # both ended while the stuck handler's thread runs
+    finally:
+        release.set()
+    assert isinstance((await rt.history("close:quick"))[-1], ProcessCompleted)
+    (failed,) = records_of(await rt.history("close:stuck"), TaskFailed)
+    assert (failed.reason, failed.error_type, failed.retryable, failed.attempt) == (  # type: ignore[attr-defined]
+        "handler timed out after 1s",
+        "TimeoutError",
+        True,
+        1,
+    )
+    await until(lambda: asyncio.sleep(0, returned.is_set()))
+    await rt.settle()
+    history = await rt.history("close:stuck")
+    results = [r for r in history if isinstance(r, TaskCompleted | TaskFailed)]
+    assert results == [failed] and not records_of(history, InputIgnored)
+    assert isinstance(history[-1], ProcessFailed)
+    worker = rt.workers[0]
+    assert (worker.metrics["completed"], worker.metrics["failed"]) == (1, 1)
+    assert ran == ["stuck", "quick"]
 
 
 async def test_worker_rebalances_run_no_finished_task_again(backend: Backend) -> None:
