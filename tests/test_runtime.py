@@ -294,6 +294,60 @@ async def test_inline_tasks_run_in_the_processor(backend: Backend) -> None:
     assert len(calls) == 3 and rt.workers[0].metrics["completed"] == 0
 
 
+def _inline_close_saga() -> Saga:
+    """One machine per instance, Working -> Closed through the inline ``CloseInline``."""
+    working, closed = State("Working", initial=True), State("Closed", final=True)
+    close = Task("CloseInline", mode="inline")
+    return Saga(
+        "inline",
+        machines=[
+            Machine(
+                "i",
+                states=[working, closed],
+                transitions=[working.to(closed, on=RebaseFailed, task=close)],
+                per=ForEach(RebaseFailed, lambda e: e.instances),
+            )
+        ],
+        correlate={RebaseFailed: lambda e: e.rebase_id},
+        starts=[RebaseFailed],
+    )
+
+
+async def test_an_inline_task_in_flight_when_its_processor_stops_runs_again_on_the_next(
+    backend: Backend,
+) -> None:
+    """docs/runtime.md: on assignment a processor re-runs the inline tasks in
+    flight. The first processor stops while its inline task runs; the next one
+    runs it again (same task id, same attempt) and the process completes."""
+    calls: list[tuple[str, int]] = []
+    running = asyncio.Event()
+
+    async def close(call: TaskCall) -> dict[str, str]:
+        calls.append((call.task_id, call.attempt))
+        if len(calls) == 1:  # the first run waits until its processor stops (cancelled)
+            running.set()
+            async with asyncio.timeout(60):
+                await asyncio.Event().wait()
+        return {"closed": call.machine_id}
+
+    app = backend.app([_inline_close_saga()], {"CloseInline": close})
+    first = await backend.runtime(app)
+    await first.publish(RebaseFailed(rebase_id="x", instances=["A"]))
+    async with asyncio.timeout(30):
+        await running.wait()  # run after its request committed: it is in the changelog
+    await first.stop()
+    backend.runtimes.remove(first)
+    assert len(calls) == 1 and not await ended(first, "inline:x")
+    second = await backend.runtime(app)
+    await second.wait("inline:x", timeout_s=30)
+    history = await second.history("inline:x")
+    (planned,) = records_of(history, TransitionPlanned)
+    assert calls == [(planned.task_id, 1), (planned.task_id, 1)]  # type: ignore[attr-defined]
+    (done,) = records_of(history, TaskCompleted)
+    assert (done.task_id, done.attempt) == (planned.task_id, 1)  # type: ignore[attr-defined]
+    assert isinstance(history[-1], ProcessCompleted)
+
+
 async def test_hard_cancel_from_a_client(backend: Backend) -> None:
     app = backend.app([payment_saga()], {})
     rt = await backend.runtime(app)
