@@ -48,7 +48,16 @@ from procession.topics import (
     TransitionPlanned,
 )
 from procession.topics._layout import TopicSpec
-from procession.workers import App, Batch, Outgoing, Processor, Runtime, TopicPartition, Worker
+from procession.workers import (
+    App,
+    Batch,
+    Outgoing,
+    Processor,
+    Router,
+    Runtime,
+    TopicPartition,
+    Worker,
+)
 from procession.workers import _kafka as kafka_settings
 from procession.workers import _loop as worker_loop
 from procession.workers._memory import Crash, MemoryTransport
@@ -685,6 +694,48 @@ async def _claimed(worker: Worker) -> bool:
 
 async def _has_partitions(worker: Worker) -> bool:
     return bool(worker.parts) and worker.ready()
+
+
+async def test_a_router_slow_to_claim_its_partitions_still_lets_its_group_rebalance(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/reliability.md: routers claim beside their fetch loop, as workers do.
+    The first router's claim is held; a second router joins and gets input
+    partitions without waiting for it (on librdkafka a member serves rebalances
+    only from inside a fetch)."""
+    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
+    await backend.transport().create_topics(app.topics.specs(app.task_types()))
+    first = Router(app, backend.transport(), backend.clock)
+    gate, held = asyncio.Event(), asyncio.Event()
+    real_claim = worker_loop.claim
+
+    async def slow_claim(unclaimed: Any, writers: Any, consumer: Any) -> None:
+        if writers is first._writers:
+            held.set()
+            await gate.wait()
+        await real_claim(unclaimed, writers, consumer)
+
+    monkeypatch.setattr(worker_loop, "claim", slow_claim)
+    await first.start()
+    second = Router(app, backend.transport(), backend.clock)
+    try:
+        async with asyncio.timeout(30):
+            await held.wait()  # the first owns every input partition, none claimed
+        await second.start()
+        await until(lambda: _routes(second), timeout_s=30)  # a claim inline: held up here
+        assert not gate.is_set() and first._unclaimed  # the first is still claiming
+        assert not first._owned & second._owned
+        gate.set()
+        await until(lambda: _routes(first), timeout_s=30)
+    finally:
+        gate.set()
+        await second.stop()
+        await first.stop()
+
+
+async def _routes(router: Router) -> bool:
+    """Owns input partitions, every one of them claimed."""
+    return bool(router._owned) and router.ready()
 
 
 def _waiting_closer() -> tuple[Any, list[str], asyncio.Event]:
