@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 OK, FAILED, USAGE = 0, 1, 2
 #: How long the first contact with the cluster may take before giving up.
 CONNECT_TIMEOUT_S = 30.0
+#: How long a command that failed waits to learn whether its brokers still answer.
+REACH_AGAIN_S = 2.0
 _OVERRIDES = {  # option dest -> Topics field
     "partitions": "partitions",
     "task_partitions": "task_partitions",
@@ -430,11 +432,28 @@ async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
             parts.append(("worker", worker))
         observe(parts)  # OpenTelemetry metrics, when OTEL_* asked for them
         if args.health_port is None:
-            return await supervise(parts, asyncio.Event())
-        host = os.environ.get("PROCESSION_HEALTH_HOST", "0.0.0.0")  # noqa: S104 - probes reach the pod's address
-        async with HealthServer(parts, host, args.health_port) as health:
-            logging.getLogger("procession").info("health and metrics on port %d", health.port)
-            return await supervise(parts, asyncio.Event())
+            code = await supervise(parts, asyncio.Event())
+        else:
+            host = os.environ.get("PROCESSION_HEALTH_HOST", "0.0.0.0")  # noqa: S104 - probes reach the pod's address
+            async with HealthServer(parts, host, args.health_port) as health:
+                logging.getLogger("procession").info("health and metrics on port %d", health.port)
+                code = await supervise(parts, asyncio.Event())
+        if code != OK:
+            await _gone(servers)
+        return code
+
+
+async def _gone(servers: str) -> None:
+    """Say so when no broker answers any more: a component that stopped on a
+    broker gone for good reports what its client made of it (an unknown topic,
+    a transaction that did not end), not the cause."""
+    try:
+        async with asyncio.timeout(REACH_AGAIN_S):
+            await _reach(servers)
+    except (KafkaUnreachableError, TimeoutError) as exc:
+        why = str(exc) if isinstance(exc, KafkaUnreachableError) else ""
+        why = why or str(KafkaUnreachableError.silent(servers, REACH_AGAIN_S))
+        logging.getLogger("procession").error("%s: the likely cause of the stop", why)
 
 
 @contextlib.asynccontextmanager

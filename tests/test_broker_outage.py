@@ -23,9 +23,10 @@ from procession._errors import WriterFailedError
 from procession.workers import _kafka, _rdkafka_producer
 from procession.workers._kafka import KafkaTransport
 from procession.workers._rdkafka import RdKafkaTransport
+from tests import kafka_app
 from tests.conftest import CLIENTS, KAFKA_BACKENDS, Backend, free_ports, until
 from tests.test_cli import ready
-from tests.test_kafka import ROOT
+from tests.test_kafka import ROOT, publish
 
 KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
 
@@ -42,6 +43,20 @@ def private_broker(tmp_path: Path) -> Iterator[int]:
     subprocess.run(
         [KAFKA_LOCAL, "stop", "--port", str(port)], check=False, capture_output=True, timeout=60
     )
+
+
+async def create_topics(env: dict[str, str]) -> None:
+    """``procession topics create`` for the test app, under ``env``."""
+    created = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "procession._cli", "topics", "create", "tests.kafka_app:app"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
 
 
 def cli(role: str, env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
@@ -70,16 +85,7 @@ async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceb
         "PROCESSION_TEST_PREFIX": prefix,
         "PROCESSION_KAFKA_CLIENT": CLIENTS[backend.name],
     }
-    created = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "procession._cli", "topics", "create", "tests.kafka_app:app"],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
-    assert created.returncode == 0, created.stderr
+    await create_topics(env)
     logs = {role: tmp_path / f"{role}.err" for role in ("processor", "worker")}
     procs = {role: cli(role, env, log) for role, log in logs.items()}
     try:
@@ -102,6 +108,65 @@ async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceb
     ours = {role: [ln for ln in t.splitlines() if " procession" in ln] for role, t in texts.items()}
     assert codes == {"processor": 0, "worker": 0}, ours  # its own lines say why it exited
     assert not any("Traceback" in t or "Unclosed" in t for t in texts.values()), texts
+
+
+@pytest.mark.backends(*KAFKA_BACKENDS)
+async def test_a_worker_whose_broker_is_gone_for_good_exits_1_with_one_line_saying_so(
+    backend: Backend, private_broker: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker dies while tasks run and does not come back: the worker's next
+    commit cannot end, its producer is judged stuck after ``STUCK_S``, and the
+    process exits 1 with one line for what stopped and one for the likely cause,
+    within seconds (before, on aiokafka, it lived on doing nothing: a request
+    of the transaction was retried for ever, and the close then waited on it)."""
+    port, prefix = private_broker, f"gone{os.getpid()}-{backend.name}"
+    started = tmp_path / "started"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "PROCESSION_TEST_PREFIX": prefix,
+        "PROCESSION_KAFKA_CLIENT": CLIENTS[backend.name],
+        "PROCESSION_TEST_SLOW_S": "2",  # tasks still running when the broker goes
+        "PROCESSION_TEST_STARTED_FILE": str(started),
+        "PROCESSION_TXN_STUCK_S": "5",
+        "PROCESSION_COMMIT_DEADLINE_S": "5",
+    }
+    await create_topics(env)
+    logs = {role: tmp_path / f"{role}.err" for role in ("processor", "worker")}
+    procs = {role: cli(role, env, log) for role, log in logs.items()}
+    try:
+        for log in logs.values():
+            await until(lambda log=log: ready(log), timeout_s=60)  # type: ignore[misc]
+        monkeypatch.setenv("PROCESSION_TEST_PREFIX", prefix)
+        transport = KafkaTransport(env["KAFKA_BOOTSTRAP_SERVERS"])
+        try:
+            await publish(kafka_app.app(), transport, range(6))
+        finally:
+            await transport.close()
+        await until(lambda: _has(started, "\n"), timeout_s=60)
+        broker = int((ROOT / ".kafka-local" / f"broker-{port}.pid").read_text())
+        os.kill(broker, signal.SIGKILL)
+        killed = time.monotonic()
+        try:
+            code = await asyncio.to_thread(procs["worker"].wait, 90)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the worker still runs 90 s after its broker was killed for good")
+        took = time.monotonic() - killed
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    text = logs["worker"].read_text()
+    ours = [ln for ln in text.splitlines() if " ERROR procession " in ln]
+    print(f"\n{backend.name}: the worker exited {code} {took:.1f} s after the broker's kill")
+    assert code == 1, ours
+    assert len(ours) == 2, ours
+    assert "worker stopped: " in ours[0] and "has not ended in 5 s" in ours[0], ours
+    assert ours[1].endswith(": the likely cause of the stop"), ours
+    assert f"cannot reach Kafka at 127.0.0.1:{port}" in ours[1], ours
+    assert not any(s in text for s in ("Traceback", "Unclosed", "did not stop")), text
+    assert took < 45, took  # stuck after 5 s, closed within 5 more, and the probe
 
 
 async def _has(path: Path, text: str) -> bool:

@@ -46,6 +46,7 @@ from ._kafka_settings import (
     PRODUCER_BATCH_BYTES,
     SESSION_TIMEOUT_MS,
     START_DEADLINE_S,
+    STUCK_S,
     TRANSACTION_TIMEOUT_MS,
     TXN_RETRY_BACKOFF_MS,
 )
@@ -65,6 +66,12 @@ log = logging.getLogger("procession.kafka")
 WireRecord = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
 _partitioner = DefaultPartitioner()
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+#: Seconds a producer's close may take. Nothing is left to flush (every batch
+#: was committed or aborted), but aiokafka's close waits for the requests its
+#: sender has in flight, and one to a broker that is gone never ends: a
+#: processor whose broker died waited out its whole stop deadline there.
+_CLOSE_S = 5.0
 
 
 async def send_all(
@@ -119,6 +126,7 @@ class KafkaProducer:
         self._p: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
         self._one_at_a_time = asyncio.Lock()  # a transaction, or the stop that aborts it
+        self._stuck: WriterFailedError | None = None  # a transaction that did not end
 
     async def start(self) -> None:
         """Start (InitProducerId: fence older owners, abort their transaction). A broker
@@ -157,6 +165,9 @@ class KafkaProducer:
             max_batch_size=PRODUCER_BATCH_BYTES,  # topics take at least this (checked at start)
             max_request_size=MAX_REQUEST_BYTES,  # records up to MAX_RECORD_BYTES
             retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
+            # a request of a transaction (a metadata wait included) that takes longer
+            # fails anyway: the broker aborts the transaction; librdkafka's calls too
+            request_timeout_ms=TRANSACTION_TIMEOUT_MS,
         )
         try:
             await self._p.start()
@@ -169,8 +180,22 @@ class KafkaProducer:
             raise
 
     async def commit(self, batch: Batch) -> None:
+        """Commit ``batch`` in one transaction. One that has not ended in ``STUCK_S``
+        fails the producer for good (:class:`WriterFailedError`): aiokafka retries
+        some requests to a broker that is gone for ever."""
         async with self._one_at_a_time:
-            await self._commit(batch)
+            if self._stuck is not None:
+                raise self._stuck
+            limit = asyncio.timeout(STUCK_S)
+            try:
+                async with limit:
+                    await self._commit(batch)
+            except BaseException as exc:
+                if not limit.expired():
+                    raise
+                why = f"a transaction has not ended in {STUCK_S:g} s (the broker does not answer)"
+                self._stuck = WriterFailedError(self.transactional_id, why)
+                raise self._stuck from exc
 
     async def _commit(self, batch: Batch) -> None:
         p = self._p
@@ -249,13 +274,21 @@ class KafkaProducer:
             await self._stop()
 
     async def _stop(self) -> None:
-        if self._p is not None:
-            try:
+        p = self._p
+        if p is None:
+            return
+        try:
+            if self._stuck is None:  # else its abort would wait on the same silent broker
                 await asyncio.shield(self._abort())
-            finally:
-                await self._p.stop()
-                _observe_fatal(self._p)
-                self._p = None
+        finally:
+            self._p = None
+            try:
+                async with asyncio.timeout(_CLOSE_S):
+                    await p.stop()
+            except TimeoutError:  # its sender waits on a request to a broker that is gone
+                log.debug("producer %s: closed without its sender", self.transactional_id)
+                await p.client.close()
+            _observe_fatal(p)
 
 
 def _fatal_cause(producer: AIOKafkaProducer) -> BaseException | None:

@@ -19,6 +19,20 @@ TXN_RETRY_BACKOFF_MS = int(os.environ.get("PROCESSION_TXN_RETRY_BACKOFF_MS", "10
 #: until its replacement fences it or this passes; Kafka's default is 60 s.
 TRANSACTION_TIMEOUT_MS = int(os.environ.get("PROCESSION_TRANSACTION_TIMEOUT_MS", "10000"))
 
+#: Seconds after which a transaction still in flight is judged stuck and its
+#: producer failed (the component stops, the process exits and is restarted), on
+#: either client. librdkafka can block in ``send_offsets_to_transaction`` past
+#: its timeout once the group coordinator went away (confluentinc/librdkafka#5456);
+#: seen after a broker restart, holding a worker's revoke, and so its whole group,
+#: for minutes. aiokafka retries a request of a transaction (AddPartitionsToTxn)
+#: to a broker that is gone for ever: a worker whose broker died kept its results
+#: for minutes, alive and doing nothing. Twice the transaction timeout: longer
+#: than any legitimate round (each call is bounded by the timeout), and the broker
+#: aborts a transaction open for longer than the timeout. A transaction that does
+#: commit after all is safe: whoever takes its partitions over reads their
+#: offsets with ``require_stable``, which waits for it, before it reads anything.
+STUCK_S = float(os.environ.get("PROCESSION_TXN_STUCK_S", str(2 * TRANSACTION_TIMEOUT_MS / 1000)))
+
 #: How long starting a producer waits for a broker out of reach (a restart)
 #: before its component gives up.
 START_DEADLINE_S = float(os.environ.get("PROCESSION_START_DEADLINE_S", "60"))

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 import warnings
@@ -32,6 +31,7 @@ from ._kafka_settings import (
     MAX_REQUEST_BYTES,
     PRODUCER_BATCH_BYTES,
     START_DEADLINE_S,
+    STUCK_S,
     TRANSACTION_TIMEOUT_MS,
     TXN_RETRY_BACKOFF_MS,
 )
@@ -58,18 +58,6 @@ _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SI
 
 #: Seconds a blocking transaction call may take (librdkafka's own retries inside).
 _CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000
-
-#: Seconds after which a transaction still in flight is judged stuck and its
-#: producer failed (the component stops, the process exits and is restarted).
-#: librdkafka can block in ``send_offsets_to_transaction`` past its timeout once
-#: the group coordinator went away (confluentinc/librdkafka#5456); seen after a
-#: broker restart, holding a worker's revoke, and so its whole group, for
-#: minutes. Twice the transaction timeout: longer than any legitimate round
-#: (each call is bounded by the timeout), and the broker aborts a transaction
-#: open for longer than the timeout. A transaction that does commit after all
-#: is safe: whoever takes its partitions over reads their offsets with
-#: ``require_stable``, which waits for it, before it reads anything else.
-STUCK_S = float(os.environ.get("PROCESSION_TXN_STUCK_S", str(2 * _CALL_TIMEOUT_S)))
 
 #: Seconds the next transaction waits, at most, for the callers that had a batch
 #: in the last one and said they commit in a pipeline (:meth:`TransactionalProducer.idle`):
