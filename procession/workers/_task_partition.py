@@ -24,8 +24,8 @@ class TaskPartition:
     """Runs a partition's tasks and commits their results as they finish.
 
     Each commit carries the results ready so far and the offset below which
-    every task has finished, so a crash re-delivers only unfinished tasks (and
-    perhaps some finished after the last commit: at least once, never lost).
+    every task has finished, so a crash re-delivers from the oldest unfinished
+    task on, finished tasks after it included (at least once, never lost).
     """
 
     def __init__(self, worker: Worker, tp: TopicPartition) -> None:
