@@ -213,6 +213,38 @@ async def test_a_graceful_stop_mid_work_leaves_nothing_to_wait_for(
     assert len(done) == 60 and set(first) | set(then) == done  # each task ran once
 
 
+async def test_a_processor_stopped_mid_work_hands_its_partitions_over_at_once(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM to a processor deciding: it commits or aborts what it has, leaves
+    its group and exits 0; the next processor decides within seconds, and
+    nothing is decided twice."""
+    app = make_app(backend, monkeypatch)
+    transport = backend.transport()
+    await transport.create_topics(app.topics.specs(app.task_types()))
+    monkeypatch.setenv("PROCESSION_TEST_SLOW_S", "0.2")  # tasks of this process's worker
+    processor = spawn("processor", backend, "--no-router")
+    replacement = Processor(app, transport)
+    try:
+        async with all_but("processor", app, transport):
+            await publish(app, transport, range(20))
+            await until(lambda: _at_least(backend, app, 1), timeout_s=60)  # it decides
+            processor.send_signal(signal.SIGTERM)
+            await exited(processor, 30)
+            stopped = time.monotonic()
+            await replacement.start()
+            await until(lambda: _at_least(backend, app, 20), timeout_s=60)
+            rest = time.monotonic() - stopped
+    finally:
+        if processor.poll() is None:
+            processor.kill()
+        await replacement.stop()
+    print(f"\nprocessor stopped with SIGTERM mid-work: the rest completed {rest:.1f} s later")
+    assert processor.returncode == 0
+    assert rest < 5.0  # a partition left behind would cost the 10 s session timeout
+    exactly_once(await stream(backend, app), 20)
+
+
 @pytest.mark.parametrize("role", ["processor", "router", "worker"])
 async def test_a_writer_fenced_while_it_owns_the_partition_stops_loudly(
     backend: Backend, monkeypatch: pytest.MonkeyPatch, role: str
