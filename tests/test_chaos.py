@@ -11,14 +11,15 @@ import pytest
 from benchmarks.chaos import Config, Result, run
 from benchmarks.chaos_audit import Audit, decided_twice, longest_stall
 from procession.topics import InputIgnored, TransitionPlanned
-from tests.conftest import Backend
+from tests.conftest import CLIENTS, KAFKA_BACKENDS, Backend
 
 
-@pytest.mark.backends("kafka")
+@pytest.mark.backends(*KAFKA_BACKENDS)
 async def test_a_tiny_chaos_run_completes_every_order_deciding_each_input_once(
-    backend: Backend, tmp_path: Path
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend.transport()  # the session's broker
+    monkeypatch.setenv("PROCESSION_KAFKA_CLIENT", CLIENTS[backend.name])  # the replicas'
     cfg = Config(
         orders=20,
         processors=1,
