@@ -186,12 +186,7 @@ async def test_a_graceful_stop_mid_work_leaves_nothing_to_wait_for(
         async with all_but("worker", app, transport):
             await publish(app, transport, range(20))
             await until(lambda: _lines(started, 3), timeout_s=60)
-            worker.send_signal(signal.SIGTERM)
-            await exited(worker, 30)
-            stopped = time.monotonic()
-            await replacement.start()
-            await until(lambda: _at_least(backend, app, 20), timeout_s=60)
-            rest = time.monotonic() - stopped
+            rest = await _handed_over(worker, replacement, backend, app, 20)
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -229,12 +224,7 @@ async def test_a_processor_stopped_mid_work_hands_its_partitions_over_at_once(
         async with all_but("processor", app, transport):
             await publish(app, transport, range(20))
             await until(lambda: _at_least(backend, app, 1), timeout_s=60)  # it decides
-            processor.send_signal(signal.SIGTERM)
-            await exited(processor, 30)
-            stopped = time.monotonic()
-            await replacement.start()
-            await until(lambda: _at_least(backend, app, 20), timeout_s=60)
-            rest = time.monotonic() - stopped
+            rest = await _handed_over(processor, replacement, backend, app, 20)
     finally:
         if processor.poll() is None:
             processor.kill()
@@ -243,6 +233,23 @@ async def test_a_processor_stopped_mid_work_hands_its_partitions_over_at_once(
     assert processor.returncode == 0
     assert rest < 5.0  # a partition left behind would cost the 10 s session timeout
     exactly_once(await stream(backend, app), 20)
+
+
+async def _handed_over(
+    proc: subprocess.Popen[bytes],
+    replacement: Processor | Worker,
+    backend: Backend,
+    app: Any,
+    n: int,
+) -> float:
+    """SIGTERM ``proc``, wait for its exit and start ``replacement``: the seconds
+    from the exit until ``n`` processes have completed."""
+    proc.send_signal(signal.SIGTERM)
+    await exited(proc, 30)
+    stopped = time.monotonic()
+    await replacement.start()
+    await until(lambda: _at_least(backend, app, n), timeout_s=60)
+    return time.monotonic() - stopped
 
 
 @pytest.mark.parametrize("role", ["processor", "router", "worker"])

@@ -269,24 +269,8 @@ async def test_restart_restores_state_and_timers_from_the_changelog(backend: Bac
 
 
 async def test_inline_tasks_run_in_the_processor(backend: Backend) -> None:
-
-    working, closed = State("Working", initial=True), State("Closed", final=True)
-    close = Task(
-        "CloseInline", mode="inline", retry=RetryPolicy(max_attempts=2, initial=timedelta(0))
-    )
-    saga = Saga(
-        "inline",
-        machines=[
-            Machine(
-                "i",
-                states=[working, closed],
-                transitions=[working.to(closed, on=RebaseFailed, task=close)],
-                per=ForEach(RebaseFailed, lambda e: e.instances),
-            )
-        ],
-        correlate={RebaseFailed: lambda e: e.rebase_id},
-        starts=[RebaseFailed],
-    )
+    retry = RetryPolicy(max_attempts=2, initial=timedelta(0))
+    saga = _inline_close_saga(Task("CloseInline", mode="inline", retry=retry))
     calls: list[str] = []
 
     def handler(call: TaskCall) -> str:
@@ -303,10 +287,10 @@ async def test_inline_tasks_run_in_the_processor(backend: Backend) -> None:
     assert len(calls) == 3 and rt.workers[0].metrics["completed"] == 0
 
 
-def _inline_close_saga() -> Saga:
+def _inline_close_saga(close: Task | None = None) -> Saga:
     """One machine per instance, Working -> Closed through the inline ``CloseInline``."""
     working, closed = State("Working", initial=True), State("Closed", final=True)
-    close = Task("CloseInline", mode="inline")
+    close = close or Task("CloseInline", mode="inline")
     return Saga(
         "inline",
         machines=[
@@ -652,90 +636,78 @@ async def _ended_here(rt: Runtime, process_id: str) -> bool:
     return isinstance(rt._held(process_id), Ended)
 
 
-async def test_a_worker_slow_to_claim_its_partitions_still_lets_its_group_rebalance(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("role", ["worker", "router"])
+async def test_a_member_slow_to_claim_its_partitions_still_lets_its_group_rebalance(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, role: str
 ) -> None:
-    """A claim can wait seconds (a killed owner's transaction to end); the worker
-    fetches on meanwhile, so a member joining gets its partitions without waiting
-    for it (on librdkafka a member serves rebalances only from inside a fetch)."""
+    """A claim can wait seconds (a killed owner's transaction to end); workers and
+    routers fetch on meanwhile, so a member joining gets its partitions without
+    waiting for it (on librdkafka a member serves rebalances only from inside a
+    fetch). The first member's claim is held while a second one joins."""
     app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
     await backend.transport().create_topics(app.topics.specs(app.task_types()))
-    first = Worker(app, backend.transport(), backend.clock, concurrency=4)
+    member = _Member(role, app, backend)
+    first = member.make()
     gate, held = asyncio.Event(), asyncio.Event()
     real_claim = worker_loop.claim
 
     async def slow_claim(unclaimed: Any, writers: Any, consumer: Any) -> None:
-        if writers is first.writers:
+        if writers is member.writers(first):
             held.set()
             await gate.wait()
         await real_claim(unclaimed, writers, consumer)
 
     monkeypatch.setattr(worker_loop, "claim", slow_claim)
     await first.start()
-    second = Worker(app, backend.transport(), backend.clock, concurrency=4)
+    second = member.make()
     try:
         async with asyncio.timeout(30):
             await held.wait()  # the first owns every partition, none claimed
         await second.start()
-        await until(lambda: _has_partitions(second), timeout_s=30)
-        assert not gate.is_set() and first.unclaimed  # the first is still claiming
-        assert not set(first.parts) & set(second.parts)
+        await until(lambda: member.serving(second), timeout_s=30)  # a claim inline: held here
+        assert not gate.is_set() and member.unclaimed(first)  # the first is still claiming
+        assert not member.owned(first) & member.owned(second)
         gate.set()
-        await until(lambda: _claimed(first), timeout_s=30)
+        await until(lambda: member.serving(first), timeout_s=30)
     finally:
         gate.set()
         await second.stop()
         await first.stop()
-
-
-async def _claimed(worker: Worker) -> bool:
-    return not worker.unclaimed
 
 
 async def _has_partitions(worker: Worker) -> bool:
     return bool(worker.parts) and worker.ready()
 
 
-async def test_a_router_slow_to_claim_its_partitions_still_lets_its_group_rebalance(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """docs/reliability.md: routers claim beside their fetch loop, as workers do.
-    The first router's claim is held; a second router joins and gets input
-    partitions without waiting for it (on librdkafka a member serves rebalances
-    only from inside a fetch)."""
-    app = backend.app([rebase_saga()], {"CloseInstance": lambda call: None})
-    await backend.transport().create_topics(app.topics.specs(app.task_types()))
-    first = Router(app, backend.transport(), backend.clock)
-    gate, held = asyncio.Event(), asyncio.Event()
-    real_claim = worker_loop.claim
+class _Member:
+    """A worker or a router, and where each keeps its writers and partitions."""
 
-    async def slow_claim(unclaimed: Any, writers: Any, consumer: Any) -> None:
-        if writers is first._writers:
-            held.set()
-            await gate.wait()
-        await real_claim(unclaimed, writers, consumer)
+    def __init__(self, role: str, app: App, backend: Backend) -> None:
+        self.role, self.app, self.backend = role, app, backend
 
-    monkeypatch.setattr(worker_loop, "claim", slow_claim)
-    await first.start()
-    second = Router(app, backend.transport(), backend.clock)
-    try:
-        async with asyncio.timeout(30):
-            await held.wait()  # the first owns every input partition, none claimed
-        await second.start()
-        await until(lambda: _routes(second), timeout_s=30)  # a claim inline: held up here
-        assert not gate.is_set() and first._unclaimed  # the first is still claiming
-        assert not first._owned & second._owned
-        gate.set()
-        await until(lambda: _routes(first), timeout_s=30)
-    finally:
-        gate.set()
-        await second.stop()
-        await first.stop()
+    def make(self) -> Worker | Router:
+        t, clock = self.backend.transport(), self.backend.clock
+        return (
+            Worker(self.app, t, clock, concurrency=4)
+            if self.role == "worker"
+            else Router(self.app, t, clock)
+        )
 
+    @staticmethod
+    def writers(m: Worker | Router) -> object:
+        return m.writers if isinstance(m, Worker) else m._writers
 
-async def _routes(router: Router) -> bool:
-    """Owns input partitions, every one of them claimed."""
-    return bool(router._owned) and router.ready()
+    @staticmethod
+    def unclaimed(m: Worker | Router) -> set[TopicPartition]:
+        return m.unclaimed if isinstance(m, Worker) else m._unclaimed
+
+    @staticmethod
+    def owned(m: Worker | Router) -> set[TopicPartition]:
+        return set(m.parts) if isinstance(m, Worker) else set(m._owned)
+
+    async def serving(self, m: Worker | Router) -> bool:
+        """Owns partitions, every one of them claimed."""
+        return bool(self.owned(m)) and m.ready()
 
 
 def _waiting_closer() -> tuple[Any, list[str], asyncio.Event]:
