@@ -416,6 +416,13 @@ def _co_partitioned(app: App) -> tuple[str, str]:
 
 
 async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
+    code = await _supervised(app, servers, args)
+    if code != OK:
+        await _say_if_unreachable(servers)
+    return code
+
+
+async def _supervised(app: App, servers: str, args: argparse.Namespace) -> int:
     from procession._telemetry import observe  # noqa: PLC0415
     from procession.workers import Processor, Router, Worker  # noqa: PLC0415 - per command
 
@@ -432,28 +439,26 @@ async def _run(app: App, servers: str, args: argparse.Namespace) -> int:
             parts.append(("worker", worker))
         observe(parts)  # OpenTelemetry metrics, when OTEL_* asked for them
         if args.health_port is None:
-            code = await supervise(parts, asyncio.Event())
-        else:
-            host = os.environ.get("PROCESSION_HEALTH_HOST", "0.0.0.0")  # noqa: S104 - probes reach the pod's address
-            async with HealthServer(parts, host, args.health_port) as health:
-                logging.getLogger("procession").info("health and metrics on port %d", health.port)
-                code = await supervise(parts, asyncio.Event())
-        if code != OK:
-            await _gone(servers)
-        return code
+            return await supervise(parts, asyncio.Event())
+        host = os.environ.get("PROCESSION_HEALTH_HOST", "0.0.0.0")  # noqa: S104 - probes reach the pod's address
+        async with HealthServer(parts, host, args.health_port) as health:
+            logging.getLogger("procession").info("health and metrics on port %d", health.port)
+            return await supervise(parts, asyncio.Event())
 
 
-async def _gone(servers: str) -> None:
-    """Say so when no broker answers any more: a component that stopped on a
-    broker gone for good reports what its client made of it (an unknown topic,
-    a transaction that did not end), not the cause."""
+async def _say_if_unreachable(servers: str) -> None:
+    """Log one more line when no broker answers any more, once the command has
+    closed its clients: a component stopped by a broker gone for good says what
+    its client made of it (an unknown topic, a transaction that did not end),
+    not the cause. (A failure raised out of the run says its own one line.)"""
     try:
         async with asyncio.timeout(REACH_AGAIN_S):
             await _reach(servers)
-    except (KafkaUnreachableError, TimeoutError) as exc:
-        why = str(exc) if isinstance(exc, KafkaUnreachableError) else ""
-        why = why or str(KafkaUnreachableError.silent(servers, REACH_AGAIN_S))
-        logging.getLogger("procession").error("%s: the likely cause of the stop", why)
+    except KafkaUnreachableError as exc:
+        logging.getLogger("procession").error("%s: the likely cause of the stop", exc)
+    except TimeoutError:
+        silent = KafkaUnreachableError.silent(servers, REACH_AGAIN_S)
+        logging.getLogger("procession").error("%s: the likely cause of the stop", silent)
 
 
 @contextlib.asynccontextmanager
@@ -484,20 +489,38 @@ async def _connected(servers: str) -> AsyncIterator[KafkaTransport | RdKafkaTran
 async def _reach(servers: str) -> None:
     """Return once a TCP connection to one of ``servers`` opens; else say why not.
 
-    Checked before aiokafka tries, which would log an error per attempt first.
+    Every server is tried at once, so one that drops packets does not use up a
+    caller's deadline while another would answer. Checked before aiokafka
+    tries, which would log an error per attempt first.
     """
-    why = "no servers given"
-    for server in (s.strip() for s in servers.split(",") if s.strip()):
-        host, _, port = server.rpartition(":")
-        try:
-            _, writer = await asyncio.open_connection(host.strip("[]") or "localhost", int(port))
-        except (OSError, ValueError) as exc:
-            why = f"{server}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
+    listed = [s.strip() for s in servers.split(",") if s.strip()]
+    if not listed:
+        raise KafkaUnreachableError(servers, "no servers given")
+    tries = [asyncio.ensure_future(_open(server)) for server in listed]
+    why = ""
+    try:
+        for attempt in asyncio.as_completed(tries):
+            failed = await attempt
+            if failed is None:
+                return
+            why = failed
+    finally:
+        for t in tries:
+            t.cancel()
+        await asyncio.gather(*tries, return_exceptions=True)
     raise KafkaUnreachableError(servers, why)
+
+
+async def _open(server: str) -> str | None:
+    """None once a TCP connection to ``server`` (host:port) opened, else why not."""
+    host, _, port = server.rpartition(":")
+    try:
+        _, writer = await asyncio.open_connection(host.strip("[]") or "localhost", int(port))
+    except (OSError, ValueError) as exc:
+        return f"{server}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+    writer.close()
+    await writer.wait_closed()
+    return None
 
 
 if __name__ == "__main__":

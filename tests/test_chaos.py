@@ -58,7 +58,19 @@ def test_a_run_in_which_anything_happened_twice_fails(field: str, tmp_path: Path
     clean = Audit(published=3, started=3, completed=3)
 
     def result(audit: Audit) -> Result:
-        return Result(cfg, "p", tmp_path, audit, 1.0, 1.0, [], [], {}, 0, "b")
+        return Result(
+            config=cfg,
+            prefix="p",
+            run_dir=tmp_path,
+            audit=audit,
+            seconds=1.0,
+            all_completed_s=1.0,
+            kills=[],
+            unplanned_exits=[],
+            exit_codes={},
+            publish_retries=0,
+            broker="b",
+        )
 
     assert result(clean).ok
     assert not result(replace(clean, completed=2)).ok

@@ -247,13 +247,23 @@ async def test_worker_killed_mid_task_the_task_is_delivered_again(
     exactly_once(records, 1)
 
 
-async def test_a_killed_worker_is_given_again_only_the_tasks_it_had_not_finished(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("slow", "runs"),
+    [("C", {"A": 1, "B": 1, "C": 2}), ("A", {"A": 2, "B": 2, "C": 2})],
+    ids=["slow-last", "slow-first"],
+)
+async def test_a_killed_worker_is_given_again_the_tasks_from_its_oldest_unfinished_one(
+    backend: Backend,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    slow: str,
+    runs: dict[str, int],
 ) -> None:
-    """Tasks A, B and C of one process share a task partition, in that order; C
-    runs for minutes, A and B finish and commit. The worker is SIGKILLed and
-    started again: C runs a second time (same task id and attempt), A and B once."""
-    slow = "C"  # the last on the partition: the offset commits past A and B
+    """Tasks A, B and C of one process share a task partition, in that order; one
+    runs for minutes, the other two finish and their results commit. The worker
+    is SIGKILLed and started again: the committed offset cannot pass the slow
+    task, so it and every task after it run again (same task id and attempt,
+    a second result recorded as ignored), and those before it run once."""
     app = make_app(backend, monkeypatch)
     transport = backend.transport()
     await transport.create_topics(app.topics.specs(app.task_types()))
@@ -267,7 +277,7 @@ async def test_a_killed_worker_is_given_again_only_the_tasks_it_had_not_finished
         async with all_but("worker", app, transport):
             await publish(app, transport, range(1, 2))
             await until(lambda: _results(backend, app, 2), timeout_s=60)  # committed
-            await until(lambda: _lines(started, 3), timeout_s=30)  # C runs
+            await until(lambda: _lines(started, 3), timeout_s=30)  # the slow one runs
             kill(first)  # while SLOW runs
             again = spawn("worker", backend, **marker)
             await until(lambda: _at_least(backend, app, 1), timeout_s=60)
@@ -277,10 +287,15 @@ async def test_a_killed_worker_is_given_again_only_the_tasks_it_had_not_finished
                 kill(proc)
     records = await stream(backend, app)
     results = {r.task_id: r for r in records if isinstance(r, TaskCompleted)}
-    runs = Counter(started.read_text().splitlines())
-    ran = {results[t].machine_id.removeprefix("instance:"): n for t, n in runs.items()}
-    assert ran == {i: 2 if i == slow else 1 for i in "ABC"}, f"runs per task: {ran}"
+    started_runs = Counter(started.read_text().splitlines())
+    ran = {results[t].machine_id.removeprefix("instance:"): n for t, n in started_runs.items()}
+    assert ran == runs, f"runs per task: {ran}"
     assert {r.attempt for r in results.values()} == {1}  # delivered again, not retried
+    ignored = [r for r in records if isinstance(r, InputIgnored)]
+    # results: every run but the one killed; all but the first of each ignored
+    assert len(ignored) == sum(runs.values()) - 1 - 3, ignored
+    late = {"task not pending (duplicate or late result)", "after completion"}
+    assert {r.reason for r in ignored} <= late, ignored
     exactly_once(records, 1)
 
 

@@ -33,6 +33,7 @@ from procession._errors import (
 )
 from procession.topics._layout import RECORD_LIMIT, TopicSpec
 from procession.workers import Batch, MemoryTransport, Message, Outgoing, TopicPartition
+from procession.workers import _kafka as kafka_module
 from procession.workers import _rdkafka_producer as rdkafka_producer
 from procession.workers._kafka import KafkaProducer, KafkaTransport
 from procession.workers._port import Consumer, Listener, Producer, Transport, partition_for
@@ -631,6 +632,43 @@ async def test_an_abort_whose_call_times_out_is_resumed_and_aborts(
         assert [m.key for m in await bench.records(topic)] == ["after"]
     finally:
         await tx.stop()
+
+
+@pytest.mark.backends("kafka")
+async def test_an_aiokafka_transaction_that_does_not_end_fails_its_producer_at_stuck_s(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka retries some requests of a transaction to a broker that is gone
+    for ever: a commit still in flight after ``STUCK_S`` fails the producer
+    (every later commit at once), its stop does not wait on the broker, and a
+    commit cancelled from outside before then is cancelled, not failed."""
+    monkeypatch.setattr(kafka_module, "STUCK_S", 1.0)
+    topic = await bench.topic("stuck")
+    p = cast(KafkaProducer, await bench.producer("tx"))
+    raw = p._p
+    assert raw is not None
+    hold = asyncio.Event()
+
+    async def never() -> None:  # as a commit whose EndTxn is retried for ever
+        await hold.wait()
+
+    raw.commit_transaction = never  # type: ignore[method-assign]
+    cancelled = asyncio.create_task(p.commit(Batch([at(topic, b"0")])))
+    await asyncio.sleep(0)  # it runs until it waits on the broker
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    began = time.monotonic()
+    with pytest.raises(WriterFailedError, match="has not ended in 1 s") as first:
+        await asyncio.wait_for(p.commit(Batch([at(topic, b"1")])), 30)
+    assert time.monotonic() - began < 5  # not the stuck bound plus an abort's wait
+    with pytest.raises(WriterFailedError) as again:
+        await p.commit(Batch([at(topic, b"2")]))
+    assert again.value is first.value
+    began = time.monotonic()
+    await asyncio.wait_for(p.stop(), 30)
+    assert time.monotonic() - began < 8  # its close is bounded
+    hold.set()
 
 
 class _HeldProducers:

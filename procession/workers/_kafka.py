@@ -182,20 +182,29 @@ class KafkaProducer:
     async def commit(self, batch: Batch) -> None:
         """Commit ``batch`` in one transaction. One that has not ended in ``STUCK_S``
         fails the producer for good (:class:`WriterFailedError`): aiokafka retries
-        some requests to a broker that is gone for ever."""
+        some requests to a broker that is gone for ever. (A commit that lands in
+        the very turn it is judged stuck is reported stuck all the same: the
+        component stops, and its successor reads what it committed.)"""
         async with self._one_at_a_time:
             if self._stuck is not None:
                 raise self._stuck
-            limit = asyncio.timeout(STUCK_S)
+            task = asyncio.current_task()
+            assert task is not None
+            overdue = asyncio.get_running_loop().call_later(STUCK_S, self._overdue, task)
             try:
-                async with limit:
-                    await self._commit(batch)
-            except BaseException as exc:
-                if not limit.expired():
+                await self._commit(batch)
+            except asyncio.CancelledError:
+                if self._stuck is None or task.uncancel() > 0:  # cancelled by someone else too
                     raise
-                why = f"a transaction has not ended in {STUCK_S:g} s (the broker does not answer)"
-                self._stuck = WriterFailedError(self.transactional_id, why)
-                raise self._stuck from exc
+                raise self._stuck from None
+            finally:
+                overdue.cancel()
+
+    def _overdue(self, task: asyncio.Task[object]) -> None:
+        """The transaction in flight has not ended in ``STUCK_S``: fail the producer."""
+        why = f"a transaction has not ended in {STUCK_S:g} s (the broker does not answer)"
+        self._stuck = WriterFailedError(self.transactional_id, why)
+        task.cancel()
 
     async def _commit(self, batch: Batch) -> None:
         p = self._p
@@ -236,6 +245,8 @@ class KafkaProducer:
             self._t.forget_limits()
             raise TransactionAbortedError(f"{type(exc).__name__}: {exc}") from exc
         except (KafkaError, asyncio.CancelledError) as exc:
+            if self._stuck is not None:  # its abort would wait on the same silent broker
+                raise
             await asyncio.shield(self._recover(exc))
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -287,6 +298,12 @@ class KafkaProducer:
                     await p.stop()
             except TimeoutError:  # its sender waits on a request to a broker that is gone
                 log.debug("producer %s: closed without its sender", self.transactional_id)
+                sender = p._sender.sender_task
+                for _ in range(2):  # cancelled once, it waits on its requests: twice
+                    if sender is None or sender.done():
+                        break
+                    sender.cancel()
+                    await asyncio.wait({sender}, timeout=1.0)
                 await p.client.close()
             _observe_fatal(p)
 
