@@ -45,6 +45,22 @@ def private_broker(tmp_path: Path) -> Iterator[int]:
     )
 
 
+def _env(port: int, prefix: str, backend: Backend, **more: str) -> dict[str, str]:
+    """The environment of commands on the private broker, with ``backend``'s client."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "PROCESSION_TEST_PREFIX": prefix,
+        "PROCESSION_KAFKA_CLIENT": CLIENTS[backend.name],
+        **more,
+    }
+
+
+def _kill_broker(port: int) -> None:
+    """SIGKILL the private broker on ``port`` (its pid from scripts/kafka-local)."""
+    os.kill(int((ROOT / ".kafka-local" / f"broker-{port}.pid").read_text()), signal.SIGKILL)
+
+
 async def create_topics(env: dict[str, str]) -> None:
     """``procession topics create`` for the test app, under ``env``."""
     created = await asyncio.to_thread(
@@ -79,20 +95,14 @@ async def test_commands_stopped_while_the_broker_is_down_exit_0_without_a_traceb
     backend: Backend, private_broker: int, tmp_path: Path
 ) -> None:
     port, prefix = private_broker, f"outage{os.getpid()}-{backend.name}"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-        "PROCESSION_TEST_PREFIX": prefix,
-        "PROCESSION_KAFKA_CLIENT": CLIENTS[backend.name],
-    }
+    env = _env(port, prefix, backend)
     await create_topics(env)
     logs = {role: tmp_path / f"{role}.err" for role in ("processor", "worker")}
     procs = {role: cli(role, env, log) for role, log in logs.items()}
     try:
         for log in logs.values():  # each has its partitions and has read their changelogs
             await until(lambda log=log: ready(log), timeout_s=60)  # type: ignore[misc]
-        broker = int((ROOT / ".kafka-local" / f"broker-{port}.pid").read_text())
-        os.kill(broker, signal.SIGKILL)
+        _kill_broker(port)
         gone = _BROKER_GONE[backend.name]
         for log in logs.values():  # each has seen the broker go: its client is retrying
             await until(lambda log=log: _has(log, gone), timeout_s=60)  # type: ignore[misc]
@@ -121,15 +131,14 @@ async def test_a_worker_whose_broker_is_gone_for_good_exits_1_with_one_line_sayi
     of the transaction was retried for ever, and the close then waited on it)."""
     port, prefix = private_broker, f"gone{os.getpid()}-{backend.name}"
     started = tmp_path / "started"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-        "PROCESSION_TEST_PREFIX": prefix,
-        "PROCESSION_KAFKA_CLIENT": CLIENTS[backend.name],
-        "PROCESSION_TEST_SLOW_S": "2",  # tasks still running when the broker goes
-        "PROCESSION_TEST_STARTED_FILE": str(started),
-        "PROCESSION_TXN_STUCK_S": "5",  # the commit deadline stays 120 s: stuck comes first
-    }
+    env = _env(
+        port,
+        prefix,
+        backend,
+        PROCESSION_TEST_SLOW_S="2",  # tasks still running when the broker goes
+        PROCESSION_TEST_STARTED_FILE=str(started),
+        PROCESSION_TXN_STUCK_S="5",  # the commit deadline stays 120 s: stuck comes first
+    )
     await create_topics(env)
     logs = {role: tmp_path / f"{role}.err" for role in ("processor", "worker")}
     procs = {role: cli(role, env, log) for role, log in logs.items()}
@@ -143,8 +152,7 @@ async def test_a_worker_whose_broker_is_gone_for_good_exits_1_with_one_line_sayi
         finally:
             await transport.close()
         await until(lambda: _has(started, "\n"), timeout_s=60)
-        broker = int((ROOT / ".kafka-local" / f"broker-{port}.pid").read_text())
-        os.kill(broker, signal.SIGKILL)
+        _kill_broker(port)
         killed = time.monotonic()
         try:
             code = await asyncio.to_thread(procs["worker"].wait, 90)

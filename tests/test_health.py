@@ -13,7 +13,7 @@ from procession._health import HealthServer
 from procession.examples import RebaseFailed, rebase_saga
 from procession.workers import Runtime
 from tests.conftest import Backend, until
-from tests.test_cli import create_topics, get, has, publish_one, routed, spawn
+from tests.test_cli import create_topics, get, has, publish_one, ready, routed, spawn
 
 
 def parts_of(rt: Runtime) -> list[tuple[str, object]]:
@@ -114,11 +114,7 @@ async def test_a_long_lived_command_serves_its_health_on_the_port_given(
     try:
         await until(lambda: has(stderr, "health and metrics on port "), timeout_s=30)
         port = int(re.findall(r"on port (\d+)", stderr.read_text())[0])
-
-        async def ready() -> bool:
-            return (await get(port, "/readyz"))[0] == 200
-
-        await until(ready, timeout_s=30)
+        await until(lambda: ready(stderr), timeout_s=30)
         assert await get(port, "/healthz") == (200, "ok")
         await publish_one(backend)
         await until(lambda: routed(backend), timeout_s=30)
